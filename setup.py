@@ -1,0 +1,26 @@
+"""tfharm: mask-free image harmonisation in TensorFlow/Keras."""
+import setuptools
+
+setuptools.setup(
+    name="tfharm",
+    version="0.1.0",
+    description="Mask-free image harmonisation: perceptual luminance detector + DIH harmoniser.",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["tfharm", "tfharm.*", "data_builders", "data_builders.*"]),
+    package_data={"data_builders.luminance_composites": ["*.bib", "*.md", "*.tsv"]},
+    install_requires=[
+        "tensorflow==2.21.*",
+        "tensorflow-datasets==4.9.*",
+        "numpy>=1.26",
+        "opencv-python-headless>=4.9",
+        "pycocotools>=2.0.7",
+        "absl-py>=2.1",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "scikit-image>=0.22"],
+        # The `tfds` command line imports both; the Python entry point does not need them.
+        "beam": ["apache-beam>=2.60", "mlcroissant>=1.0"],
+    },
+)
