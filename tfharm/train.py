@@ -1,0 +1,520 @@
+"""One training command for every tfharm model.
+
+  python -m tfharm.train --flagfile=configs/train_harmoniser.flags \
+      --data_dir=out/tfds --workdir=out/train/harmoniser256
+
+`--model` picks a *task* (model builder, loss, validation metrics, per-batch input
+transform) from `TASKS`; everything else (distribution, precision, checkpoints with
+resume, TensorBoard, validation, NaN guard, export) is shared. Re-running the same
+command after a crash or a SIGKILL continues from the last complete checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from typing import Any, Callable, Mapping, Protocol
+
+from absl import app, flags, logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig
+
+Batch = Mapping[str, tf.Tensor]
+DatasetFn = Callable[..., tf.data.Dataset]
+
+# --- flags -------------------------------------------------------------------------
+_MODEL = flags.DEFINE_enum("model", "harmoniser", ["harmoniser", "detector"],
+                           "Which network to train (a key of tfharm.train.TASKS).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs, exported weights.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites.")
+_DATASET_CONFIG = flags.DEFINE_string("dataset_config", "256", "luminance_composites config.")
+_TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "Split to train on.")
+_EVAL_SPLIT = flags.DEFINE_string("eval_split", "test", "Split for periodic validation.")
+_MAX_TRAIN = flags.DEFINE_integer("max_train_examples", 0, "Use at most this many (0: all).")
+_MAX_EVAL = flags.DEFINE_integer("max_eval_examples", 0, "Validate on at most this many (0: all).")
+_AUGMENT = flags.DEFINE_bool("augment", True, "Geometric augmentation (composite/real/mask aligned).")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "Global batch size (split across replicas).")
+_EVAL_BATCH = flags.DEFINE_integer("eval_batch_size", 8, "Validation batch size.")
+_STEPS = flags.DEFINE_integer("steps", 50_000, "Total optimiser steps (resume counts from the checkpoint).")
+_LR = flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for initialisation and data order.")
+_LOG_EVERY = flags.DEFINE_integer("log_every", 50, "Write training scalars every N steps.")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every", 2000, "Validate every N steps (0: only at the end).")
+_CKPT_EVERY = flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint every N steps.")
+_KEEP = flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.")
+_CKPT_DATA = flags.DEFINE_bool(
+    "checkpoint_data_iterator", False,
+    "Also checkpoint the tf.data iterator (exact data position on resume). Off by default: "
+    "its state includes the shuffle buffer, which can be large; when off, a resumed run "
+    "reseeds the data order with seed + step instead of replaying the first batches.")
+_STRATEGY = flags.DEFINE_enum("strategy", "default",
+                              ["default", "one_device", "mirrored", "multi_worker"],
+                              "tf.distribute strategy (multi_worker reads TF_CONFIG).")
+_PRECISION = flags.DEFINE_enum("precision", "float32",
+                               ["float32", "mixed_bfloat16", "mixed_float16"],
+                               "Keras dtype policy (mixed_float16 adds loss scaling).")
+_JIT = flags.DEFINE_bool("jit_compile", False,
+                         "XLA-compile the train step. Off by default: on this CPU TF's oneDNN "
+                         "kernels beat XLA (bench/RESULTS.md); turn on for GPUs.")
+_EXPORT = flags.DEFINE_bool("export", True, "Write <model>.weights.h5 and <model>.keras at the end.")
+# harmoniser task
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 256, "Harmoniser input size S (4 * 2**n).")
+_LOSS_REGION = flags.DEFINE_enum("loss_region", "image", ["image", "mask"],
+                                 "MSE over the whole image (as DIH) or only inside the mask.")
+_SEMANTIC = flags.DEFINE_bool("semantic", False, "Add DIH's scene-parsing decoder branch.")
+_SEMANTIC_WEIGHT = flags.DEFINE_float("semantic_weight", 1e-4, "Weight of the parsing CE loss.")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 81, "Parsing classes (80 COCO + background).")
+
+
+# --- tasks -------------------------------------------------------------------------
+class Task(Protocol):
+  """What train() needs from a model family. All tensors are per-example, shape (B,).
+
+  transform: runs in tf.data on a batch of the dataset contract (composite/real in
+    [0, 1], mask in {0, 1}, int64 metadata) and returns what the other methods read.
+  inputs: picks the model's inputs from a transformed batch.
+  loss: {"loss": (B,), ...components} for the optimiser and TensorBoard.
+  metrics: {name: (B,)} validation metrics, averaged over the split.
+  baseline: {name: (B,)} metrics of doing nothing (logged once for comparison) or {}.
+  images: {name: (B, H, W, C) in [0, 1]} for TensorBoard.
+  """
+
+  name: str
+
+  def build_model(self) -> keras.Model: ...
+  def transform(self, batch: Batch) -> Batch: ...
+  def inputs(self, batch: Batch) -> Any: ...
+  def loss(self, batch: Batch, outputs: Any) -> dict[str, tf.Tensor]: ...
+  def metrics(self, batch: Batch, outputs: Any) -> dict[str, tf.Tensor]: ...
+  def baseline(self, batch: Batch) -> dict[str, tf.Tensor]: ...
+  def images(self, batch: Batch, outputs: Any) -> dict[str, tf.Tensor]: ...
+
+
+def image_metrics(pred: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
+  """MSE, PSNR (R = 255) and fMSE per image on the 0-255 scale; inputs in [0, 1].
+
+  fMSE follows iHarmony4: squared error summed over the mask / (mask pixels * channels);
+  0 for an empty mask. PSNR of an identical pair is capped by an MSE floor of 1e-10.
+  """
+  err = tf.square((tf.cast(pred, tf.float32) - tf.cast(real, tf.float32)) * 255.0)
+  mse = tf.reduce_mean(err, axis=[1, 2, 3])
+  psnr = 10.0 * tf.math.log(255.0**2 / tf.maximum(mse, 1e-10)) / math.log(10.0)
+  area = tf.reduce_sum(mask, axis=[1, 2, 3]) * tf.cast(tf.shape(err)[-1], tf.float32)
+  fmse = tf.math.divide_no_nan(tf.reduce_sum(err * mask, axis=[1, 2, 3]), area)
+  return {"mse": mse, "psnr": psnr, "fmse": fmse}
+
+
+@dataclasses.dataclass(frozen=True)
+class HarmoniserTask:
+  """DIH: whole-image MSE in [-1, 1] (or mask-restricted), optional parsing branch."""
+
+  cfg: HarmoniserConfig = HarmoniserConfig()
+  loss_region: str = "image"
+  semantic_weight: float = 1e-4
+  name: str = "harmoniser"
+
+  def build_model(self) -> keras.Model:
+    return Harmoniser(self.cfg, name="harmoniser")
+
+  def transform(self, batch: Batch) -> Batch:
+    out = {"composite": batch["composite"], "real": batch["real"], "mask": batch["mask"]}
+    if self.cfg.semantic:
+      # Only the target object's class is known per composite: label it (category + 1,
+      # 0 = background) inside the mask; ClassLabel indices are already contiguous 0..79.
+      cat = tf.cast(tf.reshape(batch["category"], (-1, 1, 1)), tf.int32) + 1
+      out["labels"] = tf.where(batch["mask"][..., 0] > 0.5, cat, 0)  # (B, S, S)
+    return out
+
+  def inputs(self, batch: Batch) -> dict[str, tf.Tensor]:
+    return {"image": batch["composite"] * 2.0 - 1.0, "mask": batch["mask"]}
+
+  def loss(self, batch: Batch, outputs) -> dict[str, tf.Tensor]:
+    pred = outputs["image"] if isinstance(outputs, dict) else outputs
+    err = tf.square(tf.cast(pred, tf.float32) - (batch["real"] * 2.0 - 1.0))  # [-1, 1] space
+    if self.loss_region == "mask":
+      m = batch["mask"]
+      mse = tf.math.divide_no_nan(tf.reduce_sum(err * m, axis=[1, 2, 3]),
+                                  3.0 * tf.reduce_sum(m, axis=[1, 2, 3]))
+    else:
+      mse = tf.reduce_mean(err, axis=[1, 2, 3])
+    losses = {"loss": mse, "mse": mse}
+    if self.cfg.semantic:
+      ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+          batch["labels"], tf.cast(outputs["semantic"], tf.float32))
+      ce = tf.reduce_mean(ce, axis=[1, 2])
+      losses.update(loss=mse + self.semantic_weight * ce, semantic_ce=ce)
+    return losses
+
+  def _pred01(self, outputs) -> tf.Tensor:
+    pred = outputs["image"] if isinstance(outputs, dict) else outputs
+    return tf.clip_by_value((tf.cast(pred, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+  def metrics(self, batch: Batch, outputs) -> dict[str, tf.Tensor]:
+    return image_metrics(self._pred01(outputs), batch["real"], batch["mask"])
+
+  def baseline(self, batch: Batch) -> dict[str, tf.Tensor]:
+    return image_metrics(batch["composite"], batch["real"], batch["mask"])
+
+  def images(self, batch: Batch, outputs) -> dict[str, tf.Tensor]:
+    return {"composite": batch["composite"], "harmonised": self._pred01(outputs),
+            "real": batch["real"], "mask": batch["mask"]}
+
+
+def _harmoniser_task() -> Task:
+  cfg = HarmoniserConfig(image_size=_IMAGE_SIZE.value, semantic=_SEMANTIC.value,
+                         num_classes=_NUM_CLASSES.value)
+  return HarmoniserTask(cfg, loss_region=_LOSS_REGION.value,
+                        semantic_weight=_SEMANTIC_WEIGHT.value)
+
+
+def _detector_task() -> Task:
+  # Hook for issue 6: the detector module provides make_task() returning a Task; its
+  # flags belong in this file (flags must exist before the flagfile is parsed).
+  try:
+    module = importlib.import_module("tfharm.models.detector")
+  except ModuleNotFoundError as e:
+    raise app.UsageError("--model=detector: tfharm.models.detector is not available yet") from e
+  if not hasattr(module, "make_task"):
+    raise app.UsageError("--model=detector: tfharm.models.detector has no make_task()")
+  return module.make_task()
+
+
+TASKS: dict[str, Callable[[], Task]] = {"harmoniser": _harmoniser_task,
+                                        "detector": _detector_task}
+
+
+# --- options -----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+  """Everything train() reads; main() fills it from flags, tests build it directly."""
+
+  workdir: str
+  data_dir: str
+  dataset_config: str = "256"
+  train_split: str = "train"
+  eval_split: str = "test"
+  max_train_examples: int = 0
+  max_eval_examples: int = 0
+  augment: bool = True
+  batch_size: int = 8
+  eval_batch_size: int = 8
+  steps: int = 50_000
+  learning_rate: float = 1e-4
+  seed: int = 0
+  log_every: int = 50
+  eval_every: int = 2000
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3
+  checkpoint_data_iterator: bool = False
+  strategy: str = "default"
+  precision: str = "float32"
+  jit_compile: bool = False
+  export: bool = True
+
+
+class DivergedError(RuntimeError):
+  """Raised when the loss is not finite; the last good checkpoint is left in place."""
+
+
+# --- helpers -----------------------------------------------------------------------
+def make_strategy(name: str) -> tf.distribute.Strategy:
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "one_device":
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker":
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ValueError(f"unknown strategy {name!r}")
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  return resolver.task_type == "chief" or (resolver.task_type == "worker" and
+                                            resolver.task_id == 0 and
+                                            "chief" not in resolver.cluster_spec().as_dict())
+
+
+def _default_dataset_fn() -> DatasetFn:
+  try:
+    from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise app.UsageError(f"tfharm.data.pipeline.make_dataset is not importable: {e}") from e
+  return pipeline.make_dataset
+
+
+def _open_dataset(dataset_fn: DatasetFn, opts: TrainOptions, split: str, **kwargs):
+  """Calls the data contract and turns 'no dataset there' into one clear message."""
+  if not opts.data_dir or not tf.io.gfile.exists(opts.data_dir):
+    raise app.UsageError(f"--data_dir={opts.data_dir!r} does not exist. Build the data first: "
+                         "tfds build data_builders/luminance_composites "
+                         f"--config={opts.dataset_config} --data_dir=<dir> --manual_dir=<coco>")
+  try:
+    return dataset_fn(opts.data_dir, split, config=opts.dataset_config, **kwargs)
+  except (FileNotFoundError, tf.errors.NotFoundError, AssertionError, ValueError) as e:
+    raise app.UsageError(
+        f"No luminance_composites/{opts.dataset_config} split {split!r} under "
+        f"--data_dir={opts.data_dir}: {type(e).__name__}: {e}. Build it with `tfds build "
+        f"data_builders/luminance_composites --config={opts.dataset_config} "
+        f"--data_dir={opts.data_dir} --manual_dir=<coco root>`.") from e
+
+
+def _atomic_save(model: keras.Model, path: str, weights_only: bool) -> None:
+  """Writes next to `path`, then renames: a kill never leaves a half-written export."""
+  directory = os.path.dirname(path) or "."
+  suffix = ".weights.h5" if weights_only else ".keras"
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+  os.close(fd)
+  os.remove(tmp)
+  try:
+    if weights_only:
+      model.save_weights(tmp)
+    else:
+      model.save(tmp)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def restore_latest(manager: tf.train.CheckpointManager, ckpt: tf.train.Checkpoint) -> str | None:
+  """Restores the newest checkpoint that reads back completely; skips damaged ones.
+
+  TF writes checkpoint data to a temporary prefix and updates the `checkpoint` index
+  atomically, so a kill cannot make a partial save 'latest'; this also survives a
+  later corruption (truncated disk copy, deleted shard) by falling back to an older one.
+  """
+  for path in reversed(manager.checkpoints):
+    try:
+      ckpt.restore(path).assert_existing_objects_matched()
+      return path
+    except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as e:
+      logging.warning("Checkpoint %s is unreadable (%s); trying an older one.", path, e)
+  if manager.checkpoints:
+    raise RuntimeError(f"none of the checkpoints in {manager.directory} could be restored")
+  return None
+
+
+def _mean_dict(acc: dict[str, list[np.ndarray]]) -> dict[str, float]:
+  return {k: float(np.mean(np.concatenate(v))) for k, v in acc.items() if v}
+
+
+# --- training ----------------------------------------------------------------------
+def train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn | None = None) -> dict[str, Any]:
+  """Trains `task` until opts.steps, resuming from opts.workdir; returns final logs."""
+  dataset_fn = dataset_fn or _default_dataset_fn()
+  keras.mixed_precision.set_global_policy(opts.precision)
+  keras.utils.set_random_seed(opts.seed)
+  strategy = make_strategy(opts.strategy)
+  chief = _is_chief(strategy)
+  workdir = opts.workdir
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not chief:  # MultiWorkerMirrored: every worker saves, only the chief's copy is kept
+    ckpt_dir = os.path.join(workdir, f"tmp_worker_{strategy.cluster_resolver.task_id}")
+  tf.io.gfile.makedirs(ckpt_dir)
+
+  with strategy.scope():
+    model = task.build_model()
+    optimizer = keras.optimizers.Adam(opts.learning_rate)
+    if opts.precision == "mixed_float16":
+      optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+
+  ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+  manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=opts.keep_checkpoints)
+  # The iterator joins the checkpoint only if asked; restore the rest first to learn the
+  # step, which seeds the data order when the iterator itself is not saved.
+  restored = restore_latest(manager, ckpt)
+  start = int(step.numpy())
+  if restored:
+    logging.info("Resumed from %s at step %d.", restored, start)
+  else:
+    logging.info("No checkpoint in %s: starting from scratch.", ckpt_dir)
+  if start >= opts.steps:
+    logging.info("Already at step %d >= --steps=%d; nothing to train.", start, opts.steps)
+
+  data_seed = opts.seed if opts.checkpoint_data_iterator else opts.seed + start
+  train_ds = _open_dataset(dataset_fn, opts, opts.train_split, batch_size=opts.batch_size,
+                           shuffle=True, augment=opts.augment, repeat=True, seed=data_seed,
+                           max_examples=opts.max_train_examples or None)
+  train_ds = train_ds.map(task.transform, num_parallel_calls=tf.data.AUTOTUNE)
+  train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
+  dist_ds = strategy.experimental_distribute_dataset(train_ds)
+  iterator = iter(dist_ds)
+  if opts.checkpoint_data_iterator:
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, data=iterator)
+    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=opts.keep_checkpoints)
+    if restored:
+      ckpt.restore(restored).expect_partial()  # older checkpoints may lack `data`
+
+  def step_fn(batch):
+    with tf.GradientTape() as tape:
+      outputs = model(task.inputs(batch), training=True)
+      per_example = task.loss(batch, outputs)
+      loss = tf.nn.compute_average_loss(per_example["loss"])
+      scaled = optimizer.scale_loss(loss) if opts.precision == "mixed_float16" else loss
+    grads = tape.gradient(scaled, model.trainable_variables)
+    optimizer.apply(grads, model.trainable_variables)
+    return {k: tf.nn.compute_average_loss(v) for k, v in per_example.items()}
+
+  inner = tf.function(step_fn, jit_compile=True) if opts.jit_compile else step_fn
+
+  @tf.function
+  def train_step(it):
+    logs = strategy.run(inner, args=(next(it),))
+    step.assign_add(1)
+    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in logs.items()}
+
+  @tf.function
+  def eval_step(batch):
+    def fn(b):
+      outputs = model(task.inputs(b), training=False)
+      return task.metrics(b, outputs), task.baseline(b), task.images(b, outputs)
+    metrics, base, images = strategy.run(fn, args=(batch,))
+    gather = lambda d: {k: strategy.gather(v, axis=0) for k, v in d.items()}
+    return gather(metrics), gather(base), gather(images)
+
+  if chief and importlib.util.find_spec("tensorboard") is not None:
+    train_writer = tf.summary.create_file_writer(os.path.join(workdir, "logs", "train"))
+    eval_writer = tf.summary.create_file_writer(os.path.join(workdir, "logs", "eval"))
+  else:  # tf.summary needs the tensorboard package; train on without summaries
+    if chief:
+      logging.warning("tensorboard is not installed: no TensorBoard summaries.")
+    train_writer = eval_writer = tf.summary.create_noop_writer()
+
+  def evaluate(at_step: int, log_baseline: bool) -> dict[str, float]:
+    ds = _open_dataset(dataset_fn, opts, opts.eval_split, batch_size=opts.eval_batch_size,
+                       shuffle=False, augment=False, repeat=False, seed=opts.seed,
+                       max_examples=opts.max_eval_examples or None)
+    ds = strategy.experimental_distribute_dataset(ds.map(task.transform))
+    acc, base_acc, first_images = {}, {}, None
+    for batch in ds:
+      metrics, base, images = eval_step(batch)
+      for k, v in metrics.items():
+        acc.setdefault(k, []).append(v.numpy())
+      for k, v in base.items():
+        base_acc.setdefault(k, []).append(v.numpy())
+      first_images = first_images or images
+    means = _mean_dict(acc)
+    with eval_writer.as_default(step=at_step):
+      for k, v in means.items():
+        tf.summary.scalar(f"eval/{k}", v)
+      if log_baseline:
+        for k, v in _mean_dict(base_acc).items():
+          tf.summary.scalar(f"eval/unchanged_{k}", v)
+      for k, v in (first_images or {}).items():
+        tf.summary.image(f"eval/{k}", tf.cast(v, tf.float32), max_outputs=4)
+      for var in model.weights:
+        tf.summary.histogram(f"weights/{var.path}", var)
+    eval_writer.flush()
+    logging.info("step %d validation: %s", at_step,
+                 ", ".join(f"{k}={v:.4g}" for k, v in means.items()))
+    return means
+
+  stop_signal = []
+  def _request_stop(signum, _):
+    stop_signal.append(signum)
+  previous = {s: signal.signal(s, _request_stop) for s in (signal.SIGTERM, signal.SIGINT)
+              } if chief and _main_thread() else {}
+
+  bar = keras.utils.Progbar(opts.steps, verbose=1 if sys.stdout.isatty() else 2,
+                            stateful_metrics=["loss", "img/s"])
+  logs: dict[str, Any] = {"step": start}
+  last_saved = int(restored.rsplit("-", 1)[-1]) if restored else None
+  t0, seen = time.perf_counter(), 0
+  try:
+    while int(step.numpy()) < opts.steps:
+      current = int(step.numpy())
+      out = train_step(iterator)
+      values = {k: float(v.numpy()) for k, v in out.items()}
+      if not all(math.isfinite(v) for v in values.values()):
+        raise DivergedError(
+            f"non-finite loss {values} at step {current + 1}; stopping. The last good "
+            f"checkpoint is {manager.latest_checkpoint or 'none (no checkpoint yet)'}.")
+      current += 1
+      seen += opts.batch_size
+      rate = seen / (time.perf_counter() - t0)
+      bar.update(current, values=[("loss", values["loss"]), ("img/s", rate)])
+      if current % opts.log_every == 0 or current == opts.steps:
+        with train_writer.as_default(step=current):
+          for k, v in values.items():
+            tf.summary.scalar(f"train/{k}", v)
+          tf.summary.scalar("train/images_per_second", rate)
+          tf.summary.scalar("train/learning_rate", float(optimizer.learning_rate.numpy()))
+        if not sys.stdout.isatty():
+          logging.info("step %d loss %.5f (%.1f img/s)", current, values["loss"], rate)
+      if current % opts.checkpoint_every == 0 or current == opts.steps or stop_signal:
+        manager.save(checkpoint_number=current)
+        last_saved = current
+      if opts.eval_every and current % opts.eval_every == 0 and current < opts.steps:
+        logs.update(evaluate(current, log_baseline=current == opts.eval_every))
+      logs.update(values, step=current)
+      if stop_signal:
+        logging.warning("Signal %d: saved step %d, exiting.", stop_signal[0], current)
+        return logs
+    if int(step.numpy()) > start or not logs.get("mse"):
+      logs.update(evaluate(int(step.numpy()), log_baseline=True))
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+    train_writer.flush()
+  if last_saved != int(step.numpy()):
+    manager.save(checkpoint_number=int(step.numpy()))
+  if opts.export and chief:
+    _atomic_save(model, os.path.join(workdir, f"{task.name}.weights.h5"), weights_only=True)
+    _atomic_save(model, os.path.join(workdir, f"{task.name}.keras"), weights_only=False)
+  logs["step"] = int(step.numpy())
+  logs["optimizer_iterations"] = int(optimizer.iterations.numpy())
+  return logs
+
+
+def _main_thread() -> bool:
+  import threading  # pylint: disable=g-import-not-at-top
+  return threading.current_thread() is threading.main_thread()
+
+
+def options_from_flags() -> TrainOptions:
+  """TrainOptions from the parsed flags (every field is a flag of the same name)."""
+  return TrainOptions(**{f.name: flags.FLAGS[f.name].value
+                         for f in dataclasses.fields(TrainOptions)})
+
+
+def main(argv, dataset_fn: DatasetFn | None = None) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  opts = options_from_flags()
+  task = TASKS[_MODEL.value]()
+  dataset_fn = dataset_fn or _default_dataset_fn()
+  tf.io.gfile.makedirs(opts.workdir)
+  flags.FLAGS.append_flags_into_file(os.path.join(opts.workdir, "flags.txt"))
+  try:
+    logs = train(opts, task, dataset_fn)
+  except DivergedError as e:
+    logging.error("%s", e)
+    sys.exit(f"Training diverged: {e}")
+  logging.info("Done at step %d: %s", logs["step"], logs)
+
+
+def run(dataset_fn: DatasetFn | None = None) -> None:
+  """Entry point; tests pass a synthetic `dataset_fn` with the make_dataset signature."""
+  flags.mark_flags_as_required(["workdir", "data_dir"])
+  app.run(functools.partial(main, dataset_fn=dataset_fn))
+
+
+if __name__ == "__main__":
+  run()
