@@ -16,15 +16,38 @@ import keras
 import tensorflow as tf
 
 
+def resize_matrix(n_in, n_out, antialias: bool = True) -> tf.Tensor:
+  """(n_out, n_in) row-stochastic matrix of 1-D bilinear resampling, half-pixel centres.
+
+  With `antialias` the triangle widens by the shrink factor, which reproduces
+  tf.image.resize(..., antialias=True) (checked in tests); unlike that op
+  (ScaleAndTranslate) a matmul compiles under XLA.
+  """
+  scale = tf.cast(n_out, tf.float32) / tf.cast(n_in, tf.float32)  # < 1 when shrinking
+  width = tf.minimum(scale, 1.0) if antialias else tf.constant(1.0)
+  centre = (tf.range(n_out, dtype=tf.float32) + 0.5) / scale - 0.5  # (n_out,) input coords
+  taps = tf.range(n_in, dtype=tf.float32)
+  w = tf.nn.relu(1.0 - tf.abs(taps[None, :] - centre[:, None]) * width)  # (n_out, n_in)
+  return w / tf.reduce_sum(w, axis=1, keepdims=True)
+
+
+def shrink(x: tf.Tensor, size: int) -> tf.Tensor:
+  """Antialiased bilinear resize of NHWC `x` to size x size, as two matmuls."""
+  shape = tf.shape(x)
+  rows = resize_matrix(shape[1], size)  # (S, H)
+  cols = resize_matrix(shape[2], size)  # (S, W)
+  x = tf.einsum("sh,bhwc->bswc", rows, x)  # (B, S, W, C)
+  return tf.einsum("tw,bswc->bstc", cols, x)  # (B, S, S, C)
+
+
 def resize_to(image: tf.Tensor, mask: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
   """(B, H, W, 3) image and (B, H, W, 1) soft mask -> both at size x size.
 
-  Antialiased bilinear for the image (downscaling without aliasing), plain bilinear for
-  the mask so that it stays a soft [0, 1] weight.
+  Both antialiased: the image so that downscaling does not alias, the mask so that a thin
+  or small object keeps its area-weighted presence instead of being sampled away.
   """
-  image_s = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
-  mask_s = tf.image.resize(mask, (size, size), method="bilinear")
-  return tf.clip_by_value(image_s, 0.0, 1.0), tf.clip_by_value(mask_s, 0.0, 1.0)
+  return (tf.clip_by_value(shrink(image, size), 0.0, 1.0),
+          tf.clip_by_value(shrink(mask, size), 0.0, 1.0))
 
 
 def harmonise_any_size(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
