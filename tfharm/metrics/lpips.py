@@ -1,0 +1,248 @@
+"""LPIPS v0.1 (Zhang et al. 2018), a port of the official PyTorch `lpips` 0.1.4 (linear heads on).
+
+Input convention: NHWC (or one HWC image) float RGB in [-1, 1], i.e. uint8 / 127.5 - 1, exactly
+what the official `lpips.im2tensor` feeds the model; use `from_uint8` for 0-255 images. Values
+outside [-1, 1] (e.g. a 0-255 image passed by mistake) are refused rather than scored.
+
+Distance = sum over 5 tapped layers l of mean_{h,w} sum_c w_lc (f0_hwc - f1_hwc)^2, with f the
+channel-unit-normalised ReLU features of AlexNet (default) or VGG16 after the scaling layer
+(x - shift) / scale. `spatial=True` instead bilinearly upsamples each layer's map to the input
+size (half-pixel centres, as torch's Upsample(align_corners=False)) and sums them: (B, H, W).
+
+Modes: "exact" computes in float32 and matches the official package to ~1e-7 (parity test at
+1e-5). "fast" runs the convolutions in bfloat16 (normalisation and sums stay float32); it only
+pays off on hardware with bfloat16 matrix units (see bench/RESULTS.md), and deviates by up to
+about 1e-3-1e-2.
+
+CLI (like the official lpips_2imgs.py / lpips_2dirs.py):
+  python -m tfharm.metrics.lpips IMG0 IMG1 [--net=alex|vgg]
+  python -m tfharm.metrics.lpips DIR0 DIR1 [--out=dists.txt]   # one "name: distance" per pair
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from tfharm.weights import nets, store
+
+_SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)  # ScalingLayer of lpips v0.1
+_SCALE = np.array([0.458, 0.448, 0.450], np.float32)
+_EPS = 1e-10  # lpips.normalize_tensor
+MODES = ("exact", "fast")
+
+
+def min_size(net: str) -> int:
+  """Smallest H (and W) for which every tapped layer has output (31 for alex, 16 for vgg)."""
+  window, stride = nets.POOL[net]
+  for side in range(1, 256):
+    s, ok = side, True
+    for spec in nets.SPECS[net]:
+      if spec.pool_before:
+        s = (s - window) // stride + 1
+      s = (s + 2 * spec.pad - spec.kernel) // spec.stride + 1
+      ok = ok and s >= 1
+    if ok:
+      return side
+  raise AssertionError(net)
+
+
+def default_jit_compile() -> bool:
+  """XLA on GPU; TF's default (oneDNN) kernels on CPU, where XLA measured slower (bench/RESULTS.md)."""
+  return bool(tf.config.list_physical_devices("GPU"))
+
+
+def from_uint8(images) -> tf.Tensor:
+  """uint8 (or 0-255 float) RGB -> float32 [-1, 1] as lpips.im2tensor (x / 127.5 - 1)."""
+  return tf.cast(images, tf.float32) / 127.5 - 1.0
+
+
+class LPIPS(tf.Module):
+  """LPIPS distance; `lpips(x, y)` -> (B,) float32, or (B, H, W) with spatial=True."""
+
+  def __init__(self, net: str = "alex", spatial: bool = False, mode: str = "exact",
+               jit_compile: bool | None = None, weights_dir: str | None = None,
+               check_inputs: bool = True):
+    super().__init__(name=f"lpips_{net}")
+    if net not in nets.SPECS:
+      raise ValueError(f"net must be 'alex' or 'vgg', got {net!r}")
+    if mode not in MODES:
+      raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    self.net, self.spatial, self.mode, self.check_inputs = net, spatial, mode, check_inputs
+    self.min_size = min_size(net)
+    self.jit_compile = default_jit_compile() if jit_compile is None else jit_compile
+    convs, lins = store.load_lpips_arrays(net, weights_dir)  # hash-verified
+    cdt = tf.bfloat16 if mode == "fast" else tf.float32
+    self._specs = nets.SPECS[net]
+    self._kernels = [tf.constant(k, cdt) for k, _ in convs]
+    self._biases = [tf.constant(b, tf.float32) for _, b in convs]
+    self._lins = [tf.constant(w, tf.float32) for w in lins]  # each (C_l,)
+    self._pool = nets.POOL[net]
+    self._compiled = tf.function(self.compute, jit_compile=self.jit_compile, reduce_retracing=True)
+
+  def features(self, x: tf.Tensor) -> list[tf.Tensor]:
+    """Tapped ReLU features of x in [-1, 1] (N, H, W, 3); each (N, h_l, w_l, C_l) float32."""
+    x = (x - _SHIFT) / _SCALE
+    window, stride = self._pool
+    cdt = self._kernels[0].dtype
+    taps = []
+    for spec, k, b in zip(self._specs, self._kernels, self._biases):
+      if spec.pool_before:
+        x = tf.nn.max_pool2d(x, window, stride, "VALID")
+      p = spec.pad
+      y = tf.nn.conv2d(tf.cast(x, cdt), k, spec.stride, [[0, 0], [p, p], [p, p], [0, 0]])
+      x = tf.nn.relu(tf.nn.bias_add(tf.cast(y, tf.float32), b))
+      if spec.tap:
+        taps.append(x)
+    return taps
+
+  def compute(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Unchecked core (pure TF, jit-compatible): x, y (B, H, W, 3) float32 in [-1, 1]."""
+    b = tf.shape(x)[0]
+    feats = self.features(tf.concat([x, y], axis=0))  # one trunk pass over 2B images
+    total = None
+    for f, w in zip(feats, self._lins):
+      f = f / (tf.sqrt(tf.reduce_sum(tf.square(f), axis=-1, keepdims=True)) + _EPS)
+      d = tf.reduce_sum(tf.square(f[:b] - f[b:]) * w, axis=-1)  # (B, h_l, w_l): 1x1 linear head
+      if self.spatial:
+        d = tf.image.resize(d[..., None], tf.shape(x)[1:3], "bilinear")[..., 0]  # (B, H, W)
+      else:
+        d = tf.reduce_mean(d, axis=[1, 2])  # (B,)
+      total = d if total is None else total + d
+    return total
+
+  def __call__(self, x, y) -> tf.Tensor:
+    x, y, single = self._prepare(x, y)
+    out = self._compiled(x, y)
+    return out[0] if single else out
+
+  def _prepare(self, x, y):
+    x = tf.convert_to_tensor(x, tf.float32) if not isinstance(x, tf.Tensor) else x
+    y = tf.convert_to_tensor(y, tf.float32) if not isinstance(y, tf.Tensor) else y
+    if x.dtype != tf.float32 or y.dtype != tf.float32:
+      raise TypeError(f"LPIPS expects float32 in [-1, 1] (use from_uint8 for 0-255 images), "
+                      f"got {x.dtype.name} and {y.dtype.name}")
+    if x.shape.rank != y.shape.rank or x.shape.rank not in (3, 4):
+      raise ValueError(f"expected (H, W, 3) or (B, H, W, 3) images, got shapes {x.shape} and {y.shape}")
+    single = x.shape.rank == 3
+    if single:
+      x, y = x[None], y[None]
+    if x.shape.is_fully_defined() and y.shape.is_fully_defined() and x.shape != y.shape:
+      raise ValueError(f"image shapes differ: {x.shape} vs {y.shape}")
+    channels = x.shape[-1]
+    if channels != 3:
+      what = {1: "grayscale", 2: "grayscale+alpha", 4: "RGBA"}.get(channels, f"{channels}-channel")
+      raise ValueError(f"LPIPS needs RGB images, got {what} (last axis {channels}); convert to "
+                       "RGB first (tfharm.metrics.lpips.load_image does, with a warning)")
+    for side in x.shape[1:3]:
+      if side is not None and side < self.min_size:
+        raise ValueError(f"image {x.shape[1]}x{x.shape[2]} is smaller than LPIPS-{self.net}'s "
+                         f"minimum {self.min_size}x{self.min_size} (its last layer would be empty)")
+    if self.check_inputs and tf.executing_eagerly():
+      _check_values(x, "first")
+      _check_values(y, "second")
+    return x, y, single
+
+
+@tf.function(reduce_retracing=True)
+def _value_stats(x):
+  return tf.reduce_all(tf.math.is_finite(x)), tf.reduce_max(tf.abs(x))
+
+
+def _check_values(x: tf.Tensor, which: str) -> None:
+  finite, peak = _value_stats(x)
+  if not bool(finite):
+    raise ValueError(f"the {which} image contains NaN or inf")
+  if float(peak) > 1.0 + 1e-3:
+    raise ValueError(f"the {which} image has values up to {float(peak):.4g}; LPIPS expects "
+                     "[-1, 1] (pass 0-255 images through from_uint8)")
+
+
+@functools.lru_cache(maxsize=8)
+def get(net: str = "alex", spatial: bool = False, mode: str = "exact") -> LPIPS:
+  """A cached LPIPS instance (weights are loaded and hash-checked once per process)."""
+  return LPIPS(net, spatial=spatial, mode=mode)
+
+
+def lpips(x, y, net: str = "alex", spatial: bool = False, mode: str = "exact") -> tf.Tensor:
+  """Functional form: x, y in [-1, 1], NHWC -> (B,) (or (B, H, W) with spatial=True)."""
+  return get(net, spatial, mode)(x, y)
+
+
+# ----------------------------------------------------------------------------- images / CLI
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def load_image(path: str) -> np.ndarray:
+  """Any PNG/JPEG/... -> uint8 (H, W, 3) RGB; grayscale and RGBA are converted with a warning."""
+  from PIL import Image  # only the CLI and tests read files
+  from absl import logging
+  with Image.open(path) as im:
+    if im.mode != "RGB":
+      note = {"L": "grayscale, replicated to 3 channels", "RGBA": "RGBA, alpha dropped",
+              "LA": "grayscale+alpha, alpha dropped", "P": "palette, expanded"}.get(im.mode, im.mode)
+      if im.mode != "P":
+        logging.warning("%s is %s -> converted to RGB", path, note)
+      im = im.convert("RGB")
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _pairs(dir0: str, dir1: str) -> list[tuple[str, str, str]]:
+  names0 = sorted(n for n in os.listdir(dir0) if n.lower().endswith(IMAGE_EXTS))
+  names1 = set(os.listdir(dir1))
+  missing = [n for n in names0 if n not in names1]
+  if missing:
+    raise FileNotFoundError(f"{len(missing)} image(s) of {dir0} have no partner in {dir1}: "
+                            f"{missing[:5]}")
+  if not names0:
+    raise FileNotFoundError(f"no images in {dir0}")
+  return [(n, os.path.join(dir0, n), os.path.join(dir1, n)) for n in names0]
+
+
+def main(argv: list[str]) -> None:
+  from absl import flags
+  flags_ = flags.FLAGS
+  if len(argv) != 3:
+    raise SystemExit("usage: python -m tfharm.metrics.lpips IMG0 IMG1 | DIR0 DIR1 "
+                     "[--net=alex|vgg] [--mode=exact|fast] [--out=FILE]")
+  a, b = argv[1], argv[2]
+  try:
+    model = LPIPS(flags_.net, mode=flags_.mode)
+  except store.WeightsError as e:
+    raise SystemExit(f"error: {e}")
+  if os.path.isdir(a) and os.path.isdir(b):
+    lines = []
+    for name, p0, p1 in _pairs(a, b):
+      img0, img1 = load_image(p0), load_image(p1)
+      d = float(model(from_uint8(img0), from_uint8(img1)))
+      lines.append(f"{name}: {d:.6f}")
+      print(lines[-1], flush=True)
+    if flags_.out:
+      with open(flags_.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+  elif os.path.isdir(a) or os.path.isdir(b):
+    raise SystemExit("error: give two images or two directories")
+  else:
+    img0, img1 = load_image(a), load_image(b)
+    print(f"Distance: {float(model(from_uint8(img0), from_uint8(img1))):.6f}")
+
+
+def _define_flags() -> None:
+  from absl import flags
+  flags.DEFINE_enum("net", "alex", ["alex", "vgg"], "Backbone.")
+  flags.DEFINE_enum("mode", "exact", list(MODES), "exact: float32; fast: bfloat16 convolutions.")
+  flags.DEFINE_string("out", None, "Directory mode: also write the lines to this file.")
+
+
+if __name__ == "__main__":
+  from absl import app
+  _define_flags()
+  try:
+    app.run(main)
+  except (ValueError, FileNotFoundError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
