@@ -251,3 +251,17 @@ def test_unknown_flag_in_flagfile_fails_before_anything_starts(tmp_path):
   assert proc.returncode != 0
   assert "learning_rat" in proc.stderr
   assert not workdir.exists()
+
+
+def test_shipped_flagfiles_parse_and_missing_data_dir_is_named(tmp_path):
+  """The smoke config (which includes train_harmoniser.flags) has only known flags; with
+  no dataset the command stops with a message naming data_dir, before creating anything."""
+  workdir = tmp_path / "work"
+  proc = subprocess.run(
+      [sys.executable, "-m", "tfharm.train", "--flagfile=configs/smoke_train.flags",
+       f"--data_dir={tmp_path / 'no_such_dir'}", f"--workdir={workdir}"],
+      cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert proc.returncode != 0
+  assert "Unknown command line flag" not in proc.stderr
+  assert "no_such_dir" in proc.stderr and "does not exist" in proc.stderr, proc.stderr[-2000:]
+  assert not workdir.exists()

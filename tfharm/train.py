@@ -257,12 +257,16 @@ def _default_dataset_fn() -> DatasetFn:
   return pipeline.make_dataset
 
 
+def _no_data_dir(opts: TrainOptions) -> str:
+  return (f"--data_dir={opts.data_dir!r} does not exist. Build the data first: tfds build "
+          f"data_builders/luminance_composites --config={opts.dataset_config} "
+          "--data_dir=<dir> --manual_dir=<coco root>")
+
+
 def _open_dataset(dataset_fn: DatasetFn, opts: TrainOptions, split: str, **kwargs):
   """Calls the data contract and turns 'no dataset there' into one clear message."""
   if not opts.data_dir or not tf.io.gfile.exists(opts.data_dir):
-    raise app.UsageError(f"--data_dir={opts.data_dir!r} does not exist. Build the data first: "
-                         "tfds build data_builders/luminance_composites "
-                         f"--config={opts.dataset_config} --data_dir=<dir> --manual_dir=<coco>")
+    raise app.UsageError(_no_data_dir(opts))
   try:
     return dataset_fn(opts.data_dir, split, config=opts.dataset_config, **kwargs)
   except (FileNotFoundError, tf.errors.NotFoundError, AssertionError, ValueError) as e:
@@ -498,6 +502,8 @@ def main(argv, dataset_fn: DatasetFn | None = None) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   opts = options_from_flags()
+  if not tf.io.gfile.exists(opts.data_dir):  # fail before creating the workdir
+    raise app.UsageError(_no_data_dir(opts))
   task = TASKS[_MODEL.value]()
   dataset_fn = dataset_fn or _default_dataset_fn()
   tf.io.gfile.makedirs(opts.workdir)
