@@ -1,0 +1,176 @@
+"""Reading an MSCOCO 2017 root: instance annotations, images and object masks.
+
+No TensorFlow here: this runs in builder worker processes and Beam workers, where importing
+TensorFlow would cost seconds and memory per worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+SPLIT_DIRS = {"train": "train2017", "test": "val2017"}
+
+# The 80 COCO 2017 categories in the official id order: the ClassLabel names of the dataset.
+CATEGORY_NAMES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush")
+
+
+class AnnotationError(ValueError):
+  """The annotation file is missing or malformed: fail before anything is written."""
+
+
+class SkipError(Exception):
+  """One image or object cannot be used; the build counts it under `reason` and goes on."""
+
+  def __init__(self, reason: str, detail: str):
+    super().__init__(f"{reason}: {detail}")
+    self.reason = reason
+    self.detail = detail
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+  id: int
+  file_name: str
+  height: int
+  width: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectRecord:
+  id: int
+  image_id: int
+  category_id: int
+  area: float
+  iscrowd: bool
+  segmentation: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class CocoSplit:
+  """One split's annotations, indexed for the builder."""
+  image_dir: str
+  images: dict[int, ImageRecord]
+  objects: dict[int, ObjectRecord]
+  category_index: dict[int, int]  # COCO category id -> ClassLabel index (0..79)
+
+  def object_labels(self) -> dict[int, tuple[int, int]]:
+    """Object id -> (image id, ClassLabel index): all that pairing needs, small enough to ship."""
+    return {o.id: (o.image_id, self.category_index[o.category_id]) for o in self.objects.values()}
+
+
+def annotation_path(root: str, split: str) -> str:
+  return os.path.join(root, "annotations", f"instances_{SPLIT_DIRS[split]}.json")
+
+
+def load_split(root: str, split: str) -> CocoSplit:
+  """Parses `annotations/instances_{train,val}2017.json`; raises AnnotationError naming the file."""
+  if split not in SPLIT_DIRS:
+    raise AnnotationError(f"unknown split {split!r}; expected one of {sorted(SPLIT_DIRS)}")
+  path = annotation_path(root, split)
+  image_dir = os.path.join(root, SPLIT_DIRS[split])
+  if not os.path.isfile(path):
+    raise AnnotationError(f"annotation file not found: {path} (manual_dir must be a COCO 2017 "
+                          "root holding annotations/, train2017/ and val2017/)")
+  if not os.path.isdir(image_dir):
+    raise AnnotationError(f"image folder not found: {image_dir}")
+  try:
+    with open(path, "rb") as f:
+      data = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise AnnotationError(f"malformed annotation file {path}: {e}") from e
+  try:
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    images = {i["id"]: ImageRecord(int(i["id"]), str(i["file_name"]), int(i["height"]),
+                                   int(i["width"])) for i in data["images"]}
+    objects = {a["id"]: ObjectRecord(int(a["id"]), int(a["image_id"]), int(a["category_id"]),
+                                     float(a["area"]), bool(a.get("iscrowd", 0)), a["segmentation"])
+               for a in data["annotations"]}
+  except (KeyError, TypeError, ValueError) as e:
+    raise AnnotationError(f"malformed annotation file {path}: missing or bad field {e}") from e
+  unknown = sorted(set(names.values()) - set(CATEGORY_NAMES))
+  if unknown:
+    raise AnnotationError(f"{path}: categories {unknown} are not COCO 2017 categories")
+  orphans = [o.id for o in objects.values() if o.image_id not in images]
+  if orphans:
+    raise AnnotationError(f"{path}: annotations {orphans[:5]} refer to images not in the file")
+  category_index = {cid: CATEGORY_NAMES.index(name) for cid, name in names.items()}
+  missing = sorted({o.category_id for o in objects.values()} - set(category_index))
+  if missing:
+    raise AnnotationError(f"{path}: annotations use undefined category ids {missing}")
+  return CocoSplit(image_dir, images, objects, category_index)
+
+
+def _looks_truncated(data: bytes) -> bool:
+  # libjpeg decodes a truncated JPEG into grey rows with only a warning, so check the EOI marker.
+  if data[:2] == b"\xff\xd8":
+    return b"\xff\xd9" not in data[-1024:]
+  if data[:8] == b"\x89PNG\r\n\x1a\n":
+    return b"IEND" not in data[-64:]
+  return False
+
+
+def read_image(image_dir: str, image: ImageRecord) -> np.ndarray:
+  """Decodes an image as (H, W, 3) uint8 RGB, checking it against its annotation.
+
+  Grayscale JPEGs (COCO has some) are expanded to three equal channels and used: L* transfer is
+  defined for them and a* = b* = 0 stays so. Raises SkipError for missing, corrupt or truncated
+  files and for a size that disagrees with the annotation.
+  """
+  path = os.path.join(image_dir, image.file_name)
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise SkipError("missing_image", f"{path}: {e.strerror}") from e
+  if _looks_truncated(data):
+    raise SkipError("corrupt_image", f"{path}: truncated file (no end-of-image marker)")
+  bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+  if bgr is None:
+    raise SkipError("corrupt_image", f"{path}: not a decodable image")
+  if bgr.shape[:2] != (image.height, image.width):
+    raise SkipError("size_mismatch", f"{path}: decoded {bgr.shape[1]}x{bgr.shape[0]}, annotation "
+                    f"says {image.width}x{image.height}")
+  return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decode_mask(obj: ObjectRecord, height: int, width: int) -> np.ndarray:
+  """Rasterises polygons, uncompressed RLE or compressed RLE into an (H, W) uint8 {0, 1} mask."""
+  seg = obj.segmentation
+  try:
+    if isinstance(seg, list):  # polygons
+      polygons = [p for p in seg if len(p) >= 6]
+      if not polygons:
+        raise SkipError("empty_mask", f"annotation {obj.id}: no polygon with 3 or more points")
+      rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):  # uncompressed RLE
+      rle = mask_utils.frPyObjects(seg, height, width)
+    elif isinstance(seg, dict) and isinstance(seg.get("counts"), (str, bytes)):  # compressed RLE
+      if list(seg.get("size", [])) != [height, width]:
+        raise SkipError("bad_annotation", f"annotation {obj.id}: RLE size {seg.get('size')} is "
+                        f"not the image size {[height, width]}")
+      counts = seg["counts"].encode("ascii") if isinstance(seg["counts"], str) else seg["counts"]
+      rle = {"size": [height, width], "counts": counts}
+    else:
+      raise SkipError("bad_annotation", f"annotation {obj.id}: unknown segmentation format")
+    return mask_utils.decode(rle)
+  except SkipError:
+    raise
+  except Exception as e:  # pycocotools raises bare Exceptions on bad input
+    raise SkipError("bad_annotation", f"annotation {obj.id}: {e}") from e

@@ -1,0 +1,178 @@
+"""Runs the two composite passes: in a local process pool, or as an Apache Beam pipeline.
+
+The local path is what `tfds build` and `python -m tfharm.data.build` use by default; the Beam
+path is taken when the user passes Beam options (`--beam_pipeline_options=...`), so the same
+builder scales to the full COCO train set on Dataflow, Flink or Spark. Both produce the same
+examples under the same keys, and TFDS orders by key, so their TFRecords are identical.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import multiprocessing
+import os
+from typing import Iterator
+
+from absl import logging
+
+from tfharm.data import coco
+from tfharm.data import composites
+
+_COUNTER_NAMESPACE = "luminance_composites"
+
+
+@dataclasses.dataclass
+class SplitPlan:
+  """Pass 1 and planning done: what pass 2 will write, and what was skipped on the way."""
+  split_name: str
+  tasks: dict[int, composites.ImageTask]
+  stats: dict[int, object]
+  specs_by_image: dict[int, list[composites.CompositeSpec]]
+  skips: list[tuple[str, str]]
+
+  @property
+  def num_examples(self) -> int:
+    return sum(len(s) for s in self.specs_by_image.values())
+
+  def skip_counts(self) -> dict[str, int]:
+    return dict(sorted(collections.Counter(reason for reason, _ in self.skips).items()))
+
+
+def default_workers() -> int:
+  return max(1, len(os.sched_getaffinity(0)))
+
+
+def _init_worker() -> None:
+  import cv2  # pylint: disable=g-import-not-at-top
+  cv2.setNumThreads(1)  # one image per process; OpenCV's own threads would oversubscribe
+
+
+def _statistics(args):
+  task, options = args
+  return composites.object_statistics(task, options)
+
+
+def _composites(args):
+  task, specs, stats, options = args
+  return composites.image_composites(task, specs, stats, options)
+
+
+def _pool(num_workers: int):
+  # fork, not spawn/forkserver: those re-import the caller's __main__ (the tfds CLI: TensorFlow,
+  # Beam) in every worker, which cost ~10 s per worker here. The children touch no TensorFlow
+  # state, only numpy, OpenCV (threads off) and pycocotools, so TensorFlow's threads that fork()
+  # leaves behind in the parent do not matter to them.
+  return multiprocessing.get_context("fork").Pool(num_workers, initializer=_init_worker)
+
+
+def _group(specs: list[composites.CompositeSpec]) -> dict[int, list[composites.CompositeSpec]]:
+  by_image: dict[int, list[composites.CompositeSpec]] = collections.defaultdict(list)
+  for spec in specs:
+    by_image[spec.target_image_id].append(spec)
+  return dict(sorted(by_image.items()))
+
+
+def num_composites_for(split_name: str, options: composites.CompositeOptions,
+                       usable_per_split: dict[str, int]) -> int | None:
+  """Splits `options.num_composites` over train/test in proportion to their usable objects."""
+  if options.num_composites is None:
+    return None
+  total = sum(usable_per_split.values())
+  test = round(options.num_composites * usable_per_split.get("test", 0) / max(total, 1))
+  return test if split_name == "test" else options.num_composites - test
+
+
+def compute_statistics(split: coco.CocoSplit, options: composites.CompositeOptions,
+                       num_workers: int) -> tuple[dict[int, composites.ImageTask], dict, list]:
+  """Pass 1 over every image with an eligible object, in a process pool."""
+  tasks = {t.image.id: t for t in composites.image_tasks(split, options)}
+  stats, skips = {}, []
+  work = [(t, options) for t in tasks.values()]
+  if num_workers > 1 and len(work) > 1:
+    with _pool(num_workers) as pool:
+      results = list(pool.imap(_statistics, work, chunksize=4))
+  else:
+    results = [_statistics(w) for w in work]
+  for r in results:
+    stats.update(r.stats)
+    skips.extend(r.skips)
+  return tasks, stats, skips
+
+
+def plan_split(split: coco.CocoSplit, split_name: str, tasks, stats, skips,
+               options: composites.CompositeOptions, num_composites: int | None) -> SplitPlan:
+  specs, no_reference = composites.plan_composites(split.object_labels(), split_name, stats,
+                                                   options, num_composites)
+  plan = SplitPlan(split_name, tasks, stats, _group(specs), skips + no_reference)
+  counts = plan.skip_counts()
+  logging.info("%s: %d composites planned from %d images; skipped: %s", split_name,
+               plan.num_examples, len(plan.specs_by_image), counts or "nothing")
+  for reason, detail in plan.skips[:20]:
+    logging.warning("skipped (%s) %s", reason, detail)
+  if len(plan.skips) > 20:
+    logging.warning("... and %d more skips", len(plan.skips) - 20)
+  return plan
+
+
+def generate_local(plan: SplitPlan, options: composites.CompositeOptions,
+                   num_workers: int) -> Iterator[tuple[str, dict]]:
+  """Pass 2 in a process pool, yielding (key, example) in a fixed order."""
+  work = [(plan.tasks[image_id], specs,
+           {i: plan.stats[i] for s in specs for i in (s.target_id, s.reference_id)}, options)
+          for image_id, specs in plan.specs_by_image.items()]
+  if num_workers > 1 and len(work) > 1:
+    with _pool(num_workers) as pool:
+      for examples in pool.imap(_composites, work, chunksize=1):
+        yield from examples
+  else:
+    for w in work:
+      yield from _composites(w)
+
+
+def beam_transform(split: coco.CocoSplit, split_name: str, options: composites.CompositeOptions,
+                   num_composites: int | None):
+  """The same two passes as a Beam PTransform (PBegin -> (key, example)).
+
+  Skips are reported as Beam counters under the namespace `luminance_composites`.
+  """
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+
+  tasks = composites.image_tasks(split, options)
+  labels = split.object_labels()
+
+  def statistics(task):
+    result = composites.object_statistics(task, options)
+    for reason, detail in result.skips:
+      beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, reason).inc()
+      logging.warning("skipped (%s) %s", reason, detail)
+    yield from result.stats.items()
+
+  def plan(_, stats):
+    specs, skips = composites.plan_composites(labels, split_name, stats.keys(), options,
+                                              num_composites)
+    for reason, detail in skips:
+      beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, reason).inc()
+      logging.warning("skipped (%s) %s", reason, detail)
+    for spec in specs:
+      yield spec.target_image_id, spec
+
+  def write(item, stats):
+    _, grouped = item
+    (task,), specs = grouped["task"], sorted(grouped["specs"], key=lambda s: s.key)
+    if specs:
+      yield from composites.image_composites(task, specs, stats, options)
+
+  @beam.ptransform_fn
+  def build(pipeline):
+    stats = (pipeline | "tasks_for_stats" >> beam.Create(tasks)
+             | "statistics" >> beam.FlatMap(statistics))
+    stats_dict = beam.pvalue.AsDict(stats)
+    specs = (pipeline | "seed" >> beam.Create([None])
+             | "plan" >> beam.FlatMap(plan, stats=stats_dict)
+             | "spread" >> beam.Reshuffle())
+    keyed_tasks = pipeline | "tasks" >> beam.Create([(t.image.id, t) for t in tasks])
+    return ({"task": keyed_tasks, "specs": specs} | "join" >> beam.CoGroupByKey()
+            | "composites" >> beam.FlatMap(write, stats=stats_dict))
+
+  return build()  # pylint: disable=no-value-for-parameter
