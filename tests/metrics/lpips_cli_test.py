@@ -1,0 +1,39 @@
+"""The command line: two images, paired directories, and a clear error for mismatched sizes."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", "tfharm.metrics.lpips", *args], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_two_images_and_directory_mode(golden, tmp_path):
+  ref, _, root = golden
+  pairs = [p for p in ref["pairs"] if p["name"] in ("p01_64_lumrect", "p13_97x131_lumrect")]
+  d0, d1 = tmp_path / "d0", tmp_path / "d1"
+  d0.mkdir()
+  d1.mkdir()
+  for p in pairs:
+    shutil.copy(os.path.join(root, p["file_a"]), d0 / f"{p['name']}.png")
+    shutil.copy(os.path.join(root, p["file_b"]), d1 / f"{p['name']}.png")
+  out = tmp_path / "dists.txt"
+  res = _run(str(d0), str(d1), f"--out={out}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  lines = out.read_text().splitlines()
+  assert [l.split(":")[0] for l in lines] == [f"{p['name']}.png" for p in pairs]
+  for line, p in zip(lines, pairs):
+    assert abs(float(line.split(":")[1]) - p["alex"]) < 1e-5
+  # Two files, vgg, and a size mismatch in the same process-free way the user would see it.
+  res = _run("--net=vgg", str(d0 / "p01_64_lumrect.png"), str(d1 / "p01_64_lumrect.png"))
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert abs(float(res.stdout.split("Distance:")[1]) - pairs[0]["vgg"]) < 1e-5
+  res = _run(str(d0 / "p01_64_lumrect.png"), str(d1 / "p13_97x131_lumrect.png"))
+  assert res.returncode != 0 and "shapes differ" in res.stderr
