@@ -1,0 +1,52 @@
+"""Prints what a built `luminance_composites` holds: counts, categories, luminance shifts, skips.
+
+  python -m tfharm.data.summary --data_dir=out/demo/tfds --config=256
+"""
+
+from __future__ import annotations
+
+import collections
+
+from absl import app, flags, logging
+import numpy as np
+
+from tfharm.data import coco
+
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding the build.")
+_CONFIG = flags.DEFINE_string("config", "256", "Builder config.")
+flags.mark_flag_as_required("data_dir")
+
+
+def summarise(data_dir: str, config: str = "256") -> str:
+  """A plain-text summary of every split of a prepared build."""
+  from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
+  builder = pipeline.load_builder(data_dir, config)
+  lines = [f"luminance_composites/{config} at {builder.data_dir}"]
+  for name in sorted(builder.info.splits):
+    ds = builder.as_dataset(split=name).map(lambda ex: {k: v for k, v in ex.items()
+                                                        if k not in ("composite", "real")})
+    cats, ratios, areas = collections.Counter(), [], []
+    for ex in ds.as_numpy_iterator():
+      cats[coco.CATEGORY_NAMES[ex["category"]]] += 1
+      ratios.append(ex["reference_l_mean"] / max(ex["target_l_mean"], 1e-6))
+      areas.append(float((ex["mask"] > 0).mean()))
+    ratios = np.asarray(ratios)
+    lines.append(f"  {name}: {len(ratios)} composites, {len(cats)} categories "
+                 f"(top: {', '.join(f'{c} {n}' for c, n in cats.most_common(5))})")
+    if len(ratios):
+      lines.append(f"    L* mean ratio composite/real: median {np.median(ratios):.3f}, "
+                   f"darker <0.845: {np.mean(ratios < 0.845):.0%}, brighter >1.174: "
+                   f"{np.mean(ratios > 1.174):.0%}; mask area median {np.median(areas):.1%}")
+  lines.append(f"  skipped while building: {builder.info.metadata.get('skipped')}")
+  return "\n".join(lines)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens at INFO
+  print(summarise(_DATA_DIR.value, _CONFIG.value))
+
+
+if __name__ == "__main__":
+  app.run(main)
