@@ -54,6 +54,14 @@ def test_matches_skimage():
     assert image.ssim(a[i], b[i]).numpy()[0] == pytest.approx(want, abs=2e-3)
 
 
+def test_ssim_matches_tf_image_ssim():
+  a, b = _pair(6, (3, 37, 50, 3))
+  want = tf.image.ssim(a, b, max_val=255.0, filter_size=11, filter_sigma=1.5, k1=0.01, k2=0.03)
+  np.testing.assert_allclose(image.ssim(a, b), want, rtol=0, atol=1e-4)
+  fn = tf.function(image.ssim, jit_compile=True)
+  np.testing.assert_allclose(fn(a, b), want, rtol=0, atol=1e-4)
+
+
 def test_ssim_identity_symmetry_and_ordering():
   a, b = _pair(2)
   np.testing.assert_allclose(image.ssim(a, a), [1.0, 1.0], atol=1e-6)
