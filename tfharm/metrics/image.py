@@ -3,7 +3,8 @@
 Images are NHWC (or one HWC image), RGB, given on the range `value_range` (default (0, 255);
 pass (-1, 1) for tanh outputs or (0, 1)) and mapped linearly to 0-255 before scoring, so every
 number is on the paper's 0-255 scale. All functions are pure TensorFlow, batched (one value per
-image, shape (B,)), and run under `tf.function(jit_compile=True)`; `compiled()` wraps them.
+image, shape (B,)), and run under `tf.function(jit_compile=True)`; `compiled()` wraps them with
+the per-device default (XLA on GPU, TF kernels on CPU, where they measured faster).
 
 - MSE: mean over H, W and the 3 channels of (pred - target)^2 (as skimage's mean_squared_error).
 - PSNR: 10 log10(255^2 / MSE) per image; report the mean over images of these per-image values.
@@ -25,6 +26,8 @@ from __future__ import annotations
 import math
 
 import tensorflow as tf
+
+from tfharm.metrics.device import default_jit_compile
 
 R = 255.0
 
@@ -146,13 +149,7 @@ def image_metrics(pred, target, mask=None, value_range=(0.0, 255.0)) -> dict[str
   return out
 
 
-def default_jit_compile() -> bool:
-  """True: these metrics are elementwise + reductions, which XLA fuses into one memory pass on
-  CPU and GPU alike (measured in bench/bench_metrics.py)."""
-  return True
-
-
 def compiled(fn=image_metrics, jit_compile: bool | None = None):
-  """`fn` as a tf.function, XLA-compiled by default."""
+  """`fn` as a tf.function; XLA by default on GPU only (see tfharm.metrics.device)."""
   return tf.function(fn, jit_compile=default_jit_compile() if jit_compile is None else jit_compile,
                      reduce_retracing=True)

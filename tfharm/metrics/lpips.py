@@ -28,6 +28,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from tfharm.metrics.device import default_jit_compile
 from tfharm.weights import nets, store
 
 _SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)  # ScalingLayer of lpips v0.1
@@ -49,11 +50,6 @@ def min_size(net: str) -> int:
     if ok:
       return side
   raise AssertionError(net)
-
-
-def default_jit_compile() -> bool:
-  """XLA on GPU; TF's default (oneDNN) kernels on CPU, where XLA measured slower (bench/RESULTS.md)."""
-  return bool(tf.config.list_physical_devices("GPU"))
 
 
 def from_uint8(images) -> tf.Tensor:
