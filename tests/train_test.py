@@ -7,6 +7,7 @@ import sys
 import textwrap
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -127,6 +128,7 @@ def _model_weights(ckpt_dir):
           if n.startswith("model/")}
 
 
+@pytest.mark.slow
 def test_data_iterator_position_is_restored(tmp_path):
   """With the iterator checkpointed, 4 steps + resume + 4 steps equals 8 straight steps;
   without it the resumed run sees other batches (the control shows the test can fail)."""
@@ -216,7 +218,6 @@ def _flagfile(tmp_path, workdir, steps, extra=""):
   return str(path)
 
 
-@pytest.mark.slow
 def test_sigkill_then_same_command_resumes(tmp_path):
   workdir = tmp_path / "work"
   ckpt_dir = str(workdir / "checkpoints")
@@ -265,3 +266,12 @@ def test_shipped_flagfiles_parse_and_missing_data_dir_is_named(tmp_path):
   assert "Unknown command line flag" not in proc.stderr
   assert "no_such_dir" in proc.stderr and "does not exist" in proc.stderr, proc.stderr[-2000:]
   assert not workdir.exists()
+
+
+@pytest.mark.parametrize("variant", [dict(jit_compile=True), dict(precision="mixed_bfloat16"),
+                                     dict(strategy="mirrored")])
+def test_training_variants_run(tmp_path, variant):
+  ds_fn = functools.partial(fake_dataset, max_examples=16)
+  logs = train.train(_opts(tmp_path, steps=3, checkpoint_every=3, **variant), _task(), ds_fn)
+  assert logs["step"] == 3 and np.isfinite(logs["loss"]) and np.isfinite(logs["psnr"])
+  assert keras.mixed_precision.global_policy().name == "float32"

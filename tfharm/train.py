@@ -320,8 +320,15 @@ def _mean_dict(acc: dict[str, list[np.ndarray]]) -> dict[str, float]:
 # --- training ----------------------------------------------------------------------
 def train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn | None = None) -> dict[str, Any]:
   """Trains `task` until opts.steps, resuming from opts.workdir; returns final logs."""
-  dataset_fn = dataset_fn or _default_dataset_fn()
+  previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(opts.precision)
+  try:
+    return _train(opts, task, dataset_fn or _default_dataset_fn())
+  finally:  # the policy is process-global: do not leak it to the caller
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, Any]:
   keras.utils.set_random_seed(opts.seed)
   strategy = make_strategy(opts.strategy)
   chief = _is_chief(strategy)
@@ -482,6 +489,8 @@ def train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn | None = None) -
   if opts.export and chief:
     _atomic_save(model, os.path.join(workdir, f"{task.name}.weights.h5"), weights_only=True)
     _atomic_save(model, os.path.join(workdir, f"{task.name}.keras"), weights_only=False)
+  if not chief:
+    tf.io.gfile.rmtree(ckpt_dir)
   logs["step"] = int(step.numpy())
   logs["optimizer_iterations"] = int(optimizer.iterations.numpy())
   return logs

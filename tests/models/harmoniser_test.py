@@ -128,3 +128,17 @@ def test_mixed_bfloat16_keeps_float32_output():
     assert model.get_layer("conv0").compute_dtype == "bfloat16"
   finally:
     keras.mixed_precision.set_global_policy("float32")
+
+
+def test_load_harmoniser_from_either_file(tmp_path):
+  from tfharm.models.harmoniser import load_harmoniser
+  cfg = HarmoniserConfig(image_size=16)
+  model = Harmoniser(cfg)
+  x = _inputs(16)
+  model.save(os.path.join(tmp_path, "m.keras"))
+  model.save_weights(os.path.join(tmp_path, "m.weights.h5"))
+  for loaded in (load_harmoniser(os.path.join(tmp_path, "m.keras")),
+                 load_harmoniser(os.path.join(tmp_path, "m.weights.h5"), cfg)):
+    np.testing.assert_array_equal(loaded(x), model(x))
+  with pytest.raises(ValueError):  # weights of another size do not fit
+    load_harmoniser(os.path.join(tmp_path, "m.weights.h5"), HarmoniserConfig(image_size=32))

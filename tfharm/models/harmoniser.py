@@ -162,3 +162,21 @@ def harmonise(model: keras.Model, image, mask):
   if isinstance(out, dict):
     out = out["image"]
   return ops.clip((ops.cast(out, "float32") + 1.0) / 2.0, 0.0, 1.0)
+
+
+def load_harmoniser(path: str, cfg: HarmoniserConfig | None = None) -> Harmoniser:
+  """Loads a harmoniser from a `.keras` file, or a `.weights.h5` file plus its config.
+
+  `.weights.h5` files carry no architecture, so `cfg` (default: the 256x256 model) says
+  what to build; a mismatch fails loudly in Keras rather than loading partially.
+  """
+  if path.endswith(".keras"):
+    model = keras.saving.load_model(path)
+    if not isinstance(model, Harmoniser):
+      raise TypeError(f"{path} holds a {type(model).__name__}, not a Harmoniser")
+    return model
+  if not path.endswith(".weights.h5"):
+    raise ValueError(f"expected a .keras or .weights.h5 file, got {path}")
+  model = Harmoniser(cfg or HarmoniserConfig())
+  model.load_weights(path)
+  return model

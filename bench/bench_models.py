@@ -1,0 +1,167 @@
+"""Model throughput on this machine: one `name value unit` line per figure.
+
+  python bench/bench_models.py                      # harmoniser, all variants
+  python bench/bench_models.py --models=harmoniser --iters=3
+
+Each (model, mode, precision, XLA) variant runs in its own subprocess, so the dtype
+policy and the peak RSS belong to that variant alone. The CPU's reachable peak is
+measured per precision in the same run with one large convolution, and every
+throughput is also reported as a fraction of it (analytic FLOPs / time / peak).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+_MODELS = flags.DEFINE_list("models", ["harmoniser"], "Models to benchmark (see BENCHES).")
+_BATCH = flags.DEFINE_integer("batch_size", 16, "Images per step.")
+_SIZE = flags.DEFINE_integer("size", 256, "Image size.")
+_ITERS = flags.DEFINE_integer("iters", 5, "Timed steps per variant (after warm-up).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing, XLA compilation).")
+_PRECISIONS = flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Dtype policies.")
+_XLA = flags.DEFINE_list("xla", ["false", "true"], "jit_compile values to try.")
+_MODES = flags.DEFINE_list("modes", ["inference", "train"], "What to time.")
+_ONE = flags.DEFINE_string("one", None, "Internal: run one variant as JSON and print JSON.")
+
+
+def _rss_gib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB
+
+
+def _time(fn, warmup: int, iters: int) -> float:
+  """Median seconds per call of fn (which must block until its result is ready)."""
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(iters):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  times.sort()
+  return times[len(times) // 2]
+
+
+def forward_flops(model) -> int:
+  """Analytic multiply-add FLOPs (2 per MAC) of one image through conv/deconv/dense layers.
+
+  Batch norm, ELU and the skip sums are elementwise and ignored (< 1 %).
+  """
+  import keras  # pylint: disable=g-import-not-at-top
+  total = 0
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+      _, h, w, cin = layer.input.shape  # every input pixel scatters a k x k x cout patch
+      kh, kw = layer.kernel_size
+      total += 2 * h * w * cin * kh * kw * layer.filters
+    elif isinstance(layer, keras.layers.Conv2D):
+      _, h, w, cout = layer.output.shape
+      kh, kw = layer.kernel_size
+      total += 2 * h * w * cout * kh * kw * layer.input.shape[-1]
+    elif isinstance(layer, keras.layers.Dense):
+      total += 2 * layer.input.shape[-1] * layer.units
+  return total
+
+
+def _peak_conv(precision: str, iters: int) -> float:
+  """FLOP/s of one large 3x3 convolution (16x64x64x256 -> 256) in this precision."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
+  x = tf.random.normal((16, 64, 64, 256), dtype=dtype)
+  k = tf.random.normal((3, 3, 256, 256), dtype=dtype) * 0.01
+  conv = tf.function(lambda: tf.nn.conv2d(x, k, 1, "SAME"))
+  flops = 2 * 16 * 64 * 64 * 256 * 256 * 9
+  return flops / _time(lambda: conv().numpy(), 2, iters)
+
+
+def _harmoniser_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
+                        warmup: int, iters: int) -> dict:
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig  # pylint: disable=g-import-not-at-top
+
+  keras.mixed_precision.set_global_policy(precision)
+  model = Harmoniser(HarmoniserConfig(image_size=size))
+  rng = np.random.default_rng(0)
+  inputs = {"image": tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)), tf.float32),
+            "mask": tf.constant(rng.uniform(0, 1, (batch, size, size, 1)), tf.float32)}
+  target = tf.constant(rng.uniform(-1, 1, (batch, size, size, 3)), tf.float32)
+  if mode == "inference":
+    fn = tf.function(lambda: model(inputs, training=False), jit_compile=xla)
+  else:
+    optimizer = keras.optimizers.Adam(1e-4)
+    optimizer.build(model.trainable_variables)
+
+    def step():
+      with tf.GradientTape() as tape:
+        pred = tf.cast(model(inputs, training=True), tf.float32)
+        loss = tf.reduce_mean(tf.square(pred - target))
+      optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+      return loss
+    fn = tf.function(step, jit_compile=xla)
+  seconds = _time(lambda: np.asarray(fn()), warmup, iters)
+  flops = forward_flops(model) * (3 if mode == "train" else 1)  # backward ~ 2x forward
+  return {"images_per_s": batch / seconds, "flops_per_s": flops * batch / seconds,
+          "params": model.count_params(), "forward_flops": forward_flops(model),
+          "peak_flops_per_s": _peak_conv(precision, iters), "peak_rss_gib": _rss_gib()}
+
+
+# Each entry runs one variant in-process. The detector (issue 6) adds "detector" and
+# "end_to_end" here with the same signature.
+BENCHES = {"harmoniser": _harmoniser_variant}
+
+
+def _run_one(spec: dict) -> dict:
+  return BENCHES[spec["model"]](spec["mode"], spec["precision"], spec["xla"], spec["batch"],
+                                spec["size"], spec["warmup"], spec["iters"])
+
+
+def _spawn(spec: dict) -> dict:
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  proc = subprocess.run([sys.executable, os.path.abspath(__file__), f"--one={json.dumps(spec)}"],
+                        capture_output=True, text=True, env=env, check=False,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  if proc.returncode != 0:
+    raise RuntimeError(f"variant {spec} failed:\n{proc.stderr[-3000:]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv):
+  del argv
+  if _ONE.value:
+    print(json.dumps(_run_one(json.loads(_ONE.value))), flush=True)
+    return
+  print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+  for model in _MODELS.value:
+    for precision in _PRECISIONS.value:
+      results = []
+      for mode in _MODES.value:
+        for xla in (x.lower() == "true" for x in _XLA.value):
+          spec = dict(model=model, mode=mode, precision=precision, xla=xla,
+                      batch=_BATCH.value, size=_SIZE.value, warmup=_WARMUP.value,
+                      iters=_ITERS.value)
+          results.append((spec, _spawn(spec)))
+      if precision == _PRECISIONS.value[0]:
+        r = results[0][1]
+        print(f"{model}.params {r['params']} count")
+        print(f"{model}.forward_flops_per_image {r['forward_flops'] / 1e9:.2f} GFLOP")
+        print(f"{model}.train_flops_per_image {3 * r['forward_flops'] / 1e9:.2f} GFLOP")
+      peak = max(r["peak_flops_per_s"] for _, r in results)  # least disturbed by other load
+      print(f"peak_conv3x3.{precision} {peak / 1e9:.1f} GFLOP/s")
+      for spec, r in results:
+        name = f"{model}.{spec['mode']}.{precision}.{'xla' if spec['xla'] else 'noxla'}"
+        print(f"{name}.images_per_s {r['images_per_s']:.2f} img/s")
+        print(f"{name}.gflops_per_s {r['flops_per_s'] / 1e9:.1f} GFLOP/s")
+        print(f"{name}.fraction_of_peak {r['flops_per_s'] / peak:.3f} ratio")
+        print(f"{name}.peak_rss {r['peak_rss_gib']:.2f} GiB", flush=True)
+  print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
