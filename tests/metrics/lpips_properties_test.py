@@ -94,7 +94,7 @@ def test_fast_mode_is_close_to_exact(models):
   x, y = _images(2, 64, 64, 10), _images(2, 64, 64, 11)
   exact = models("alex")(x, y).numpy()
   fast = models("alex", mode="fast")(x, y).numpy()
-  assert np.abs(fast - exact).max() < 2e-2
+  assert np.abs(fast - exact).max() < 5e-3
   assert not np.array_equal(fast, exact)  # it really is a different computation
 
 
@@ -107,3 +107,6 @@ def test_load_image_converts_grayscale_and_rgba(tmp_path):
   gray = lpips.load_image(str(tmp_path / "g.png"))
   assert gray.shape == (64, 40, 3) and (gray[..., 0] == gray[..., 2]).all()
   assert (lpips.load_image(str(tmp_path / "a.png")) == 9).all()
+  Image.fromarray(rgba[..., :3]).save(tmp_path / "c.jpg", quality=95)
+  jpg = lpips.load_image(str(tmp_path / "c.jpg"))
+  assert jpg.shape == (64, 40, 3) and jpg.dtype == np.uint8 and abs(int(jpg.mean()) - 9) <= 1
