@@ -103,15 +103,16 @@ def test_semantic_branch_trains(tmp_path):
   assert logs["step"] == 3 and np.isfinite(logs["semantic_ce"])
 
 
-def test_image_metrics_known_values():
-  real = tf.zeros((1, 4, 4, 3))
-  pred = tf.concat([tf.ones((1, 4, 2, 3)) * (10 / 255), tf.zeros((1, 4, 2, 3))], axis=2)
-  mask = tf.concat([tf.ones((1, 4, 1, 1)), tf.zeros((1, 4, 3, 1))], axis=2)
+def test_validation_metrics_known_values():
+  real = tf.zeros((1, 16, 16, 3))
+  pred = tf.concat([tf.ones((1, 16, 8, 3)) * (10 / 255), tf.zeros((1, 16, 8, 3))], axis=2)
+  mask = tf.concat([tf.ones((1, 16, 4, 1)), tf.zeros((1, 16, 12, 1))], axis=2)
   m = train.image_metrics(pred, real, mask)
   np.testing.assert_allclose(m["mse"], [50.0], rtol=1e-5)  # half the pixels off by 10
-  np.testing.assert_allclose(m["fmse"], [100.0], rtol=1e-5)  # the masked column is all off
+  np.testing.assert_allclose(m["fmse"], [100.0], rtol=1e-5)  # the masked columns are all off
   np.testing.assert_allclose(m["psnr"], [10 * np.log10(255**2 / 50)], rtol=1e-5)
-  assert float(train.image_metrics(pred, real, tf.zeros_like(mask))["fmse"][0]) == 0.0
+  assert float(train.image_metrics(real, real, mask)["psnr"][0]) == 100.0  # capped, not inf
+  assert train._mean_dict({"fmse": [np.array([1.0, np.nan, 3.0])]}) == {"fmse": 2.0}
 
 
 def test_resume_continues_step_and_optimizer_state(tmp_path):
@@ -167,7 +168,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 
   def not_built(data_dir, split, **kw):
     raise FileNotFoundError(f"no luminance_composites in {data_dir}")
-  with pytest.raises(Exception, match="tfds build"):
+  with pytest.raises(Exception, match="tfharm.data.build"):
     train.train(_opts(tmp_path), _task(), not_built)
 
 

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfharm.metrics import image as image_lib
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig
 
 Batch = Mapping[str, tf.Tensor]
@@ -101,17 +102,14 @@ class Task(Protocol):
 
 
 def image_metrics(pred: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict[str, tf.Tensor]:
-  """MSE, PSNR (R = 255) and fMSE per image on the 0-255 scale; inputs in [0, 1].
-
-  fMSE follows iHarmony4: squared error summed over the mask / (mask pixels * channels);
-  0 for an empty mask. PSNR of an identical pair is capped by an MSE floor of 1e-10.
-  """
-  err = tf.square((tf.cast(pred, tf.float32) - tf.cast(real, tf.float32)) * 255.0)
-  mse = tf.reduce_mean(err, axis=[1, 2, 3])
-  psnr = 10.0 * tf.math.log(255.0**2 / tf.maximum(mse, 1e-10)) / math.log(10.0)
-  area = tf.reduce_sum(mask, axis=[1, 2, 3]) * tf.cast(tf.shape(err)[-1], tf.float32)
-  fmse = tf.math.divide_no_nan(tf.reduce_sum(err * mask, axis=[1, 2, 3]), area)
-  return {"mse": mse, "psnr": psnr, "fmse": fmse}
+  """MSE, PSNR, fMSE and SSIM per image on the 0-255 scale (tfharm.metrics.image); inputs
+  in [0, 1]. PSNR is capped at 100 dB only here, for logging: a composite identical to its
+  real image (a zero luminance shift) would otherwise make the mean +inf. fMSE is NaN for an
+  empty mask and such images are left out of its mean."""
+  m = image_lib.mse(pred, real, value_range=(0.0, 1.0))
+  return {"mse": m, "psnr": image_lib.psnr_from_mse(m, max_db=100.0),
+          "fmse": image_lib.fmse(pred, real, mask, value_range=(0.0, 1.0)),
+          "ssim": image_lib.ssim(pred, real, value_range=(0.0, 1.0))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,10 +255,13 @@ def _default_dataset_fn() -> DatasetFn:
   return pipeline.make_dataset
 
 
+def _build_command(opts: TrainOptions) -> str:
+  return (f"python -m tfharm.data.build --manual_dir=COCO_ROOT --data_dir={opts.data_dir} "
+          f"--config={opts.dataset_config}")
+
+
 def _no_data_dir(opts: TrainOptions) -> str:
-  return (f"--data_dir={opts.data_dir!r} does not exist. Build the data first: tfds build "
-          f"data_builders/luminance_composites --config={opts.dataset_config} "
-          "--data_dir=<dir> --manual_dir=<coco root>")
+  return f"--data_dir={opts.data_dir!r} does not exist. Build the data first: {_build_command(opts)}"
 
 
 def _open_dataset(dataset_fn: DatasetFn, opts: TrainOptions, split: str, **kwargs):
@@ -272,9 +273,8 @@ def _open_dataset(dataset_fn: DatasetFn, opts: TrainOptions, split: str, **kwarg
   except (FileNotFoundError, tf.errors.NotFoundError, AssertionError, ValueError) as e:
     raise app.UsageError(
         f"No luminance_composites/{opts.dataset_config} split {split!r} under "
-        f"--data_dir={opts.data_dir}: {type(e).__name__}: {e}. Build it with `tfds build "
-        f"data_builders/luminance_composites --config={opts.dataset_config} "
-        f"--data_dir={opts.data_dir} --manual_dir=<coco root>`.") from e
+        f"--data_dir={opts.data_dir}: {type(e).__name__}: {e}. Build it with "
+        f"`{_build_command(opts)}`.") from e
 
 
 def _atomic_save(model: keras.Model, path: str, weights_only: bool) -> None:
@@ -314,7 +314,13 @@ def restore_latest(manager: tf.train.CheckpointManager, ckpt: tf.train.Checkpoin
 
 
 def _mean_dict(acc: dict[str, list[np.ndarray]]) -> dict[str, float]:
-  return {k: float(np.mean(np.concatenate(v))) for k, v in acc.items() if v}
+  """Means over the split; NaN entries (fMSE of an empty mask) are left out."""
+  out = {}
+  for k, v in acc.items():
+    values = np.concatenate(v)
+    values = values[~np.isnan(values)]
+    out[k] = float(np.mean(values)) if values.size else float("nan")
+  return out
 
 
 # --- training ----------------------------------------------------------------------
@@ -426,8 +432,11 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
       for k, v in means.items():
         tf.summary.scalar(f"eval/{k}", v)
       if log_baseline:
-        for k, v in _mean_dict(base_acc).items():
+        base_means = _mean_dict(base_acc)
+        for k, v in base_means.items():
           tf.summary.scalar(f"eval/unchanged_{k}", v)
+        logging.info("unchanged composites: %s",
+                     ", ".join(f"{k}={v:.4g}" for k, v in base_means.items()))
       for k, v in (first_images or {}).items():
         tf.summary.image(f"eval/{k}", tf.cast(v, tf.float32), max_outputs=4)
       for var in model.weights:
