@@ -20,7 +20,7 @@ setuptools.setup(
         "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
     ],
     extras_require={
-        "dev": ["pytest>=8", "scikit-image>=0.22"],
+        "dev": ["pytest>=8", "scikit-image>=0.22", "dill"],  # dill: tfds.testing
         # The `tfds` command line imports both; the Python entry point does not need them.
         "beam": ["apache-beam>=2.60", "mlcroissant>=1.0"],
     },

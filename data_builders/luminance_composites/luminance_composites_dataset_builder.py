@@ -9,7 +9,7 @@ With Beam (any runner): add --beam_pipeline_options="runner=DirectRunner" (or Da
 from __future__ import annotations
 
 import dataclasses
-import os
+import os  # only os.fspath: files are read through tfharm.data.coco
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -93,7 +93,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     options = self.builder_config.options
     # Both annotation files are parsed before anything is written: a bad file fails the build clean.
     splits = {name: coco.load_split(root, name) for name in coco.SPLIT_DIRS}
-    workers = int(os.environ.get("TFHARM_BUILD_WORKERS", generation.default_workers()))
+    workers = generation.default_workers()
     eligible = {n: sum(len(o) for o in composites.eligible_objects(s, options).values())
                 for n, s in splits.items()}
     if getattr(self, "_use_beam", False):

@@ -75,6 +75,28 @@ class CocoSplit:
     return {o.id: (o.image_id, self.category_index[o.category_id]) for o in self.objects.values()}
 
 
+def _is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def _read_bytes(path: str) -> bytes:
+  """Local files with plain open (no TensorFlow in workers); gs://, s3://... through tf.io.gfile."""
+  if _is_remote(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(path)
+    return tf.io.gfile.GFile(path, "rb").read()
+  with open(path, "rb") as f:
+    return f.read()
+
+
+def _exists(path: str, directory: bool = False) -> bool:
+  if _is_remote(path):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf.io.gfile.isdir(path) if directory else tf.io.gfile.exists(path)
+  return os.path.isdir(path) if directory else os.path.isfile(path)
+
+
 def annotation_path(root: str, split: str) -> str:
   return os.path.join(root, "annotations", f"instances_{SPLIT_DIRS[split]}.json")
 
@@ -85,14 +107,13 @@ def load_split(root: str, split: str) -> CocoSplit:
     raise AnnotationError(f"unknown split {split!r}; expected one of {sorted(SPLIT_DIRS)}")
   path = annotation_path(root, split)
   image_dir = os.path.join(root, SPLIT_DIRS[split])
-  if not os.path.isfile(path):
+  if not _exists(path):
     raise AnnotationError(f"annotation file not found: {path} (manual_dir must be a COCO 2017 "
                           "root holding annotations/, train2017/ and val2017/)")
-  if not os.path.isdir(image_dir):
+  if not _exists(image_dir, directory=True):
     raise AnnotationError(f"image folder not found: {image_dir}")
   try:
-    with open(path, "rb") as f:
-      data = json.load(f)
+    data = json.loads(_read_bytes(path))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise AnnotationError(f"malformed annotation file {path}: {e}") from e
   try:
@@ -135,10 +156,9 @@ def read_image(image_dir: str, image: ImageRecord) -> np.ndarray:
   """
   path = os.path.join(image_dir, image.file_name)
   try:
-    with open(path, "rb") as f:
-      data = f.read()
+    data = _read_bytes(path)
   except OSError as e:
-    raise SkipError("missing_image", f"{path}: {e.strerror}") from e
+    raise SkipError("missing_image", f"{path}: {e.strerror or 'not found'}") from e
   if _looks_truncated(data):
     raise SkipError("corrupt_image", f"{path}: truncated file (no end-of-image marker)")
   bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)

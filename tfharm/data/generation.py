@@ -15,6 +15,7 @@ import os
 from typing import Iterator
 
 from absl import logging
+import cv2
 
 from tfharm.data import coco
 from tfharm.data import composites
@@ -40,12 +41,8 @@ class SplitPlan:
 
 
 def default_workers() -> int:
-  return max(1, len(os.sched_getaffinity(0)))
-
-
-def _init_worker() -> None:
-  import cv2  # pylint: disable=g-import-not-at-top
-  cv2.setNumThreads(1)  # one image per process; OpenCV's own threads would oversubscribe
+  """TFHARM_BUILD_WORKERS if set, else every core this process may run on."""
+  return int(os.environ.get("TFHARM_BUILD_WORKERS", 0)) or max(1, len(os.sched_getaffinity(0)))
 
 
 def _statistics(args):
@@ -59,11 +56,21 @@ def _composites(args):
 
 
 def _pool(num_workers: int):
-  # fork, not spawn/forkserver: those re-import the caller's __main__ (the tfds CLI: TensorFlow,
-  # Beam) in every worker, which cost ~10 s per worker here. The children touch no TensorFlow
-  # state, only numpy, OpenCV (threads off) and pycocotools, so TensorFlow's threads that fork()
-  # leaves behind in the parent do not matter to them.
-  return multiprocessing.get_context("fork").Pool(num_workers, initializer=_init_worker)
+  """A process pool whose workers are forked with OpenCV's thread pool switched off.
+
+  fork, not spawn/forkserver: those re-import the caller's __main__ (the tfds CLI: TensorFlow,
+  Beam) and measured 6x slower here. Workers touch no TensorFlow state, only numpy, OpenCV and
+  pycocotools. OpenCV's own thread pool is the one fork hazard: a child that inherits it
+  mid-use deadlocks on its mutex (seen in the test suite). So the parent drops OpenCV to one
+  thread, which joins its pool threads, forks, then restores its setting; the children keep one
+  thread, which is also right for one image per process. TFHARM_MP_START overrides the method.
+  """
+  previous = cv2.getNumThreads()
+  cv2.setNumThreads(1)
+  try:
+    return multiprocessing.get_context(os.environ.get("TFHARM_MP_START", "fork")).Pool(num_workers)
+  finally:
+    cv2.setNumThreads(previous)
 
 
 def _group(specs: list[composites.CompositeSpec]) -> dict[int, list[composites.CompositeSpec]]:

@@ -1,0 +1,16 @@
+"""TFDS's own builder test on the embedded sample (dummy_data/ serves as manual_dir)."""
+
+import tensorflow_datasets as tfds
+
+from data_builders.luminance_composites import luminance_composites_dataset_builder
+
+
+class LuminanceCompositesTest(tfds.testing.DatasetBuilderTestCase):
+  DATASET_CLASS = luminance_composites_dataset_builder.Builder
+  BUILDER_CONFIG_NAMES_TO_TEST = ["256"]
+  SPLITS = {"train": 21, "test": 28}
+  SKIP_CHECKSUMS = True
+
+
+if __name__ == "__main__":
+  tfds.testing.test_main()

@@ -1,0 +1,166 @@
+"""Bad input is skipped and counted or fails clean; builds are deterministic; Beam agrees."""
+
+import glob
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb
+from tests.data.conftest import DEMO_ROOT, copy_demo_root
+from tfharm.data import build, coco, composites
+
+
+def _records(data_dir: str, config: str = "256") -> dict[str, list[bytes]]:
+  out = {}
+  for split in ("train", "test"):
+    files = sorted(glob.glob(os.path.join(data_dir, "luminance_composites", config, "1.0.0",
+                                          f"luminance_composites-{split}.tfrecord*")))
+    out[split] = [r.numpy() for r in tf.data.TFRecordDataset(files)]
+  return out
+
+
+def _file_bytes(data_dir: str) -> dict[str, bytes]:
+  files = glob.glob(os.path.join(data_dir, "luminance_composites", "256", "1.0.0", "*.tfrecord*"))
+  return {os.path.basename(f): open(f, "rb").read() for f in sorted(files)}
+
+
+def test_same_seed_and_config_give_byte_identical_tfrecords(demo_build, tmp_path):
+  again = build.build(DEMO_ROOT, str(tmp_path), "256", workers=1)  # other worker count too
+  first = _file_bytes(os.path.dirname(os.path.dirname(os.path.dirname(demo_build.data_dir))))
+  assert first and first == _file_bytes(str(tmp_path))
+  assert again.info.splits["test"].num_examples == demo_build.info.splits["test"].num_examples
+
+
+def test_beam_direct_runner_writes_the_same_examples(demo_build, tmp_path):
+  pytest.importorskip("apache_beam")
+  build.build(DEMO_ROOT, str(tmp_path), "256", beam_pipeline_options="runner=DirectRunner")
+  local = _records(os.path.dirname(os.path.dirname(os.path.dirname(demo_build.data_dir))))
+  beam = _records(str(tmp_path))
+  assert len(local["test"]) == demo_build.info.splits["test"].num_examples > 0
+  for split in ("train", "test"):
+    assert sorted(beam[split]) == sorted(local[split])
+
+
+def test_paper_style_count_with_reuse_is_exact_and_deterministic():
+  split = coco.load_split(DEMO_ROOT, "test")
+  labels = split.object_labels()
+  usable = [o for ids in composites.eligible_objects(split, composites.CompositeOptions()).values()
+            for o in ids]
+  plan = lambda: composites.plan_composites(labels, "test", usable, composites.CompositeOptions(),
+                                            num_composites=200)[0]
+  specs = plan()
+  assert len(specs) == 200 and len({s.key for s in specs}) == 200
+  assert specs == plan()
+  assert max(s.index for s in specs) >= 1  # targets were reused
+  assert all(labels[s.target_id][1] == labels[s.reference_id][1] for s in specs)
+  assert all(s.target_image_id != s.reference_image_id for s in specs)
+
+
+def _write_json(path, data):
+  with open(path, "w") as f:
+    json.dump(data, f)
+
+
+@pytest.fixture(scope="module")
+def damaged_build(tmp_path_factory):
+  """The demo root with one of each kind of bad input, built once."""
+  root = copy_demo_root(str(tmp_path_factory.mktemp("damaged") / "coco"))
+  ann_path = os.path.join(root, "annotations", "instances_train2017.json")
+  with open(ann_path) as f:
+    train = json.load(f)
+  images = sorted(train["images"], key=lambda i: i["id"])
+  truncated, missing, resized = images[0], images[1], images[2]
+  path = os.path.join(root, "train2017", truncated["file_name"])
+  data = open(path, "rb").read()
+  open(path, "wb").write(data[: len(data) // 2])
+  os.remove(os.path.join(root, "train2017", missing["file_name"]))
+  next(i for i in train["images"] if i["id"] == resized["id"])["height"] += 7
+  _write_json(ann_path, train)
+
+  val_path = os.path.join(root, "annotations", "instances_val2017.json")
+  with open(val_path) as f:
+    val = json.load(f)
+  gray = sorted(val["images"], key=lambda i: i["id"])[0]
+  gpath = os.path.join(root, "val2017", gray["file_name"])
+  cv2.imwrite(gpath, cv2.imread(gpath, cv2.IMREAD_GRAYSCALE))
+  host = sorted(val["images"], key=lambda i: i["id"])[1]
+  area = 0.05 * host["height"] * host["width"]
+  tiny = {"id": 990000001, "image_id": host["id"], "category_id": 1, "iscrowd": 0, "area": area,
+          "bbox": [5, 5, 1, 1], "segmentation": [[5, 5, 5.4, 5, 5, 5.4]]}  # vanishes at 256
+  lonely = {"id": 990000002, "image_id": host["id"], "category_id": 90, "iscrowd": 0,  # toothbrush
+            "area": area, "bbox": [0, 0, 60, 60], "segmentation": [[0, 0, 60, 0, 60, 60, 0, 60]]}
+  val["annotations"] += [tiny, lonely]
+  _write_json(val_path, val)
+  data_dir = str(tmp_path_factory.mktemp("damaged_tfds"))
+  builder = build.build(root, data_dir, "256", workers=2)
+  return builder, {"truncated": truncated["id"], "missing": missing["id"],
+                   "resized": resized["id"], "gray": gray["id"]}
+
+
+def test_bad_images_and_objects_are_counted_skips(damaged_build):
+  builder, ids = damaged_build
+  skipped = builder.info.metadata["skipped"]
+  assert skipped["train"]["corrupt_image"] == 1
+  assert skipped["train"]["missing_image"] == 1
+  assert skipped["train"]["size_mismatch"] == 1
+  assert skipped["train"]["object_in_skipped_image"] >= 3
+  assert skipped["test"]["empty_mask"] == 1
+  assert skipped["test"]["no_reference"] >= 1
+  train_ids = {int(ex["image_id"]) for ex in builder.as_dataset(split="train").as_numpy_iterator()}
+  assert not train_ids & {ids["truncated"], ids["missing"], ids["resized"]}
+  test = list(builder.as_dataset(split="test").as_numpy_iterator())
+  assert not {990000001, 990000002} & {int(ex["object_id"]) for ex in test}
+
+
+def test_grayscale_image_is_used_with_equal_channels(damaged_build):
+  builder, ids = damaged_build
+  grays = [ex for ex in builder.as_dataset(split="test").as_numpy_iterator()
+           if ex["image_id"] == ids["gray"]]
+  assert grays, "the grayscale image made no composite"
+  for ex in grays:
+    real = ex["real"].astype(int)
+    assert np.array_equal(real[..., 0], real[..., 1]) and np.array_equal(real[..., 1], real[..., 2])
+
+
+def _no_records(data_dir):
+  return not glob.glob(os.path.join(data_dir, "**", "*.tfrecord*"), recursive=True)
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda p: os.remove(p), "annotation file not found"),
+    (lambda p: open(p, "w").write("{not json"), "malformed annotation file"),
+    (lambda p: open(p, "w").write('{"images": []}'), "missing or bad field"),
+])
+def test_bad_annotation_file_fails_before_writing(tmp_path, damage, message):
+  root = copy_demo_root(str(tmp_path / "coco"))
+  damage(os.path.join(root, "annotations", "instances_val2017.json"))
+  data_dir = str(tmp_path / "tfds")
+  with pytest.raises(coco.AnnotationError, match=message):
+    build.build(root, data_dir, "256", workers=1)
+  assert _no_records(data_dir)
+
+
+def test_unknown_config_is_a_clear_error(tmp_path):
+  with pytest.raises(ValueError, match="unknown config '1024'"):
+    build.build(DEMO_ROOT, str(tmp_path), "1024")
+
+
+def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
+  calls = {"n": 0}
+  real_fn = composites.image_composites
+
+  def failing(*args, **kwargs):
+    calls["n"] += 1
+    if calls["n"] == 3:
+      raise KeyboardInterrupt("simulated interruption")
+    return real_fn(*args, **kwargs)
+
+  monkeypatch.setattr(composites, "image_composites", failing)
+  with pytest.raises(KeyboardInterrupt):
+    build.build(DEMO_ROOT, str(tmp_path), "256", workers=1)
+  assert not lcb.Builder(config="256", data_dir=str(tmp_path)).is_prepared()
+  assert not glob.glob(os.path.join(str(tmp_path), "luminance_composites", "256", "1.0.0"))
