@@ -130,13 +130,18 @@ def main(argv) -> None:
   a = tf.constant(rng.normal(size=(8, 56, 56, 256)).astype(np.float32))
   k = tf.constant(rng.normal(size=(3, 3, 256, 256)).astype(np.float32) * 0.02)
   flop = 2 * 8 * 56 * 56 * 256 * 256 * 9
-  peaks = {}
+  peaks = {"float32": 0.0, "bfloat16": 0.0}
+  peak_fns = {}
   for dt in (tf.float32, tf.bfloat16):
     a_, k_ = tf.cast(a, dt), tf.cast(k, dt)
-    f = tf.function(lambda v, k_=k_: tf.nn.conv2d(v, k_, 1, "SAME"))
-    timeit(f, a_, n=2)
-    peaks[dt.name] = flop / min(timeit(f, a_, n=5)) / 1e9
-    emit(f"conv3x3_peak_{dt.name}", peaks[dt.name], "GFLOP/s")
+    peak_fns[dt.name] = (tf.function(lambda v, k_=k_: tf.nn.conv2d(v, k_, 1, "SAME")), a_)
+    timeit(peak_fns[dt.name][0], a_, n=1)
+
+  def measure_peaks():  # called between LPIPS rounds too: the peak is the best seen in the run
+    for name, (f, a_) in peak_fns.items():
+      peaks[name] = max(peaks[name], flop / min(timeit(f, a_, n=2)) / 1e9)
+
+  measure_peaks()
 
   # --- official worker
   why = _official_available(fl.official_python)
@@ -187,7 +192,11 @@ def main(argv) -> None:
           ratios[name].append(np.median(per_round["official"]) / np.median(per_round[name]))
       for name, ts in per_round.items():
         times[name].extend(ts)
+      measure_peaks()
     best = {name: min(ts) for name, ts in times.items()}
+    if size == configs[0][0]:
+      for name, value in peaks.items():
+        emit(f"conv3x3_peak_{name}", value, "GFLOP/s")
     for name, ts in times.items():
       emit(f"lpips_{name}_pairs_per_s_{size}_b{batch}", batch / best[name], "pairs/s")
       emit(f"lpips_{name}_pairs_per_s_{size}_b{batch}_median", batch / np.median(ts), "pairs/s")
