@@ -34,17 +34,21 @@ def _rss_gib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB
 
 
-def _time(fn, warmup: int, iters: int) -> float:
-  """Median seconds per call of fn (which must block until its result is ready)."""
+def _time(fn, warmup: int, iters: int) -> tuple[float, float]:
+  """Median wall seconds and median process CPU seconds per call of fn (fn must block).
+
+  CPU seconds say what the variant costs when other jobs share the two cores; wall time
+  alone then mostly measures the neighbours.
+  """
   for _ in range(warmup):
     fn()
-  times = []
+  wall, cpu = [], []
   for _ in range(iters):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     fn()
-    times.append(time.perf_counter() - t)
-  times.sort()
-  return times[len(times) // 2]
+    wall.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
+  return sorted(wall)[len(wall) // 2], sorted(cpu)[len(cpu) // 2]
 
 
 def forward_flops(model) -> int:
@@ -76,7 +80,7 @@ def _peak_conv(precision: str, iters: int) -> float:
   k = tf.random.normal((3, 3, 256, 256), dtype=dtype) * 0.01
   conv = tf.function(lambda: tf.nn.conv2d(x, k, 1, "SAME"))
   flops = 2 * 16 * 64 * 64 * 256 * 256 * 9
-  return flops / _time(lambda: conv().numpy(), 2, iters)
+  return flops / _time(lambda: conv().numpy(), 2, iters)[0]
 
 
 def _harmoniser_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
@@ -105,9 +109,10 @@ def _harmoniser_variant(mode: str, precision: str, xla: bool, batch: int, size: 
       optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
       return loss
     fn = tf.function(step, jit_compile=xla)
-  seconds = _time(lambda: np.asarray(fn()), warmup, iters)
+  seconds, cpu_seconds = _time(lambda: np.asarray(fn()), warmup, iters)
   flops = forward_flops(model) * (3 if mode == "train" else 1)  # backward ~ 2x forward
   return {"images_per_s": batch / seconds, "flops_per_s": flops * batch / seconds,
+          "images_per_cpu_s": batch / cpu_seconds,
           "params": model.count_params(), "forward_flops": forward_flops(model),
           "peak_flops_per_s": _peak_conv(precision, iters), "peak_rss_gib": _rss_gib()}
 
@@ -157,6 +162,7 @@ def main(argv):
       for spec, r in results:
         name = f"{model}.{spec['mode']}.{precision}.{'xla' if spec['xla'] else 'noxla'}"
         print(f"{name}.images_per_s {r['images_per_s']:.2f} img/s")
+        print(f"{name}.images_per_cpu_s {r['images_per_cpu_s']:.2f} img/CPU-s")
         print(f"{name}.gflops_per_s {r['flops_per_s'] / 1e9:.1f} GFLOP/s")
         print(f"{name}.fraction_of_peak {r['flops_per_s'] / peak:.3f} ratio")
         print(f"{name}.peak_rss {r['peak_rss_gib']:.2f} GiB", flush=True)

@@ -97,6 +97,12 @@ def test_mask_region_loss_ignores_background():
   assert float(tf.reduce_min(whole.loss(batch, off_mask)["loss"])) > 0.0
 
 
+def test_image_size_mismatch_is_named(tmp_path):
+  ds_fn = functools.partial(fake_dataset, max_examples=8, size=32)
+  with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="image_size"):
+    train.train(_opts(tmp_path, steps=2), _task(), ds_fn)
+
+
 def test_semantic_branch_trains(tmp_path):
   ds_fn = functools.partial(fake_dataset, max_examples=16)
   logs = train.train(_opts(tmp_path, steps=3, checkpoint_every=3), _task(semantic=True), ds_fn)

@@ -125,7 +125,15 @@ class HarmoniserTask:
     return Harmoniser(self.cfg, name="harmoniser")
 
   def transform(self, batch: Batch) -> Batch:
-    out = {"composite": batch["composite"], "real": batch["real"], "mask": batch["mask"]}
+    s = self.cfg.image_size
+    message = f"dataset images are not {s}x{s}: make --image_size match --dataset_config"
+    static = batch["composite"].shape[1:3]
+    if static.is_fully_defined() and tuple(static) != (s, s):
+      raise ValueError(f"{message} (got {tuple(static)})")
+    check = tf.debugging.assert_equal(tf.shape(batch["composite"])[1:3], [s, s], message=message)
+    with tf.control_dependencies([check]):  # static shapes also let XLA compile once
+      out = {k: tf.ensure_shape(tf.identity(batch[k]), (None, s, s, c))
+             for k, c in (("composite", 3), ("real", 3), ("mask", 1))}
     if self.cfg.semantic:
       # Only the target object's class is known per composite: label it (category + 1,
       # 0 = background) inside the mask; ClassLabel indices are already contiguous 0..79.
