@@ -70,7 +70,7 @@ def _latest_step(ckpt_dir):
   return int(latest.rsplit("-", 1)[-1]) if latest else None
 
 
-def test_short_run_decreases_loss_and_beats_unharmonised(tmp_path):
+def test_short_run_decreases_loss_and_exports(tmp_path):
   ds_fn = functools.partial(fake_dataset, max_examples=32)
   t = _task()
   model = t.build_model()
