@@ -17,6 +17,7 @@ setuptools.setup(
         "absl-py>=2.1",
         "tqdm>=4.66",
         "matplotlib>=3.8",
+        "pillow>=10",
         "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
     ],
     extras_require={
