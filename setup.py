@@ -18,6 +18,7 @@ setuptools.setup(
         "tqdm>=4.66",
         "matplotlib>=3.8",
         "pillow>=10",
+        "tensorboard==2.21.*",  # tf.summary needs it; TF 2.21 no longer depends on it
         "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
     ],
     extras_require={
