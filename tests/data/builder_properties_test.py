@@ -70,7 +70,7 @@ def test_object_l_statistics_moved_onto_reference(coco_mini_examples):
 
 def test_reference_is_same_category_from_another_image(coco_mini_build):
   from tfharm.data import coco
-  from tests.data.conftest import COCO_MINI
+  from tests.conftest import COCO_MINI
   split = coco.load_split(COCO_MINI, "test")
   for ex in coco_mini_build.as_dataset(split="test").as_numpy_iterator():
     target, reference = split.objects[ex["object_id"]], split.objects[ex["reference_object_id"]]

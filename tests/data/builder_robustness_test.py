@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb
-from tests.data.conftest import DEMO_ROOT, copy_demo_root
+from tests.conftest import DEMO_ROOT, copy_demo_root
 from tfharm.data import build, coco, composites
 
 

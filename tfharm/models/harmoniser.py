@@ -8,6 +8,7 @@ clipped) so that training sees gradients everywhere; `harmonise` clips.
 from __future__ import annotations
 
 import dataclasses
+import os
 import math
 from typing import Sequence
 
@@ -164,12 +165,21 @@ def harmonise(model: keras.Model, image, mask):
   return ops.clip((ops.cast(out, "float32") + 1.0) / 2.0, 0.0, 1.0)
 
 
-def load_harmoniser(path: str, cfg: HarmoniserConfig | None = None) -> Harmoniser:
+def load_harmoniser(path: str | None = None, cfg: HarmoniserConfig | None = None) -> Harmoniser:
   """Loads a harmoniser from a `.keras` file, or a `.weights.h5` file plus its config.
+
+  With no path: the 256x256 harmoniser we trained (`checkpoints/harmoniser_256.weights.h5`,
+  recipe and numbers in `checkpoints/README.md`).
 
   `.weights.h5` files carry no architecture, so `cfg` (default: the 256x256 model) says
   what to build; a mismatch fails loudly in Keras rather than loading partially.
   """
+  if path is None:
+    from tfharm.models import checkpoints  # pylint: disable=g-import-not-at-top
+    path = checkpoints.HARMONISER_256
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path} is missing: the shipped harmoniser comes with the "
+                              "repository (git checkout), see checkpoints/README.md")
   if path.endswith(".keras"):
     model = keras.saving.load_model(path)
     if not isinstance(model, Harmoniser):

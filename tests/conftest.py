@@ -1,4 +1,4 @@
-"""Builds shared by the data tests: the embedded demo sample, and coco_mini when it is present."""
+"""Builds shared by the tests: the embedded demo sample, and coco_mini when it is present."""
 
 import os
 import shutil
@@ -7,7 +7,7 @@ import pytest
 
 from tfharm.data import build
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_ROOT = os.path.join(REPO, "data_builders", "luminance_composites", "dummy_data")
 COCO_MINI = os.path.join(os.path.dirname(REPO), "shared", "data", "coco_mini")
 

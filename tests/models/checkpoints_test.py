@@ -1,0 +1,56 @@
+"""The shipped harmoniser: compact storage, one-call loading, and its recorded numbers."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfharm.models import checkpoints
+from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, load_harmoniser
+
+
+def test_float16_storage_round_trips_to_float16_precision(tmp_path):
+  model = Harmoniser(HarmoniserConfig(image_size=16))
+  path = str(tmp_path / "h.weights.h5")
+  checkpoints.save_float16_weights(model, path)
+  loaded = load_harmoniser(path, HarmoniserConfig(image_size=16))
+  for a, b in zip(model.weights, loaded.weights):
+    assert b.dtype == "float32"
+    np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-3, atol=1e-7)
+  plain = str(tmp_path / "plain.weights.h5")
+  model.save_weights(plain)
+  assert os.path.getsize(path) < 0.6 * os.path.getsize(plain)
+
+
+@pytest.fixture(scope="module")
+def shipped_record():
+  path = checkpoints.HARMONISER_256.replace(".weights.h5", ".metrics.json")
+  if not os.path.exists(checkpoints.HARMONISER_256):
+    pytest.fail(f"{checkpoints.HARMONISER_256} is missing from the repository")
+  with open(path) as f:
+    return json.load(f)
+
+
+def test_shipped_file_is_small_and_loads_with_one_call(shipped_record):
+  assert os.path.getsize(checkpoints.HARMONISER_256) <= 25 * 2**20
+  model = load_harmoniser()
+  assert model.count_params() == 8_274_179
+  assert shipped_record["step"] > 0
+
+
+def test_shipped_harmoniser_reproduces_its_recorded_numbers(shipped_record, coco_mini_build):
+  from tfharm import validation
+  from tfharm.data import pipeline
+  data_dir = coco_mini_build.data_dir.split("/luminance_composites/")[0]
+  scores = validation.harmoniser_scores(load_harmoniser(),
+                                        pipeline.make_dataset(data_dir, "test", batch_size=16))
+  assert scores["num_examples"] == shipped_record["float16_file"]["num_examples"] == 192
+  for method in ("composite", "harmoniser_gt_mask", "harmoniser_empty_mask"):
+    for metric, recorded in shipped_record["float16_file"][method].items():
+      assert scores[method][metric] == pytest.approx(recorded, rel=1e-3, abs=1e-3), (method, metric)
+    # float16 storage reproduces the float32 weights' numbers.
+    assert scores[method]["psnr"] == pytest.approx(shipped_record["float32"][method]["psnr"],
+                                                   abs=0.02)
+    assert scores[method]["mse"] == pytest.approx(shipped_record["float32"][method]["mse"],
+                                                  rel=0.01)

@@ -1,0 +1,61 @@
+"""The checkpoints we ship: where they live, how they are stored compactly, how they load.
+
+`checkpoints/` at the repository root holds float16 `.weights.h5` files (half the size of
+float32; a test checks that they reproduce the float32 validation numbers recorded beside them).
+Keras casts each stored array to its variable's dtype on load, so the model runs in float32.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import h5py
+import keras
+import numpy as np
+import tensorflow as tf
+
+CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "checkpoints")
+HARMONISER_256 = os.path.join(CHECKPOINT_DIR, "harmoniser_256.weights.h5")
+
+
+def save_float16_weights(model: keras.Model, path: str) -> None:
+  """`model.save_weights` with every float32 array stored as float16; atomic (tmp + rename)."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
+  os.close(fd)
+  try:
+    model.save_weights(tmp)
+    with h5py.File(tmp, "r+") as f:
+      arrays = []
+      f.visititems(lambda name, obj: arrays.append(name)
+                   if isinstance(obj, h5py.Dataset) and obj.dtype == np.float32 else None)
+      for name in arrays:
+        value = f[name][()]
+        if np.any(np.abs(value) > np.finfo(np.float16).max):
+          raise ValueError(f"{name} does not fit in float16 (max |x| = {np.abs(value).max()})")
+        del f[name]
+        f.create_dataset(name, data=value.astype(np.float16))
+    # h5py leaves the freed space inside the file; copying it out compacts it.
+    compact = tmp + ".compact"
+    with h5py.File(tmp, "r") as src, h5py.File(compact, "w") as dst:
+      for key in src:
+        src.copy(src[key], dst, name=key)
+      for key, value in src.attrs.items():
+        dst.attrs[key] = value
+    os.replace(compact, path)
+  finally:
+    for leftover in (tmp, tmp + ".compact"):
+      if os.path.exists(leftover):
+        os.remove(leftover)
+
+
+def restore_training_checkpoint(model: keras.Model, checkpoint_dir: str) -> str:
+  """Loads the model weights of the newest `tfharm.train` checkpoint (optimizer state ignored)."""
+  latest = tf.train.latest_checkpoint(checkpoint_dir)
+  if latest is None:
+    raise FileNotFoundError(f"no training checkpoint in {checkpoint_dir}")
+  tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+  return latest

@@ -1,0 +1,82 @@
+"""Validation of a harmoniser checkpoint on a `luminance_composites` split, with true masks.
+
+  python -m tfharm.validation --data_dir=/work/runs/tfds --config=256 --split=test \
+      [--weights=checkpoints/harmoniser_256.weights.h5] [--output_json=out.json]
+
+Scores three ways of producing an image, each against the real photograph: `composite` (no
+harmonisation), `harmoniser_gt_mask` (C_s), `harmoniser_empty_mask` (does the network change
+images it should leave alone?), and also how far the empty-mask output moved away from its
+input composite (`empty_mask_change_mse`). These are the numbers in checkpoints/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags, logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfharm.data import pipeline
+from tfharm.metrics import image as image_metrics
+from tfharm.models import harmoniser as harmoniser_lib
+
+_WEIGHTS = flags.DEFINE_string("weights", None, "Harmoniser weights (default: the shipped one).")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir with luminance_composites.")
+_CONFIG = flags.DEFINE_string("config", "256", "Dataset config.")
+_SPLIT = flags.DEFINE_string("split", "test", "Split to score.")
+_BATCH = flags.DEFINE_integer("batch_size", 16, "Batch size.")
+_OUTPUT = flags.DEFINE_string("output_json", None, "Also write the scores here.")
+flags.mark_flag_as_required("data_dir")
+
+
+def harmoniser_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
+  """Mean MSE / PSNR / fMSE / SSIM per method over `dataset` (make_dataset batches)."""
+
+  @tf.function
+  def score(batch):
+    comp, real, mask = batch["composite"], batch["real"], batch["mask"]
+    outputs = {
+        "composite": comp,
+        "harmoniser_gt_mask": harmoniser_lib.harmonise(model, comp, mask),
+        "harmoniser_empty_mask": harmoniser_lib.harmonise(model, comp, tf.zeros_like(mask)),
+    }
+    result = {name: image_metrics.image_metrics(out, real, mask, value_range=(0.0, 1.0))
+              for name, out in outputs.items()}
+    result["empty_mask_change"] = {"mse": image_metrics.mse(
+        outputs["harmoniser_empty_mask"], comp, value_range=(0.0, 1.0))}
+    return result
+
+  sums: dict[str, dict[str, list[np.ndarray]]] = {}
+  bar = keras.utils.Progbar(None, unit_name="batch")
+  for i, batch in enumerate(dataset):
+    for method, values in score(batch).items():
+      for metric, v in values.items():
+        sums.setdefault(method, {}).setdefault(metric, []).append(v.numpy())
+    bar.update(i + 1)
+  out = {"num_examples": int(sum(len(v) for v in sums["composite"]["mse"]))}
+  for method, metrics in sums.items():
+    out[method] = {m: float(np.mean(np.concatenate(v))) for m, v in metrics.items()}
+  return out
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  model = harmoniser_lib.load_harmoniser(_WEIGHTS.value)
+  dataset = pipeline.make_dataset(_DATA_DIR.value, _SPLIT.value, config=_CONFIG.value,
+                                  batch_size=_BATCH.value)
+  scores = harmoniser_scores(model, dataset)
+  text = json.dumps(scores, indent=2, sort_keys=True)
+  print(text)
+  if _OUTPUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+    with open(_OUTPUT.value, "w") as f:
+      f.write(text + "\n")
+  logging.info("scored %d examples", scores["num_examples"])
+
+
+if __name__ == "__main__":
+  app.run(main)
