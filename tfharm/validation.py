@@ -3,9 +3,10 @@
   python -m tfharm.validation --data_dir=/work/runs/tfds --config=256 --split=test \
       [--weights=checkpoints/harmoniser_256.weights.h5] [--output_json=out.json]
 
-Scores three ways of producing an image, each against the real photograph: `composite` (no
-harmonisation), `harmoniser_gt_mask` (C_s), `harmoniser_empty_mask` (does the network change
-images it should leave alone?), and also how far the empty-mask output moved away from its
+Scores these ways of producing an image, each against the real photograph: `composite` (no
+harmonisation), `harmoniser_gt_mask` (C_s, the network's output as it is),
+`harmoniser_gt_mask_gated` (the same, pasted into the composite through the mask),
+`harmoniser_empty_mask` (does the network change images it should leave alone?), and also how far the empty-mask output moved away from its
 input composite (`empty_mask_change_mse`). These are the numbers in checkpoints/README.md.
 """
 
@@ -38,9 +39,13 @@ def harmoniser_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
   @tf.function
   def score(batch):
     comp, real, mask = batch["composite"], batch["real"], batch["mask"]
+    harmonised = harmoniser_lib.harmonise(model, comp, mask)
     outputs = {
         "composite": comp,
-        "harmoniser_gt_mask": harmoniser_lib.harmonise(model, comp, mask),
+        "harmoniser_gt_mask": harmonised,
+        # Reported beside the network's own output, never instead of it: the composite outside
+        # the mask, the network inside (architectures.md section 3).
+        "harmoniser_gt_mask_gated": comp * (1.0 - mask) + harmonised * mask,
         "harmoniser_empty_mask": harmoniser_lib.harmonise(model, comp, tf.zeros_like(mask)),
     }
     result = {name: image_metrics.image_metrics(out, real, mask, value_range=(0.0, 1.0))

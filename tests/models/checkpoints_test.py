@@ -46,7 +46,8 @@ def test_shipped_harmoniser_reproduces_its_recorded_numbers(shipped_record, coco
   scores = validation.harmoniser_scores(load_harmoniser(),
                                         pipeline.make_dataset(data_dir, "test", batch_size=16))
   assert scores["num_examples"] == shipped_record["float16_file"]["num_examples"] == 192
-  for method in ("composite", "harmoniser_gt_mask", "harmoniser_empty_mask"):
+  for method in ("composite", "harmoniser_gt_mask", "harmoniser_gt_mask_gated",
+                 "harmoniser_empty_mask"):
     for metric, recorded in shipped_record["float16_file"][method].items():
       assert scores[method][metric] == pytest.approx(recorded, rel=1e-3, abs=1e-3), (method, metric)
     # float16 storage reproduces the float32 weights' numbers.
