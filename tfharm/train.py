@@ -69,12 +69,24 @@ _JIT = flags.DEFINE_bool("jit_compile", False,
                          "kernels beat XLA (bench/RESULTS.md); turn on for GPUs.")
 _EXPORT = flags.DEFINE_bool("export", True, "Write <model>.weights.h5 and <model>.keras at the end.")
 # harmoniser task
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 256, "Harmoniser input size S (4 * 2**n).")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 256,
+                                  "Input size S: harmoniser 4 * 2**n; detector a multiple of 8.")
 _LOSS_REGION = flags.DEFINE_enum("loss_region", "image", ["image", "mask"],
                                  "MSE over the whole image (as DIH) or only inside the mask.")
 _SEMANTIC = flags.DEFINE_bool("semantic", False, "Add DIH's scene-parsing decoder branch.")
 _SEMANTIC_WEIGHT = flags.DEFINE_float("semantic_weight", 1e-4, "Weight of the parsing CE loss.")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 81, "Parsing classes (80 COCO + background).")
+# detector task (read by tfharm.models.detector.make_task; --image_size is the static input size)
+flags.DEFINE_bool("detector_freeze_encoder", True, "Detector: keep the ImageNet VGG16 convs frozen.")
+flags.DEFINE_float("detector_tau_neg", 0.845, "Detector labels: mean-L* ratio below this is negative.")
+flags.DEFINE_float("detector_tau_pos", 1.174, "Detector labels: mean-L* ratio above this is positive.")
+flags.DEFINE_enum("detector_label_mode", "object", ["object", "pixel"],
+                  "Detector labels: one ratio per object, or per pixel.")
+flags.DEFINE_string("detector_class_weights", "auto",
+                    "Detector CE class weights 'neg,pos,none', or 'auto' (per batch, "
+                    "clip(sqrt(f_none / f_c), 1, max)).")
+flags.DEFINE_float("detector_max_class_weight", 10.0, "Detector: cap of the 'auto' class weights.")
+flags.DEFINE_float("detector_dice_weight", 0.0, "Detector: weight of a soft Dice loss on p_neg + p_pos.")
 
 
 # --- tasks -------------------------------------------------------------------------
@@ -506,6 +518,8 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
   if opts.export and chief:
     _atomic_save(model, os.path.join(workdir, f"{task.name}.weights.h5"), weights_only=True)
     _atomic_save(model, os.path.join(workdir, f"{task.name}.keras"), weights_only=False)
+    if hasattr(task, "export"):  # task-specific extra files (the detector's head-only weights)
+      task.export(model, workdir)
   if not chief:
     tf.io.gfile.rmtree(ckpt_dir)
   logs["step"] = int(step.numpy())
