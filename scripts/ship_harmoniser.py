@@ -23,8 +23,8 @@ from tfharm.data import pipeline  # pylint: disable=wrong-import-position
 from tfharm.models import checkpoints, harmoniser  # pylint: disable=wrong-import-position
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
-_DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites/256.")
 _OUT = flags.DEFINE_string("output", checkpoints.HARMONISER_256, "Shipped weights file.")
+_DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites/256.")
 flags.mark_flags_as_required(["workdir", "data_dir"])
 
 

@@ -24,13 +24,17 @@ from tfharm.data import pipeline
 from tfharm.metrics import image as image_metrics
 from tfharm.models import harmoniser as harmoniser_lib
 
-_WEIGHTS = flags.DEFINE_string("weights", None, "Harmoniser weights (default: the shipped one).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir with luminance_composites.")
-_CONFIG = flags.DEFINE_string("config", "256", "Dataset config.")
-_SPLIT = flags.DEFINE_string("split", "test", "Split to score.")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Batch size.")
-_OUTPUT = flags.DEFINE_string("output_json", None, "Also write the scores here.")
-flags.mark_flag_as_required("data_dir")
+def _define_flags() -> None:
+  """Command-line flags, defined only when run as a program: importing the library part
+  must not claim flag names (e.g. --data_dir) that other programs define too."""
+  global _WEIGHTS, _DATA_DIR, _CONFIG, _SPLIT, _BATCH, _OUTPUT
+  _WEIGHTS = flags.DEFINE_string("weights", None, "Harmoniser weights (default: the shipped one).")
+  _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir with luminance_composites.")
+  _CONFIG = flags.DEFINE_string("config", "256", "Dataset config.")
+  _SPLIT = flags.DEFINE_string("split", "test", "Split to score.")
+  _BATCH = flags.DEFINE_integer("batch_size", 16, "Batch size.")
+  _OUTPUT = flags.DEFINE_string("output_json", None, "Also write the scores here.")
+  flags.mark_flag_as_required("data_dir")
 
 
 def harmoniser_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
@@ -84,4 +88,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

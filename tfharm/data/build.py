@@ -12,15 +12,19 @@ import os
 
 from absl import app, flags, logging
 
-_MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "COCO 2017 root (annotations/, train2017/, "
-                                  "val2017/).")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir to write into.")
-_CONFIG = flags.DEFINE_string("config", "256", "Builder config: 256, 512, paper_256, paper_512.")
-_WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
-_BEAM_OPTIONS = flags.DEFINE_string(
-    "beam_pipeline_options", None,
-    "Build with Apache Beam instead of the local pool, e.g. 'runner=DirectRunner'.")
-flags.mark_flags_as_required(["manual_dir", "data_dir"])
+def _define_flags() -> None:
+  """Command-line flags, defined only when run as a program: importing the library part
+  must not claim flag names (e.g. --data_dir) that other programs define too."""
+  global _MANUAL_DIR, _DATA_DIR, _CONFIG, _WORKERS, _BEAM_OPTIONS
+  _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "COCO 2017 root (annotations/, train2017/, "
+                                    "val2017/).")
+  _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir to write into.")
+  _CONFIG = flags.DEFINE_string("config", "256", "Builder config: 256, 512, paper_256, paper_512.")
+  _WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
+  _BEAM_OPTIONS = flags.DEFINE_string(
+      "beam_pipeline_options", None,
+      "Build with Apache Beam instead of the local pool, e.g. 'runner=DirectRunner'.")
+  flags.mark_flags_as_required(["manual_dir", "data_dir"])
 
 
 def build(manual_dir: str, data_dir: str, config: str = "256", workers: int | None = None,
@@ -57,4 +61,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
