@@ -19,6 +19,7 @@ from tfharm import colour
 from tfharm import weights
 from tfharm.models import detector as det
 from tfharm.models import detector_labels as lab
+from trained_weights import perturb_trained_layers
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,18 +31,6 @@ def model():
 
 def _images(shape, seed=0):
   return np.random.default_rng(seed).uniform(0, 1, shape).astype("float32")
-
-
-def _perturb_bn(model, seed=0):
-  """Moves BN statistics and the trained layers off their initial values (a round trip
-  of freshly initialised weights would pass even if those weights were never saved)."""
-  rng = np.random.default_rng(seed)
-  for layer in det.trained_layers(model):
-    for v in layer.weights:
-      if "variance" in v.path:
-        v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
-      else:
-        v.assign(v.numpy() + rng.normal(0, 0.05, v.shape).astype("float32"))
 
 
 # --- architecture -------------------------------------------------------------------
@@ -165,7 +154,7 @@ def test_missing_or_tampered_imagenet_weights_name_the_setup(tmp_path, monkeypat
 # --- save / reload -------------------------------------------------------------------
 def test_keras_round_trip_is_bit_identical(tmp_path):
   m = det.Detector()
-  _perturb_bn(m)
+  perturb_trained_layers(m)
   x = _images((2, 16, 24, 3))
   expected = m(x, training=False).numpy()
   path = str(tmp_path / "d.keras")
@@ -180,7 +169,7 @@ def test_keras_round_trip_is_bit_identical(tmp_path):
 
 def test_head_only_file_is_small_and_reloads_identically(tmp_path):
   m = det.Detector()
-  _perturb_bn(m, seed=3)
+  perturb_trained_layers(m, seed=3)
   x = _images((1, 32, 32, 3))
   expected = m(x, training=False).numpy()
   path = str(tmp_path / "detector.head.weights.h5")

@@ -6,25 +6,15 @@ import tensorflow as tf
 from tfharm.models import detector as det
 from tfharm.models import pipeline as pl
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise
+from trained_weights import perturb_trained_layers
 
 S = 32
-
-
-def _perturb(model, seed):
-  """Random trained-looking weights, so the detector's probabilities are not ~uniform."""
-  rng = np.random.default_rng(seed)
-  for layer in det.trained_layers(model):
-    for v in layer.weights:
-      if "variance" in v.path:
-        v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
-      else:
-        v.assign(v.numpy() + rng.normal(0, 0.05, v.shape).astype("float32"))
 
 
 @pytest.fixture(scope="module")
 def pipe():
   d = det.Detector()
-  _perturb(d, 0)
+  perturb_trained_layers(d, 0)
   return pl.HarmonisationPipeline(d, Harmoniser(HarmoniserConfig(image_size=S)))
 
 
