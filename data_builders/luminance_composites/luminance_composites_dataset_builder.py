@@ -94,6 +94,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # Both annotation files are parsed before anything is written: a bad file fails the build clean.
     splits = {name: coco.load_split(root, name) for name in coco.SPLIT_DIRS}
     workers = generation.default_workers()
+    # Paper configs divide their count by eligible objects, known before pass 1 on both paths,
+    # so the local pool and Beam give the same split sizes.
     eligible = {n: sum(len(o) for o in composites.eligible_objects(s, options).values())
                 for n, s in splits.items()}
     if getattr(self, "_use_beam", False):
@@ -102,9 +104,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
               for name, split in splits.items()}
     passes = {name: generation.compute_statistics(split, options, workers)
               for name, split in splits.items()}
-    usable = {name: len(p[1]) for name, p in passes.items()}
     plans = {name: generation.plan_split(splits[name], name, *passes[name], options,
-                                         generation.num_composites_for(name, options, usable))
+                                         generation.num_composites_for(name, options, eligible))
              for name in splits}
     self.info.metadata["skipped"] = {name: p.skip_counts() for name, p in plans.items()}
     self.info.metadata["options"] = dataclasses.asdict(options)

@@ -81,12 +81,12 @@ def _group(specs: list[composites.CompositeSpec]) -> dict[int, list[composites.C
 
 
 def num_composites_for(split_name: str, options: composites.CompositeOptions,
-                       usable_per_split: dict[str, int]) -> int | None:
-  """Splits `options.num_composites` over train/test in proportion to their usable objects."""
+                       eligible_per_split: dict[str, int]) -> int | None:
+  """Splits `options.num_composites` over train/test in proportion to their eligible objects."""
   if options.num_composites is None:
     return None
-  total = sum(usable_per_split.values())
-  test = round(options.num_composites * usable_per_split.get("test", 0) / max(total, 1))
+  total = sum(eligible_per_split.values())
+  test = round(options.num_composites * eligible_per_split.get("test", 0) / max(total, 1))
   return test if split_name == "test" else options.num_composites - test
 
 
