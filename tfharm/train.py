@@ -86,6 +86,9 @@ flags.DEFINE_string("detector_class_weights", "auto",
                     "Detector CE class weights 'neg,pos,none', or 'auto' (per batch, "
                     "clip(sqrt(f_none / f_c), 1, max)).")
 flags.DEFINE_float("detector_max_class_weight", 10.0, "Detector: cap of the 'auto' class weights.")
+flags.DEFINE_integer("detector_train_crop", 0,
+                     "Detector: train on seeded random crops of this size (multiple of 8; 0: "
+                     "whole images). Labels come from the whole image; validation is uncropped.")
 flags.DEFINE_float("detector_dice_weight", 0.0, "Detector: weight of a soft Dice loss on p_neg + p_pos.")
 
 
@@ -389,7 +392,12 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
   train_ds = _open_dataset(dataset_fn, opts, opts.train_split, batch_size=opts.batch_size,
                            shuffle=True, augment=opts.augment, repeat=True, seed=data_seed,
                            max_examples=opts.max_train_examples or None)
-  train_ds = train_ds.map(task.transform, num_parallel_calls=tf.data.AUTOTUNE)
+  if hasattr(task, "train_transform"):  # a task-specific training view (e.g. seeded crops)
+    train_ds = train_ds.enumerate().map(
+        lambda i, b: task.train_transform(b, tf.stack([tf.cast(data_seed, tf.int64), i])),
+        num_parallel_calls=tf.data.AUTOTUNE)
+  else:
+    train_ds = train_ds.map(task.transform, num_parallel_calls=tf.data.AUTOTUNE)
   train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
   dist_ds = strategy.experimental_distribute_dataset(train_ds)
   iterator = iter(dist_ds)

@@ -283,6 +283,43 @@ def test_task_loss_and_metrics_on_a_perfect_and_a_wrong_prediction():
   assert float(base["silence"][1]) == 1.0 and float(base["iou"][0]) == 0.0
 
 
+def _labelled_batch(b=4, s=64):
+  rng = np.random.default_rng(0)
+  image = tf.constant(rng.uniform(size=(b, s, s, 3)), tf.float32)
+  mask = np.zeros((b, s, s, 1), np.float32)
+  mask[0, 40:50, 44:60] = 1  # small object near a corner
+  mask[1, 2:12, 2:8] = 1
+  mask[2, :, :] = 1  # whole image; example 3 has no object
+  task = det.DetectorTask(image_size=None, train_crop=16)
+  return task, {"composite": image, "real": image * 0.5, "mask": tf.constant(mask)}
+
+
+def test_training_crops_are_exact_seeded_and_keep_the_object():
+  task, batch = _labelled_batch()
+  full = task.transform(batch)
+  a = task.train_transform(batch, tf.constant([0, 1], tf.int64))
+  b = task.train_transform(batch, tf.constant([0, 1], tf.int64))
+  c = task.train_transform(batch, tf.constant([0, 2], tf.int64))
+  for key in ("composite", "real", "mask", "labels", "target"):
+    assert a[key].shape[1:3] == (16, 16), key
+    np.testing.assert_array_equal(a[key], b[key])  # same seed, same crops
+  assert not np.array_equal(a["composite"], c["composite"])  # another seed moves them
+  np.testing.assert_array_equal(a["ratio"], full["ratio"])  # whole-object values kept
+  img = full["composite"].numpy()
+  for i in range(4):  # every crop is an exact window of its image, same window for all keys
+    crop = a["composite"][i].numpy()
+    hits = [(y, x) for y in range(49) for x in range(49)
+            if np.array_equal(img[i, y:y + 16, x:x + 16], crop)]
+    assert len(hits) == 1, i
+    y, x = hits[0]
+    np.testing.assert_array_equal(a["labels"][i], full["labels"][i, y:y + 16, x:x + 16])
+    np.testing.assert_array_equal(a["mask"][i], batch["mask"][i, y:y + 16, x:x + 16])
+  centred = det.crop_labelled_batch(full, 16, tf.constant([3, 4], tf.int64), on_object=1.0)
+  assert float(tf.reduce_sum(centred["mask"][0])) > 0 and float(tf.reduce_sum(centred["mask"][1])) > 0
+  with pytest.raises(ValueError, match="multiple of 8"):
+    det.crop_labelled_batch(full, 12, tf.constant([0, 0], tf.int64))
+
+
 def test_weighted_loss_upweights_the_rare_classes_and_dice():
   task, batch = _task_batch()
   uniform = tf.fill(tf.concat([tf.shape(batch["labels"]), [3]], 0), 1 / 3)
