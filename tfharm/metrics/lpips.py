@@ -96,20 +96,38 @@ class LPIPS(tf.Module):
         taps.append(x)
     return taps
 
-  def compute(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """Unchecked core (pure TF, jit-compatible): x, y (B, H, W, 3) float32 in [-1, 1]."""
-    b = tf.shape(x)[0]
-    feats = self.features(tf.concat([x, y], axis=0))  # one trunk pass over 2B images
+  def normalised_features(self, x: tf.Tensor) -> list[tf.Tensor]:
+    """Channel-unit-normalised tapped features of x in [-1, 1] (N, H, W, 3).
+
+    Compute them once for a reference image and compare many candidates against it with
+    `distance_to_features` (an evaluation scoring several methods against one ground truth).
+    """
+    return [f / (tf.sqrt(tf.reduce_sum(tf.square(f), axis=-1, keepdims=True)) + _EPS)
+            for f in self.features(x)]
+
+  def distance_to_features(self, x: tf.Tensor, target: list[tf.Tensor]) -> tf.Tensor:
+    """LPIPS of x (B, H, W, 3) in [-1, 1] against precomputed `normalised_features(y)`.
+
+    Unchecked pure TF like `compute`, and the same arithmetic: equal to compute(x, y).
+    """
+    return self._heads(self.normalised_features(x), target, tf.shape(x)[1:3])
+
+  def _heads(self, fx: list[tf.Tensor], fy: list[tf.Tensor], hw: tf.Tensor) -> tf.Tensor:
     total = None
-    for f, w in zip(feats, self._lins):
-      f = f / (tf.sqrt(tf.reduce_sum(tf.square(f), axis=-1, keepdims=True)) + _EPS)
-      d = tf.reduce_sum(tf.square(f[:b] - f[b:]) * w, axis=-1)  # (B, h_l, w_l): 1x1 linear head
+    for a, b, w in zip(fx, fy, self._lins):
+      d = tf.reduce_sum(tf.square(a - b) * w, axis=-1)  # (B, h_l, w_l): 1x1 linear head
       if self.spatial:
-        d = tf.image.resize(d[..., None], tf.shape(x)[1:3], "bilinear")[..., 0]  # (B, H, W)
+        d = tf.image.resize(d[..., None], hw, "bilinear")[..., 0]  # (B, H, W)
       else:
         d = tf.reduce_mean(d, axis=[1, 2])  # (B,)
       total = d if total is None else total + d
     return total
+
+  def compute(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Unchecked core (pure TF, jit-compatible): x, y (B, H, W, 3) float32 in [-1, 1]."""
+    b = tf.shape(x)[0]
+    feats = self.normalised_features(tf.concat([x, y], axis=0))  # one trunk pass over 2B images
+    return self._heads([f[:b] for f in feats], [f[b:] for f in feats], tf.shape(x)[1:3])
 
   def __call__(self, x, y) -> tf.Tensor:
     x, y, single = self._prepare(x, y)

@@ -1,0 +1,65 @@
+"""Evaluate detector + harmoniser on a luminance_composites split (paper Table 1, Figs. 4-5).
+
+  python -m tfharm.eval --flagfile=configs/eval_demo.flags    # embedded demo data (make demo)
+  python -m tfharm.eval --flagfile=configs/eval_coco.flags    # the coco_mini 256 build
+
+Writes metrics.json, per_image.csv, per_category.csv, table.md, fig_distributions.png,
+fig_differentials.png, examples.png and tensorboard/ into --output_dir (all or nothing), and
+prints the summary table. Flags are defined here only: this module is only run as a program.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites.")
+_DATASET_CONFIG = flags.DEFINE_string("dataset_config", "256", "Builder config (256, paper_256, ...).")
+_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the results go.")
+_DETECTOR_WEIGHTS = flags.DEFINE_string(
+    "detector_weights", None,
+    "Detector file (head file, .keras or .weights.h5). Default: the committed "
+    "checkpoints/detector_256.head.weights.h5 of this repository (not relative to the cwd).")
+_HARMONISER_WEIGHTS = flags.DEFINE_string(
+    "harmoniser_weights", None,
+    "Harmoniser .weights.h5/.keras. Default: the committed checkpoints/harmoniser_256.weights.h5.")
+_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per graph call.")
+_LPIPS_NET = flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone.")
+_JIT_COMPILE = flags.DEFINE_bool(
+    "jit_compile", None, "XLA for the evaluation graph. Default: on with a GPU, off on CPU "
+    "(tfharm.metrics.device.default_jit_compile).")
+_THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Binarised-mask and IoU/F1 threshold.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace results already in --output_dir.")
+_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar (examples/s).")
+flags.mark_flags_as_required(["data_dir", "output_dir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from tfharm import evaluation  # pylint: disable=g-import-not-at-top (TF import after parsing)
+  from tfharm.evaluation import report  # pylint: disable=g-import-not-at-top
+  cfg = evaluation.EvalConfig(
+      data_dir=_DATA_DIR.value, output_dir=_OUTPUT_DIR.value,
+      dataset_config=_DATASET_CONFIG.value, split=_SPLIT.value,
+      detector_weights=_DETECTOR_WEIGHTS.value, harmoniser_weights=_HARMONISER_WEIGHTS.value,
+      max_examples=_MAX_EXAMPLES.value, batch_size=_BATCH_SIZE.value, lpips_net=_LPIPS_NET.value,
+      jit_compile=_JIT_COMPILE.value, threshold=_THRESHOLD.value, overwrite=_OVERWRITE.value,
+      progress=_PROGRESS.value)
+  try:
+    metrics = evaluation.evaluate(cfg)
+  except evaluation.EvaluationError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  print()
+  print(report.terminal_table(metrics))
+  timing = metrics["provenance"]["timing"]
+  print(f"{metrics['num_examples']} examples in {timing['loop_s']:.1f} s "
+        f"({timing['examples_per_s']:.2f} examples/s); results in {cfg.output_dir}")
+
+
+if __name__ == "__main__":
+  app.run(main)

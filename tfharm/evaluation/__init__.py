@@ -1,0 +1,11 @@
+"""Evaluation of the detector + harmoniser pipeline (paper Table 1, Figs. 4-5).
+
+`evaluate(EvalConfig(...))` is the library entry point; `python -m tfharm.eval` the command.
+"""
+
+from tfharm.evaluation.evaluate import evaluate
+from tfharm.evaluation.runner import (DETECTOR_METRICS, IMAGE_METRICS, METHODS, EvalConfig,
+                                      EvalGraph, EvaluationError)
+
+__all__ = ["DETECTOR_METRICS", "IMAGE_METRICS", "METHODS", "EvalConfig", "EvalGraph",
+           "EvaluationError", "evaluate"]

@@ -1,0 +1,106 @@
+"""`evaluate(EvalConfig)`: checks the inputs, runs the graph over the split, writes every
+artifact atomically and returns the summary. The CLI (`python -m tfharm.eval`) is a thin
+wrapper; tests call this directly."""
+
+from __future__ import annotations
+
+import time
+
+from absl import logging
+import numpy as np
+
+from tfharm.evaluation import artifacts, figures, report, runner, summaries
+from tfharm.evaluation.runner import EvalConfig, EvaluationError
+from tfharm.metrics import lpips as lpips_lib
+
+
+def check_output_dir(cfg: EvalConfig) -> None:
+  found = artifacts.existing_results(cfg.output_dir)
+  if found and not cfg.overwrite:
+    raise EvaluationError(f"{cfg.output_dir} already holds evaluation results ({', '.join(found)}); "
+                          "pass --overwrite to replace them, or choose another --output_dir")
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+  """Runs the whole evaluation; returns the metrics.json content (also written to disk)."""
+  t0 = time.perf_counter()
+  if cfg.batch_size <= 0:
+    raise EvaluationError(f"batch_size must be positive, got {cfg.batch_size}")
+  if cfg.lpips_net not in ("alex", "vgg"):
+    raise EvaluationError(f"lpips_net must be 'alex' or 'vgg', got {cfg.lpips_net!r}")
+  check_output_dir(cfg)  # before any expensive work
+  builder, size, n = runner.open_dataset(cfg)
+  harmoniser, harmoniser_path = runner.load_harmoniser(cfg.harmoniser_weights, size)
+  detector, detector_path = runner.load_detector(cfg.detector_weights)
+  lpips_model = lpips_lib.LPIPS(cfg.lpips_net, jit_compile=False)  # used inside our graph
+  graph = runner.EvalGraph(detector, harmoniser, lpips_model, cfg.threshold, cfg.jit_compile)
+  setup_s = time.perf_counter() - t0
+  logging.info("evaluating %d examples of %s/%s:%s at %dx%d (jit_compile=%s)", n,
+               builder.name, cfg.dataset_config, cfg.split, size, size, graph.jit_compile)
+
+  names = builder.info.features["category"].names
+  keep = n <= runner.KEEP_IMAGES_MAX_EXAMPLES
+  results = runner.run(graph, runner.make_eval_dataset(cfg), n, names, cfg.progress, keep)
+  if results.num_examples == 0:
+    raise EvaluationError("the dataset yielded no examples")
+  chosen = runner.select_examples(results.per_image, "mse")
+  t = time.perf_counter()
+  if keep:
+    examples = {name: results.example(i) for name, i in chosen.items()}
+  else:
+    found = runner.gather_examples(graph, runner.make_eval_dataset(cfg), list(chosen.values()))
+    examples = {name: found[i] for name, i in chosen.items()}
+  gather_s = time.perf_counter() - t
+
+  summary = report.summarise(results.per_image)
+  categories = report.per_category(results.per_image, names)
+  provenance = {
+      "detector_weights": {"path": detector_path, "sha256": runner.sha256_file(detector_path)},
+      "harmoniser_weights": {"path": harmoniser_path,
+                             "sha256": runner.sha256_file(harmoniser_path)},
+      "dataset": {"name": builder.name, "data_dir": cfg.data_dir, "config": cfg.dataset_config,
+                  "version": str(builder.info.version), "split": cfg.split,
+                  "split_size": int(builder.info.splits[cfg.split].num_examples),
+                  "image_size": size, "max_examples": cfg.max_examples},
+      "settings": {"batch_size": cfg.batch_size, "lpips_net": cfg.lpips_net,
+                   "jit_compile": graph.jit_compile, "threshold": cfg.threshold,
+                   "harmonised_output": "raw network output at S (paper section 3); *_gated = "
+                                        "C + m * (H - C) with m the mask the harmoniser got"},
+      "timing": {"setup_s": setup_s, **results.timing, "examples_gather_s": gather_s},
+      "environment": runner.environment(),
+      "examples": chosen,
+  }
+  metrics = {**summary, "per_category": categories, "provenance": provenance}
+
+  t_write = time.perf_counter()
+  out = artifacts.StagedOutput(cfg.output_dir)
+  try:
+    report.write_per_image_csv(out.path("per_image.csv"), results.per_image, names)
+    report.write_per_category_csv(out.path("per_category.csv"), categories)
+    with open(out.path("table.md"), "w") as f:
+      f.write(report.table_markdown(summary, provenance, cfg.threshold))
+    figures.plot_distributions(results.per_image, out.path("fig_distributions.png"))
+    figures.plot_differentials(results.per_image, out.path("fig_differentials.png"))
+    scores = {name: {"index": i, "cp": float(results.per_image["detector_harmoniser/mse"][i]),
+                     "cs": float(results.per_image["harmoniser_gt_mask/mse"][i])}
+              for name, i in chosen.items()}
+    figures.plot_examples(examples, scores, out.path("examples.png"))
+    summaries.write_tensorboard(out.path("tensorboard"), summary, results.per_image, examples)
+    metrics["provenance"]["timing"]["writing_s"] = time.perf_counter() - t_write
+    metrics["provenance"]["timing"]["total_s"] = time.perf_counter() - t0
+    report.write_json(out.path(artifacts.METRICS_JSON), metrics)
+    out.commit()
+  except BaseException:
+    out.discard()
+    raise
+  return metrics
+
+
+def per_image_values(metrics_dir: str) -> dict[str, np.ndarray]:
+  """per_image.csv back as arrays (numeric columns), for tests and notebooks."""
+  import csv  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(metrics_dir, "per_image.csv")) as f:
+    rows = list(csv.DictReader(f))
+  return {k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows])
+          for k in rows[0] if k != "category"}

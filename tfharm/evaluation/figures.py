@@ -1,0 +1,95 @@
+"""The evaluation's figures (matplotlib, Agg): distributions (paper Fig. 4), C_p - C_s
+differentials (Fig. 5) and best / median / worst examples."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from tfharm.evaluation.runner import IMAGE_METRICS, LOWER_IS_BETTER, METHODS  # pylint: disable=wrong-import-position
+
+_SHORT = {"composite": "composite", "harmoniser_gt_mask": "C_s", "detector_harmoniser": "C_p",
+          "harmoniser_binarised_pred_mask": "binarised", "harmoniser_empty_mask": "empty",
+          "harmoniser_gt_mask_gated": "C_s gated", "detector_harmoniser_gated": "C_p gated"}
+_TITLES = {"mse": "MSE", "psnr": "PSNR (dB)", "lpips": "LPIPS", "fmse": "fMSE", "ssim": "SSIM"}
+
+
+def plot_distributions(per_image: dict[str, np.ndarray], path: str) -> None:
+  """One panel per metric: a box plot per method with every image as a dot."""
+  fig, axes = plt.subplots(1, len(IMAGE_METRICS), figsize=(4.2 * len(IMAGE_METRICS), 4.6))
+  rng = np.random.default_rng(0)  # dot jitter only
+  for ax, metric in zip(axes, IMAGE_METRICS):
+    data = [per_image[f"{m}/{metric}"] for m in METHODS]
+    data = [d[np.isfinite(d)] for d in data]
+    ax.boxplot(data, showfliers=False, widths=0.6)
+    for i, d in enumerate(data):
+      ax.scatter(i + 1 + rng.uniform(-0.18, 0.18, d.size), d, s=4, alpha=0.35, color="k")
+    ax.set_xticks(range(1, len(METHODS) + 1), [_SHORT[m] for m in METHODS], rotation=60,
+                  ha="right", fontsize=8)
+    ax.set_title(_TITLES[metric] + (" (lower is better)" if LOWER_IS_BETTER[metric]
+                                    else " (higher is better)"), fontsize=9)
+    if metric in ("mse", "fmse") and all(d.size for d in data) and min(d.min() for d in data) > 0:
+      ax.set_yscale("log")
+  fig.suptitle("Per-image distributions by method (cf. paper Fig. 4)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def plot_differentials(per_image: dict[str, np.ndarray], path: str) -> None:
+  """Per-image C_p - C_s for each metric, sorted; the shaded side is where C_p is worse."""
+  fig, axes = plt.subplots(1, len(IMAGE_METRICS), figsize=(4.2 * len(IMAGE_METRICS), 3.8))
+  for ax, metric in zip(axes, IMAGE_METRICS):
+    diff = per_image[f"detector_harmoniser/{metric}"] - per_image[f"harmoniser_gt_mask/{metric}"]
+    diff = np.sort(diff[np.isfinite(diff)])
+    worse = diff > 0 if LOWER_IS_BETTER[metric] else diff < 0
+    ax.bar(np.arange(diff.size), diff, width=1.0,
+           color=np.where(worse, "tab:red", "tab:green"))
+    ax.axhline(0.0, color="k", lw=0.8)
+    if diff.size:
+      ax.axhline(float(diff.mean()), color="tab:blue", lw=1, ls="--", label=f"mean {diff.mean():.4g}")
+      ax.legend(fontsize=7)
+    ax.set_title(f"{_TITLES[metric]}: C_p − C_s ({int(worse.sum())}/{diff.size} worse)", fontsize=9)
+    ax.set_xlabel("images, sorted", fontsize=8)
+  fig.suptitle("Detector mask vs ground-truth mask, per image (cf. paper Fig. 5)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def detection_rgb(detection: np.ndarray) -> np.ndarray:
+  """(H, W, 2) [p_neg, p_pos] -> RGB: red = negative (darker), green = positive (brighter)."""
+  return np.concatenate([detection[..., :1], detection[..., 1:2], np.zeros_like(detection[..., :1])],
+                        axis=-1).clip(0.0, 1.0)
+
+
+def example_columns(item: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+  return [("ground truth", item["real"]), ("composite", item["composite"]),
+          ("C_p (detector + harmoniser)", item["detector_harmoniser"]),
+          ("C_s (GT mask)", item["harmoniser_gt_mask"]),
+          ("detector: red neg / green pos", detection_rgb(item["detection"])),
+          ("GT mask", np.repeat(item["mask"], 3, axis=-1))]
+
+
+def plot_examples(examples: dict[str, dict], scores: dict[str, dict[str, float]], path: str) -> None:
+  """Rows best / median / worst (by C_p - C_s); columns as in `example_columns`."""
+  rows = list(examples)
+  fig, axes = plt.subplots(len(rows), 6, figsize=(16, 2.9 * len(rows)), squeeze=False)
+  for r, name in enumerate(rows):
+    for c, (title, img) in enumerate(example_columns(examples[name])):
+      ax = axes[r, c]
+      ax.imshow(np.clip(img, 0.0, 1.0), interpolation="nearest")
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(title, fontsize=9)
+    s = scores[name]
+    axes[r, 0].set_ylabel(f"{name} (#{s['index']})\nMSE C_p {s['cp']:.1f}\nMSE C_s {s['cs']:.1f}",
+                          fontsize=8)
+  fig.suptitle("Best, median and worst examples by C_p − C_s (MSE)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -1,0 +1,192 @@
+"""Numbers out of an evaluation: metrics.json, per_image.csv, per_category.csv, table.md.
+
+Aggregates are means over images of per-image values (PSNR too: the mean of per-image dB,
+as the paper). NaN values (fMSE of an empty mask, AP of an empty ground truth) are left out of
+a mean and counted; they are written as null in JSON and empty cells in CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+
+from tfharm.evaluation.runner import DETECTOR_METRICS, ID_FIELDS, IMAGE_METRICS, METHODS
+
+# Dolhasz et al. 2020, Table 1 (their resolution, full COCO, their weights).
+PAPER_TABLE_1 = {
+    "harmoniser_gt_mask": {"mse": 19.55, "psnr": 35.81, "lpips": 0.0227},
+    "detector_harmoniser": {"mse": 22.65, "psnr": 35.18, "lpips": 0.0292},
+}
+LABELS = {
+    "composite": "composite (unharmonised input)",
+    "harmoniser_gt_mask": "harmoniser, GT mask (C_s)",
+    "detector_harmoniser": "detector + harmoniser (C_p)",
+    "harmoniser_binarised_pred_mask": "harmoniser, binarised predicted mask",
+    "harmoniser_empty_mask": "harmoniser, empty mask",
+    "harmoniser_gt_mask_gated": "C_s gated into the composite",
+    "detector_harmoniser_gated": "C_p gated into the composite",
+}
+_DIGITS = {"mse": 2, "psnr": 2, "lpips": 4, "fmse": 1, "ssim": 4, "iou": 4, "f1": 4, "ap": 4}
+
+
+def _mean(values: np.ndarray) -> float | None:
+  finite = values[~np.isnan(values)]
+  return float(np.mean(finite)) if finite.size else None
+
+
+def summarise(per_image: dict[str, np.ndarray], select: np.ndarray | None = None) -> dict:
+  """{"num_examples", "methods": {m: {metric: mean}}, "detector": {...}, "nan_counts"}."""
+  pick = (lambda v: v) if select is None else (lambda v: v[select])
+  out = {"num_examples": int(len(pick(per_image["composite/mse"]))), "methods": {},
+         "detector": {}}
+  nans = {}
+  for m in METHODS:
+    out["methods"][m] = {k: _mean(pick(per_image[f"{m}/{k}"])) for k in IMAGE_METRICS}
+  for k in DETECTOR_METRICS:
+    out["detector"][k] = _mean(pick(per_image[f"detector/{k}"]))
+  for key, v in per_image.items():
+    if "/" in key and np.isnan(pick(v)).any():
+      nans[key] = int(np.isnan(pick(v)).sum())
+  if nans:
+    out["nan_counts"] = nans
+  return out
+
+
+def per_category(per_image: dict[str, np.ndarray], names: list[str]) -> dict[str, dict]:
+  """summarise() per object category (by name), categories in name order."""
+  cats = per_image["category"]
+  return {names[c]: summarise(per_image, cats == c) for c in sorted(set(cats.tolist()),
+                                                                      key=lambda c: names[c])}
+
+
+def _json_safe(x):
+  if isinstance(x, dict):
+    return {k: _json_safe(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_safe(v) for v in x]
+  if isinstance(x, (float, np.floating)):
+    return float(x) if math.isfinite(x) else None
+  if isinstance(x, np.integer):
+    return int(x)
+  return x
+
+
+def write_json(path: str, data: dict) -> None:
+  with open(path, "w") as f:
+    json.dump(_json_safe(data), f, indent=2, allow_nan=False)
+    f.write("\n")
+
+
+def per_image_columns() -> list[str]:
+  return (["index", *ID_FIELDS, "category", "category_id", "mask_fraction", "luminance_ratio"]
+          + [f"{m}/{k}" for m in METHODS for k in IMAGE_METRICS]
+          + [f"detector/{k}" for k in DETECTOR_METRICS])
+
+
+def write_per_image_csv(path: str, per_image: dict[str, np.ndarray], names: list[str]) -> None:
+  columns = per_image_columns()
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(columns)
+    for i in range(len(per_image["composite/mse"])):
+      row = []
+      for c in columns:
+        if c == "index":
+          row.append(i)
+        elif c == "category":
+          row.append(names[int(per_image["category"][i])])
+        elif c == "category_id":
+          row.append(int(per_image["category"][i]))
+        elif c in ID_FIELDS:
+          row.append(int(per_image[c][i]))
+        else:
+          v = float(per_image[c][i])
+          row.append(repr(v) if math.isfinite(v) else ("" if math.isnan(v) else repr(v)))
+      writer.writerow(row)
+
+
+def write_per_category_csv(path: str, categories: dict[str, dict]) -> None:
+  columns = ([f"{m}/{k}" for m in METHODS for k in IMAGE_METRICS]
+             + [f"detector/{k}" for k in DETECTOR_METRICS])
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["category", "num_examples", *columns])
+    for name, s in categories.items():
+      values = [s["methods"][c.split("/")[0]][c.split("/")[1]] if not c.startswith("detector/")
+                else s["detector"][c.split("/")[1]] for c in columns]
+      writer.writerow([name, s["num_examples"], *["" if v is None else repr(v) for v in values]])
+
+
+def _fmt(v: float | None, metric: str) -> str:
+  return "–" if v is None else f"{v:.{_DIGITS[metric]}f}"
+
+
+def main_table(summary: dict) -> str:
+  """Table 1 layout (rows = methods; MSE, PSNR, LPIPS, then fMSE, SSIM) with the paper beside."""
+  lines = ["| method | MSE | PSNR (dB) | LPIPS | fMSE | SSIM | paper MSE | paper PSNR | paper LPIPS |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for m in METHODS:
+    s = summary["methods"][m]
+    paper = PAPER_TABLE_1.get(m, {})
+    cells = [_fmt(s[k], k) for k in IMAGE_METRICS if k in ("mse", "psnr", "lpips")]
+    cells += [_fmt(s["fmse"], "fmse"), _fmt(s["ssim"], "ssim")]
+    cells += [_fmt(paper.get(k), k) if paper else "" for k in ("mse", "psnr", "lpips")]
+    lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def detector_table(summary: dict) -> str:
+  d = summary["detector"]
+  return ("| detector vs GT mask | IoU | F1 | AP |\n|---|---:|---:|---:|\n"
+          f"| soft mask max(p_neg, p_pos) | {_fmt(d['iou'], 'iou')} | {_fmt(d['f1'], 'f1')} | "
+          f"{_fmt(d['ap'], 'ap')} |")
+
+
+def table_markdown(summary: dict, provenance: dict, threshold: float) -> str:
+  """table.md: our Table 1, the detector's localisation, and what differs from the paper."""
+  data = provenance["dataset"]
+  return f"""# Evaluation: {data['name']}/{data['config']} split `{data['split']}`, {summary['num_examples']} composites
+
+All pixel metrics on the 0–255 scale, per image against the real photograph, then averaged
+(PSNR: mean of per-image dB). Harmonised rows are the network's raw output at {data['image_size']}×{data['image_size']}
+(paper §3); the two *gated* rows paste it into the composite through the mask, C + m⊙(Ĥ − C).
+
+{main_table(summary)}
+
+{detector_table(summary)}
+
+IoU and F1 threshold the soft mask at {threshold}; AP sweeps thresholds 0, 0.01, …, 1.
+The binarised-mask row uses the same threshold.
+
+**Paper columns**: Dolhasz et al. 2020, Table 1 (harmoniser C_s: 19.55 / 35.81 dB / 0.0227;
+detector + harmoniser C_p: 22.65 / 35.18 dB / 0.0292). What differs here: resolution
+{data['image_size']}×{data['image_size']} (the paper's networks ran at their own input sizes on the full-size
+composites), training data (our weights were trained on the coco_mini build, not the paper's
+full-COCO composites), and the weights themselves (ours, trained in this project; see
+checkpoints/README.md). The numbers are therefore not expected to match; the comparison that
+carries over is the ordering and the C_p − C_s gap.
+
+Weights: detector `{provenance['detector_weights']['path']}` (sha256 {provenance['detector_weights']['sha256'][:12]}…),
+harmoniser `{provenance['harmoniser_weights']['path']}` (sha256 {provenance['harmoniser_weights']['sha256'][:12]}…).
+"""
+
+
+def terminal_table(summary: dict) -> str:
+  """Fixed-width summary for the terminal."""
+  head = f"{'method':<40}{'MSE':>10}{'PSNR':>9}{'LPIPS':>9}{'fMSE':>10}{'SSIM':>8}"
+  lines = [head, "-" * len(head)]
+  for m in METHODS:
+    s = summary["methods"][m]
+    lines.append(f"{LABELS[m]:<40}{_fmt(s['mse'], 'mse'):>10}{_fmt(s['psnr'], 'psnr'):>9}"
+                 f"{_fmt(s['lpips'], 'lpips'):>9}{_fmt(s['fmse'], 'fmse'):>10}"
+                 f"{_fmt(s['ssim'], 'ssim'):>8}")
+  for m, p in PAPER_TABLE_1.items():
+    lines.append(f"{'paper: ' + LABELS[m]:<40}{p['mse']:>10.2f}{p['psnr']:>9.2f}"
+                 f"{p['lpips']:>9.4f}{'':>10}{'':>8}")
+  d = summary["detector"]
+  lines.append(f"detector vs GT mask: IoU {_fmt(d['iou'], 'iou')}  F1 {_fmt(d['f1'], 'f1')}  "
+               f"AP {_fmt(d['ap'], 'ap')}   ({summary['num_examples']} examples)")
+  return "\n".join(lines)

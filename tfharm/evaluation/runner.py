@@ -1,0 +1,318 @@
+"""The evaluation graph and loop: every method and metric on every example, one tf.function.
+
+Per batch of `make_dataset` examples (composite, real, mask in [0, 1], S x S):
+  detector once -> 2-channel map -> soft mask max(p_neg, p_pos) and its binarisation;
+  harmoniser once on a 4B batch (masks: ground truth, soft, binarised, empty);
+  pixel metrics (MSE, PSNR, fMSE, SSIM) on all methods stacked (kB images);
+  LPIPS: the ground truth's features once, every method's images through the trunk once;
+  detector localisation (IoU, F1, AP) of the soft mask against the ground-truth mask.
+Methods are named as in the paper's Table 1 (C_s = harmoniser_gt_mask, C_p =
+detector_harmoniser); harmonised outputs are the network's raw output at S (paper section 3),
+the `*_gated` rows paste it into the composite through the mask, C + m * (H - C).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import platform
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfharm.data import pipeline as data_pipeline
+from tfharm.metrics import image as image_metrics
+from tfharm.metrics import localisation
+from tfharm.metrics import lpips as lpips_lib
+from tfharm.metrics.device import default_jit_compile
+from tfharm.models import checkpoints
+from tfharm.models import detector as detector_lib
+from tfharm.models import detector_labels
+from tfharm.models import harmoniser as harmoniser_lib
+
+# The paper's rows first (Table 1), then the ablations, then the gated variants.
+METHODS = ("composite", "harmoniser_gt_mask", "detector_harmoniser",
+           "harmoniser_binarised_pred_mask", "harmoniser_empty_mask",
+           "harmoniser_gt_mask_gated", "detector_harmoniser_gated")
+# The harmoniser's four inputs, in the order of its one 4B call.
+HARMONISER_METHODS = ("harmoniser_gt_mask", "detector_harmoniser",
+                      "harmoniser_binarised_pred_mask", "harmoniser_empty_mask")
+IMAGE_METRICS = ("mse", "psnr", "lpips", "fmse", "ssim")
+DETECTOR_METRICS = ("iou", "f1", "ap")
+LOWER_IS_BETTER = {"mse": True, "psnr": False, "lpips": True, "fmse": True, "ssim": False}
+ID_FIELDS = ("image_id", "object_id", "reference_image_id", "reference_object_id")
+
+DETECTOR_256 = os.path.join(checkpoints.CHECKPOINT_DIR, "detector_256.head.weights.h5")
+HARMONISER_256 = checkpoints.HARMONISER_256
+
+
+class EvaluationError(Exception):
+  """Bad input to the evaluation (data, weights, output dir), with what to do about it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """What to evaluate and where to write it; None weights mean the committed checkpoints."""
+  data_dir: str
+  output_dir: str
+  dataset_config: str = "256"
+  split: str = "test"
+  detector_weights: str | None = None
+  harmoniser_weights: str | None = None
+  max_examples: int | None = None
+  batch_size: int = 8
+  lpips_net: str = "alex"
+  jit_compile: bool | None = None  # None: tfharm.metrics.device.default_jit_compile()
+  threshold: float = 0.5  # binarised mask and IoU/F1
+  overwrite: bool = False
+  progress: bool = True
+
+
+# --------------------------------------------------------------------------- models
+def sha256_file(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def load_harmoniser(path: str | None, image_size: int) -> tuple[Any, str]:
+  """The harmoniser for S = image_size; EvaluationError for a missing or mismatched file."""
+  path = os.path.abspath(path or HARMONISER_256)
+  if not os.path.exists(path):
+    raise EvaluationError(
+        f"harmoniser weights {path} not found. The shipped file is "
+        f"checkpoints/harmoniser_256.weights.h5 (recipe in checkpoints/README.md: "
+        f"`python -m tfharm.train --flagfile=configs/train_harmoniser_coco_mini.flags`, then "
+        f"`python scripts/ship_harmoniser.py`); or pass --harmoniser_weights=PATH")
+  cfg = harmoniser_lib.HarmoniserConfig(image_size=image_size)
+  try:
+    model = harmoniser_lib.load_harmoniser(path, cfg)
+  except (ValueError, TypeError, KeyError, OSError) as e:
+    raise EvaluationError(
+        f"harmoniser weights {path} do not fit a {image_size}x{image_size} harmoniser "
+        f"(HarmoniserConfig(image_size={image_size}), from the dataset config): a file for "
+        f"another size, or not a harmoniser file? Keras said: {str(e)[:300]}") from e
+  return model, path
+
+
+def load_detector(path: str | None) -> tuple[Any, str]:
+  """The detector from a head file / .keras / .weights.h5; EvaluationError on failure."""
+  from tfharm import weights  # pylint: disable=g-import-not-at-top
+  path = os.path.abspath(path or DETECTOR_256)
+  if not os.path.exists(path):
+    raise EvaluationError(
+        f"detector weights {path} not found. The shipped file is "
+        f"checkpoints/detector_256.head.weights.h5 (train with "
+        f"`python -m tfharm.train --flagfile=configs/train_detector_coco_mini.flags`; the "
+        f"run exports detector.head.weights.h5 into its workdir); or pass "
+        f"--detector_weights=PATH")
+  try:
+    model = detector_lib.load_detector(path)
+  except weights.WeightsError as e:
+    raise EvaluationError(f"detector backbone: {e}") from e
+  except (ValueError, TypeError, KeyError, OSError) as e:
+    raise EvaluationError(
+        f"detector weights {path} do not fit the detector (DetectorConfig in the file or the "
+        f"default): not a detector file? {str(e)[:300]}") from e
+  return model, path
+
+
+# --------------------------------------------------------------------------- graph
+class EvalGraph:
+  """The batched evaluation graph; `step(composite, real, mask)` is one tf.function.
+
+  Returns {"metrics": {method: {metric: (B,)}}, "detector": {metric: (B,)},
+  "extra": {"mask_fraction", "luminance_ratio": (B,)}, "images": {method: (B, S, S, 3),
+  "detection": (B, S, S, 2), "soft_mask": (B, S, S, 1)}}.
+  """
+
+  def __init__(self, detector, harmoniser, lpips_model: lpips_lib.LPIPS,
+               threshold: float = 0.5, jit_compile: bool | None = None):
+    self.detector, self.harmoniser, self.lpips = detector, harmoniser, lpips_model
+    self.threshold = float(threshold)
+    self.jit_compile = default_jit_compile() if jit_compile is None else bool(jit_compile)
+    self.step = tf.function(self.compute, jit_compile=self.jit_compile, reduce_retracing=True)
+
+  def compute(self, composite: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict:
+    """Pure TF; composite/real (B, S, S, 3) and mask (B, S, S, 1), all in [0, 1]."""
+    b = tf.shape(composite)[0]
+    probs = self.detector(composite, training=False)  # (B, S, S, 3), once per example
+    detection = detector_lib.detection_channels(tf.cast(probs, tf.float32))  # (B, S, S, 2)
+    soft = detector_lib.soft_mask(detection)  # (B, S, S, 1)
+    binarised = tf.cast(soft > self.threshold, tf.float32)
+    masks = tf.concat([mask, soft, binarised, tf.zeros_like(mask)], axis=0)  # (4B, S, S, 1)
+    harmonised = harmoniser_lib.harmonise(self.harmoniser, tf.tile(composite, [4, 1, 1, 1]),
+                                          masks)  # (4B, S, S, 3), raw output in [0, 1]
+    images = {"composite": composite}
+    for i, name in enumerate(HARMONISER_METHODS):
+      images[name] = harmonised[i * b:(i + 1) * b]
+    images["harmoniser_gt_mask_gated"] = composite + mask * (images["harmoniser_gt_mask"] - composite)
+    images["detector_harmoniser_gated"] = composite + soft * (images["detector_harmoniser"] - composite)
+
+    k = len(METHODS)
+    stacked = tf.concat([images[m] for m in METHODS], axis=0)  # (kB, S, S, 3)
+    pixel = image_metrics.image_metrics(stacked, tf.tile(real, [k, 1, 1, 1]),
+                                        tf.tile(mask, [k, 1, 1, 1]), value_range=(0.0, 1.0))
+    target = self.lpips.normalised_features(real * 2.0 - 1.0)  # ground truth: once
+    pixel["lpips"] = self.lpips.distance_to_features(
+        stacked * 2.0 - 1.0, [tf.tile(f, [k, 1, 1, 1]) for f in target])  # (kB,)
+    metrics = {m: {name: pixel[name][i * b:(i + 1) * b] for name in IMAGE_METRICS}
+               for i, m in enumerate(METHODS)}
+    return {
+        "metrics": metrics,
+        "detector": localisation.localisation_metrics(soft, mask, self.threshold),
+        "extra": {"mask_fraction": tf.reduce_mean(mask, axis=[1, 2, 3]),
+                  "luminance_ratio": detector_labels.luminance_ratio(composite, real, mask)},
+        "images": {**images, "detection": detection, "soft_mask": soft},
+    }
+
+
+# --------------------------------------------------------------------------- data
+def open_dataset(cfg: EvalConfig) -> tuple[Any, int, int]:
+  """(builder, image size S, number of examples to score); EvaluationError on bad data."""
+  try:
+    builder = data_pipeline.load_builder(cfg.data_dir, cfg.dataset_config)
+  except FileNotFoundError as e:
+    raise EvaluationError(str(e)) from e
+  except (ValueError, KeyError) as e:  # an unknown config name
+    raise EvaluationError(f"dataset config {cfg.dataset_config!r}: {e}") from e
+  splits = builder.info.splits
+  if cfg.split not in splits:
+    raise EvaluationError(f"split {cfg.split!r} is not in {data_pipeline.DATASET}/"
+                          f"{cfg.dataset_config} under {os.path.abspath(cfg.data_dir)}; "
+                          f"available: {sorted(splits)}")
+  size = int(builder.info.features["composite"].shape[0])
+  n = int(splits[cfg.split].num_examples)
+  if cfg.max_examples is not None:
+    n = min(n, cfg.max_examples)
+  if n <= 0:
+    raise EvaluationError(f"nothing to evaluate: split {cfg.split!r} has "
+                          f"{splits[cfg.split].num_examples} examples, max_examples="
+                          f"{cfg.max_examples}")
+  return builder, size, n
+
+
+def make_eval_dataset(cfg: EvalConfig) -> tf.data.Dataset:
+  """Deterministic order (no shuffle), so a second pass meets the same examples."""
+  return data_pipeline.make_dataset(cfg.data_dir, cfg.split, config=cfg.dataset_config,
+                                    batch_size=cfg.batch_size, shuffle=False,
+                                    max_examples=cfg.max_examples)
+
+
+# --------------------------------------------------------------------------- loop
+@dataclasses.dataclass
+class Results:
+  """Per-image values (numpy, one entry per example) and run information."""
+  per_image: dict[str, np.ndarray]  # "method/metric", "detector/metric", ids, category, ...
+  category_names: list[str]
+  timing: dict[str, float]
+  num_examples: int
+  images: dict[str, np.ndarray] | None = None  # uint8, when run(keep_images=True)
+
+  def example(self, i: int) -> dict[str, np.ndarray]:
+    """The figure images of example i as float [0, 1] (needs keep_images=True)."""
+    return {k: v[i].astype(np.float32) / 255.0 for k, v in self.images.items()}
+
+
+# Up to this many examples, the figure images are kept from the main pass (~1 MB each as
+# uint8); above it, the few chosen examples are recomputed in a second pass instead.
+KEEP_IMAGES_MAX_EXAMPLES = 64
+_KEPT_IMAGES = ("composite", "harmoniser_gt_mask", "detector_harmoniser", "detection")
+
+
+def _to_uint8(x) -> np.ndarray:
+  return np.round(np.clip(np.asarray(x), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def run(graph: EvalGraph, dataset: tf.data.Dataset, num_examples: int,
+        category_names: list[str], progress: bool = True, keep_images: bool = False) -> Results:
+  """Scores every example of `dataset`; a tqdm bar shows examples/s. keep_images: also
+  return the figure images of every example (uint8) in `Results.images`."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  columns: dict[str, list[np.ndarray]] = {}
+  kept: dict[str, list[np.ndarray]] = {}
+  bar = tqdm(total=num_examples, unit="ex", disable=not progress, dynamic_ncols=True,
+             desc="evaluating")
+  start = time.perf_counter()
+  first_batch, first_batch_size = None, 0
+  data_wait = 0.0
+  iterator = iter(dataset)
+  while True:
+    t = time.perf_counter()
+    try:
+      batch = next(iterator)
+    except StopIteration:
+      break
+    data_wait += time.perf_counter() - t
+    out = graph.step(batch["composite"], batch["real"], batch["mask"])
+    values = {f"{m}/{k}": v for m, d in out["metrics"].items() for k, v in d.items()}
+    values.update({f"detector/{k}": v for k, v in out["detector"].items()})
+    values.update(out["extra"])
+    values.update({k: batch[k] for k in ID_FIELDS + ("category",)})
+    for k, v in values.items():
+      columns.setdefault(k, []).append(np.asarray(v))  # blocks until the batch is done
+    if keep_images:
+      for k in _KEPT_IMAGES:
+        kept.setdefault(k, []).append(_to_uint8(out["images"][k]))
+      kept.setdefault("real", []).append(_to_uint8(batch["real"]))
+      kept.setdefault("mask", []).append(_to_uint8(batch["mask"]))
+    if first_batch is None:
+      first_batch = time.perf_counter() - start
+      first_batch_size = int(batch["composite"].shape[0])
+    bar.update(int(batch["composite"].shape[0]))
+  bar.close()
+  total = time.perf_counter() - start
+  per_image = {k: np.concatenate(v) for k, v in columns.items()}
+  n = len(per_image["composite/mse"]) if per_image else 0
+  return Results(per_image, category_names, {
+      "loop_s": total, "first_batch_s (includes tracing)": first_batch or 0.0,
+      "data_wait_s": data_wait, "examples_per_s": n / total if total > 0 else 0.0,
+      # Without the first batch (graph tracing / XLA compilation): the rate of a long run.
+      "examples_per_s_after_first_batch": ((n - first_batch_size) / (total - first_batch)
+                                           if n > first_batch_size else None)}, n,
+      {k: np.concatenate(v) for k, v in kept.items()} if keep_images else None)
+
+
+def select_examples(per_image: dict[str, np.ndarray], metric: str = "mse") -> dict[str, int]:
+  """Indices of the best, median and worst examples by C_p - C_s on `metric` (best = where
+  the detector's mask helps most / hurts least relative to the ground-truth mask)."""
+  diff = per_image[f"detector_harmoniser/{metric}"] - per_image[f"harmoniser_gt_mask/{metric}"]
+  if not LOWER_IS_BETTER[metric]:
+    diff = -diff
+  order = np.argsort(np.where(np.isfinite(diff), diff, np.inf), kind="stable")
+  return {"best": int(order[0]), "median": int(order[len(order) // 2]), "worst": int(order[-1])}
+
+
+def gather_examples(graph: EvalGraph, dataset: tf.data.Dataset, indices: list[int]) -> dict:
+  """Re-reads the dataset (same order) and recomputes the images of the chosen examples."""
+  wanted = sorted(set(indices))
+  found: dict[int, dict[str, np.ndarray]] = {}
+  offset = 0
+  for batch in dataset:
+    b = int(batch["composite"].shape[0])
+    rows = [i - offset for i in wanted if offset <= i < offset + b]
+    if rows:
+      pick = lambda x: tf.gather(x, rows)
+      out = graph.step(pick(batch["composite"]), pick(batch["real"]), pick(batch["mask"]))
+      for j, r in enumerate(rows):
+        item = {k: np.asarray(out["images"][k][j]) for k in _KEPT_IMAGES}
+        item["real"] = np.asarray(batch["real"][r])
+        item["mask"] = np.asarray(batch["mask"][r])
+        found[offset + r] = item
+    offset += b
+    if offset > wanted[-1]:
+      break
+  return {i: found[i] for i in indices}
+
+
+def environment() -> dict[str, str]:
+  gpus = tf.config.list_physical_devices("GPU")
+  return {"tensorflow": tf.__version__, "python": platform.python_version(),
+          "device": "GPU" if gpus else f"CPU ({os.cpu_count()} cores)",
+          "machine": platform.machine(), "load_average": " ".join(
+              f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else ""}

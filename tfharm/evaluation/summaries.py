@@ -1,0 +1,39 @@
+"""TensorBoard event files of an evaluation: mean scalars, a histogram of every per-image
+metric, and the example images (best / median / worst)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfharm.evaluation import figures
+from tfharm.evaluation.runner import DETECTOR_METRICS, IMAGE_METRICS, METHODS
+
+
+def write_tensorboard(logdir: str, summary: dict, per_image: dict[str, np.ndarray],
+                      examples: dict[str, dict], step: int = 0) -> None:
+  """Scalars `{method}/{metric}` and `detector/{metric}`, histograms of the same per image,
+  and one image per example row (the figure's six columns side by side)."""
+  writer = tf.summary.create_file_writer(logdir)
+  with writer.as_default(step=step):
+    for m in METHODS:
+      for k in IMAGE_METRICS:
+        value = summary["methods"][m][k]
+        if value is not None:
+          tf.summary.scalar(f"{m}/{k}", value)
+        finite = per_image[f"{m}/{k}"][np.isfinite(per_image[f"{m}/{k}"])]
+        if finite.size:
+          tf.summary.histogram(f"{m}/{k}", finite)
+    for k in DETECTOR_METRICS:
+      if summary["detector"][k] is not None:
+        tf.summary.scalar(f"detector/{k}", summary["detector"][k])
+      finite = per_image[f"detector/{k}"][np.isfinite(per_image[f"detector/{k}"])]
+      if finite.size:
+        tf.summary.histogram(f"detector/{k}", finite)
+    for name, item in examples.items():
+      row = np.concatenate([img for _, img in figures.example_columns(item)], axis=1)
+      tf.summary.image(f"examples/{name}", np.clip(row, 0.0, 1.0)[None], max_outputs=1,
+                       description="ground truth | composite | C_p | C_s | detector "
+                                   "(red neg, green pos) | GT mask")
+  writer.flush()
+  writer.close()
