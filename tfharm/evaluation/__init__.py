@@ -3,7 +3,7 @@
 `evaluate(EvalConfig(...))` is the library entry point; `python -m tfharm.eval` the command.
 """
 
-from tfharm.evaluation.evaluate import evaluate
+from tfharm.evaluation.evaluator import evaluate
 from tfharm.evaluation.runner import (DETECTOR_METRICS, IMAGE_METRICS, METHODS, EvalConfig,
                                       EvalGraph, EvaluationError)
 

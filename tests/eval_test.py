@@ -1,0 +1,424 @@
+"""The evaluation command: graph, numbers, artifacts, bad input.
+
+Untrained models stand in for the committed checkpoints (which may not exist yet): the
+numbers are meaningless, but every value must still equal the standalone metric functions
+recomputed on the same inputs. The detector costs ~2 s per 256x256 image here, so the runs
+on the demo build score 4 examples; the graph's unit tests use 32x32 stand-ins.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfharm import evaluation
+from tfharm.data import pipeline as data_pipeline
+from tfharm.evaluation import artifacts, figures, report, runner
+from tfharm.evaluation import evaluator
+from tfharm.metrics import image as image_metrics
+from tfharm.metrics import localisation
+from tfharm.metrics import lpips as lpips_lib
+from tfharm.models import detector as det
+from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise
+from tests.models.trained_weights import perturb_trained_layers
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N = 2  # examples scored on the demo build, one per batch (two batches, one trace)
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def weight_files(tmp_path_factory):
+  """Randomly initialised 256 harmoniser and detector (perturbed head), saved as files."""
+  keras.utils.set_random_seed(0)
+  d = tmp_path_factory.mktemp("eval_weights")
+  harmoniser = Harmoniser(HarmoniserConfig(image_size=256))
+  detector = det.Detector(det.DetectorConfig())
+  perturb_trained_layers(detector, 0)
+  paths = {"harmoniser": str(d / "harmoniser_256.weights.h5"),
+           "detector": str(d / "detector_256.head.weights.h5"),
+           "harmoniser_128": str(d / "harmoniser_128.weights.h5")}
+  harmoniser.save_weights(paths["harmoniser"])
+  det.save_head_weights(detector, paths["detector"])
+  Harmoniser(HarmoniserConfig(image_size=128)).save_weights(paths["harmoniser_128"])
+  return paths
+
+
+def _root(builder) -> str:
+  """The TFDS data_dir given to the build (builder.data_dir is <root>/name/config/version)."""
+  return os.path.dirname(os.path.dirname(os.path.dirname(builder.data_dir)))
+
+
+def _config(demo_build, weight_files, output_dir, **kwargs):
+  base = dict(data_dir=_root(demo_build), output_dir=str(output_dir), dataset_config="256",
+              split="test", detector_weights=weight_files["detector"],
+              harmoniser_weights=weight_files["harmoniser"], max_examples=N, batch_size=1,
+              progress=False)
+  base.update(kwargs)
+  return evaluation.EvalConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def eval_run(demo_build, weight_files, tmp_path_factory):
+  out = tmp_path_factory.mktemp("eval_out")
+  metrics = evaluation.evaluate(_config(demo_build, weight_files, out))
+  return metrics, str(out)
+
+
+# --------------------------------------------------------------------------- the graph
+S = 32
+
+
+def _stub_detector():
+  """1x1 conv + softmax: p_pos grows with red, p_neg with blue (a soft mask that varies and
+  crosses 0.5), so binarised and empty masks differ."""
+  inp = keras.Input((None, None, 3))
+  conv = keras.layers.Conv2D(3, 1, activation="softmax")
+  model = keras.Model(inp, conv(inp))
+  kernel = np.zeros((1, 1, 3, 3), "float32")
+  kernel[0, 0, 2, 0], kernel[0, 0, 0, 1] = 6.0, 6.0  # blue -> negative, red -> positive
+  conv.set_weights([kernel, np.array([-2.0, -2.0, 1.0], "float32")])
+  return model
+
+
+def _batch(b=3, seed=0):
+  rng = np.random.default_rng(seed)
+  composite = rng.uniform(0, 1, (b, S, S, 3)).astype("float32")
+  real = np.clip(composite + rng.normal(0, 0.1, composite.shape), 0, 1).astype("float32")
+  mask = np.zeros((b, S, S, 1), "float32")
+  for i in range(b):
+    mask[i, 4 + i:20 + i, 6:24 - i] = 1.0
+  return composite, real, mask
+
+
+@pytest.fixture(scope="module")
+def graph():
+  keras.utils.set_random_seed(1)
+  harmoniser = Harmoniser(HarmoniserConfig(image_size=S))
+  return runner.EvalGraph(_stub_detector(), harmoniser, lpips_lib.LPIPS("alex", jit_compile=False),
+                          jit_compile=False)
+
+
+def test_graph_harmonises_the_same_inputs_with_each_mask_source(graph):
+  composite, real, mask = _batch()
+  out = graph.step(composite, real, mask)
+  img = out["images"]
+  detection = det.detection_channels(graph.detector(composite))
+  soft = det.soft_mask(detection).numpy()
+  assert 0.0 < (soft > 0.5).mean() < 1.0  # the binarised mask is neither empty nor full
+  np.testing.assert_allclose(img["detection"], detection, atol=1e-6)
+  np.testing.assert_array_equal(img["composite"], composite)
+  masks = {"harmoniser_gt_mask": mask, "detector_harmoniser": soft,
+           "harmoniser_binarised_pred_mask": (soft > 0.5).astype("float32"),
+           "harmoniser_empty_mask": np.zeros_like(mask)}
+  alone = {name: harmonise(graph.harmoniser, composite, m).numpy() for name, m in masks.items()}
+  for name in masks:
+    np.testing.assert_allclose(img[name], alone[name], atol=2e-5, err_msg=name)
+  for a in masks:  # the four outputs differ, so a mix-up of the 4B split would show
+    for b in masks:
+      if a < b:
+        assert np.abs(alone[a] - alone[b]).max() > 1e-4, (a, b)
+  np.testing.assert_allclose(img["harmoniser_gt_mask_gated"],
+                             composite * (1 - mask) + alone["harmoniser_gt_mask"] * mask, atol=2e-5)
+  np.testing.assert_allclose(img["detector_harmoniser_gated"],
+                             composite + soft * (alone["detector_harmoniser"] - composite), atol=2e-5)
+
+
+def test_graph_metrics_equal_the_standalone_functions(graph):
+  composite, real, mask = _batch(seed=3)
+  out = graph.step(composite, real, mask)
+  lp = lpips_lib.LPIPS("alex", jit_compile=False)
+  for method in evaluation.METHODS:
+    pred = out["images"][method]
+    expected = {
+        "mse": image_metrics.mse(pred, real, value_range=(0, 1)),
+        "psnr": image_metrics.psnr(pred, real, value_range=(0, 1)),
+        "fmse": image_metrics.fmse(pred, real, mask, value_range=(0, 1)),
+        "ssim": image_metrics.ssim(pred, real, value_range=(0, 1)),
+        "lpips": lp(pred * 2.0 - 1.0, real * 2.0 - 1.0),
+    }
+    for k in evaluation.IMAGE_METRICS:
+      np.testing.assert_allclose(out["metrics"][method][k], expected[k], rtol=1e-5, atol=1e-6,
+                                 err_msg=f"{method}/{k}")
+  soft = out["images"]["soft_mask"]
+  for k, fn in (("iou", localisation.iou), ("f1", localisation.f1),
+                ("ap", localisation.average_precision)):
+    np.testing.assert_allclose(out["detector"][k], fn(soft, mask), rtol=1e-6, err_msg=k)
+
+
+def test_select_examples_orders_by_cp_minus_cs():
+  per_image = {"detector_harmoniser/mse": np.array([5.0, 1.0, 9.0, 4.0, 3.0]),
+               "harmoniser_gt_mask/mse": np.array([1.0, 1.0, 1.0, 1.0, 1.0]),
+               "detector_harmoniser/psnr": np.array([30.0, 20.0, 25.0, 21.0, 22.0]),
+               "harmoniser_gt_mask/psnr": np.zeros(5)}
+  assert runner.select_examples(per_image, "mse") == {"best": 1, "median": 3, "worst": 2}
+  # higher PSNR is better: the best has the largest C_p - C_s
+  assert runner.select_examples(per_image, "psnr") == {"best": 0, "median": 4, "worst": 1}
+
+
+# --------------------------------------------------------------------------- a whole run
+def test_metrics_json_schema(eval_run, weight_files):
+  metrics, out = eval_run
+  with open(os.path.join(out, "metrics.json")) as f:
+    on_disk = json.load(f)
+  assert on_disk["num_examples"] == N
+  assert set(on_disk["methods"]) == set(evaluation.METHODS)
+  for required in ("composite", "harmoniser_gt_mask", "detector_harmoniser",
+                   "harmoniser_binarised_pred_mask", "harmoniser_empty_mask"):
+    assert set(on_disk["methods"][required]) == {"mse", "psnr", "lpips", "fmse", "ssim"}
+    for v in on_disk["methods"][required].values():
+      assert isinstance(v, float) and np.isfinite(v)
+  assert set(on_disk["detector"]) == {"iou", "f1", "ap"}
+  prov = on_disk["provenance"]
+  for which in ("detector", "harmoniser"):
+    assert prov[f"{which}_weights"]["path"] == os.path.abspath(weight_files[which])
+    assert prov[f"{which}_weights"]["sha256"] == runner.sha256_file(weight_files[which])
+  assert prov["dataset"]["split"] == "test" and prov["dataset"]["config"] == "256"
+  assert prov["settings"]["jit_compile"] is False
+  assert sum(c["num_examples"] for c in on_disk["per_category"].values()) == N
+  assert on_disk["methods"] == json.loads(json.dumps(metrics["methods"]))
+
+
+def test_every_output_file_exists(eval_run):
+  _, out = eval_run
+  for name in artifacts.ARTIFACTS:
+    assert os.path.exists(os.path.join(out, name)), name
+  for png in ("fig_distributions.png", "fig_differentials.png", "examples.png"):
+    with open(os.path.join(out, png), "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n", png
+  events = os.listdir(os.path.join(out, "tensorboard"))
+  assert any(e.startswith("events.out.tfevents") for e in events)
+  tags = set()
+  for e in events:
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(out, "tensorboard", e)):
+      tags.update(v.tag for v in event.summary.value)
+  assert {"detector_harmoniser/psnr", "detector/iou", "examples/worst"} <= tags
+  assert not [n for n in os.listdir(out) if n.startswith(artifacts.STAGING_PREFIX)]
+  with open(os.path.join(out, "table.md")) as f:
+    table = f.read()
+  assert "35.81" in table and "0.0292" in table and "coco_mini" in table
+  with open(os.path.join(out, "per_category.csv")) as f:
+    assert next(csv.reader(f))[:2] == ["category", "num_examples"]
+
+
+def test_values_equal_standalone_metrics_on_the_same_examples(eval_run, demo_build, weight_files):
+  """C_s and C_p come from the dataset's own composite/real/mask, and every per-image number
+  equals the standalone metric on outputs recomputed from those inputs."""
+  metrics, out = eval_run
+  with open(os.path.join(out, "per_image.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == N and [int(r["index"]) for r in rows] == list(range(N))
+  batch = next(iter(data_pipeline.make_dataset(_root(demo_build), "test", batch_size=N,
+                                               max_examples=N)))
+  for key in runner.ID_FIELDS:
+    assert [int(r[key]) for r in rows] == batch[key].numpy().tolist()
+  composite, real, mask = batch["composite"], batch["real"], batch["mask"]
+  harmoniser = runner.load_harmoniser(weight_files["harmoniser"], 256)[0]
+  detector = runner.load_detector(weight_files["detector"])[0]
+  soft = det.soft_mask(det.detection_channels(detector(composite, training=False)))
+  outputs = {"composite": composite,
+             "harmoniser_gt_mask": harmonise(harmoniser, composite, mask),
+             "detector_harmoniser": harmonise(harmoniser, composite, soft)}
+  lp = lpips_lib.LPIPS("alex", jit_compile=False)
+  col = lambda name: np.array([float(r[name]) for r in rows])
+  for method, pred in outputs.items():
+    expected = {"mse": image_metrics.mse(pred, real, value_range=(0, 1)),
+                "psnr": image_metrics.psnr(pred, real, value_range=(0, 1)),
+                "fmse": image_metrics.fmse(pred, real, mask, value_range=(0, 1)),
+                "ssim": image_metrics.ssim(pred, real, value_range=(0, 1)),
+                "lpips": lp(pred * 2.0 - 1.0, real * 2.0 - 1.0)}
+    for k, v in expected.items():
+      np.testing.assert_allclose(col(f"{method}/{k}"), v, rtol=2e-4, atol=1e-5,
+                                 err_msg=f"{method}/{k}")
+  np.testing.assert_allclose(col("detector/iou"), localisation.iou(soft, mask), atol=1e-6)
+  np.testing.assert_allclose(col("detector/ap"), localisation.average_precision(soft, mask),
+                             atol=1e-4)
+  # C_p and C_s differ (different masks), so the comparisons above can tell them apart
+  assert np.abs(col("detector_harmoniser/mse") - col("harmoniser_gt_mask/mse")).max() > 1e-3
+  # the summary is the mean of the per-image values
+  for method in evaluation.METHODS:
+    for k in evaluation.IMAGE_METRICS:
+      np.testing.assert_allclose(metrics["methods"][method][k], col(f"{method}/{k}").mean(),
+                                 rtol=1e-6)
+
+
+def test_terminal_table_lists_methods_and_paper(eval_run):
+  text = report.terminal_table(eval_run[0])
+  assert "detector + harmoniser (C_p)" in text and "35.18" in text
+  assert f"{eval_run[0]['methods']['composite']['mse']:.2f}" in text
+
+
+# --------------------------------------------------------------------------- bad input
+def test_data_dir_without_the_dataset(tmp_path, weight_files):
+  cfg = evaluation.EvalConfig(data_dir=str(tmp_path / "empty"), output_dir=str(tmp_path / "o"),
+                              detector_weights=weight_files["detector"],
+                              harmoniser_weights=weight_files["harmoniser"])
+  with pytest.raises(evaluation.EvaluationError, match="no prepared luminance_composites/256.*"
+                                                       "tfharm.data.build"):
+    evaluation.evaluate(cfg)
+  assert not os.path.exists(tmp_path / "o" / "metrics.json")
+
+
+def test_unknown_split(demo_build, weight_files, tmp_path):
+  with pytest.raises(evaluation.EvaluationError, match=r"split 'validation'.*\['test', 'train'\]"):
+    evaluation.evaluate(_config(demo_build, weight_files, tmp_path, split="validation"))
+
+
+def test_harmoniser_weights_for_another_size(demo_build, weight_files, tmp_path):
+  with pytest.raises(evaluation.EvaluationError, match="do not fit a 256x256 harmoniser"):
+    evaluation.evaluate(_config(demo_build, weight_files, tmp_path,
+                                harmoniser_weights=weight_files["harmoniser_128"]))
+
+
+def test_not_a_detector_file(demo_build, weight_files, tmp_path):
+  with pytest.raises(evaluation.EvaluationError, match="detector weights .* do not fit"):
+    evaluation.evaluate(_config(demo_build, weight_files, tmp_path,
+                                detector_weights=weight_files["harmoniser"]))
+
+
+def test_missing_weight_files_say_how_to_get_them(demo_build, weight_files, tmp_path):
+  with pytest.raises(evaluation.EvaluationError, match="harmoniser weights .*nope.* not found.*"
+                                                       "checkpoints/README.md"):
+    evaluation.evaluate(_config(demo_build, weight_files, tmp_path,
+                                harmoniser_weights=str(tmp_path / "nope.weights.h5")))
+  with pytest.raises(evaluation.EvaluationError, match="detector weights .* not found.*"
+                                                       "train_detector"):
+    evaluation.evaluate(_config(demo_build, weight_files, tmp_path,
+                                detector_weights=str(tmp_path / "nope.head.weights.h5")))
+
+
+def test_default_weights_resolve_to_the_repository_not_the_cwd(demo_build, tmp_path, monkeypatch):
+  assert runner.HARMONISER_256 == os.path.join(REPO, "checkpoints", "harmoniser_256.weights.h5")
+  assert runner.DETECTOR_256 == os.path.join(REPO, "checkpoints", "detector_256.head.weights.h5")
+  if os.path.exists(runner.HARMONISER_256):
+    pytest.skip("the harmoniser checkpoint is committed; the missing-default message is moot")
+  monkeypatch.chdir(tmp_path)
+  cfg = evaluation.EvalConfig(data_dir=_root(demo_build),
+                              output_dir=str(tmp_path / "o"))
+  with pytest.raises(evaluation.EvaluationError) as e:
+    evaluation.evaluate(cfg)
+  assert runner.HARMONISER_256 in str(e.value)
+
+
+@pytest.mark.parametrize("existing", ["metrics.json", "per_image.csv", "tensorboard"])
+def test_refuses_an_output_dir_with_results(demo_build, weight_files, tmp_path, existing):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / existing).mkdir() if existing == "tensorboard" else (out / existing).write_text("old")
+  with pytest.raises(evaluation.EvaluationError, match="already holds evaluation results.*--overwrite"):
+    evaluation.evaluate(_config(demo_build, weight_files, out))
+  assert sorted(os.listdir(out)) == [existing]  # untouched
+
+
+def _fake_results(n=3):
+  """Results of a run without the graph (for the artifact-writing tests)."""
+  rng = np.random.default_rng(0)
+  per_image = {f"{m}/{k}": rng.uniform(1, 2, n) for m in evaluation.METHODS
+               for k in evaluation.IMAGE_METRICS}
+  per_image.update({f"detector/{k}": rng.uniform(0, 1, n) for k in evaluation.DETECTOR_METRICS})
+  per_image.update({k: np.arange(n) for k in runner.ID_FIELDS})
+  per_image.update({"category": np.zeros(n, int), "mask_fraction": np.full(n, 0.1),
+                    "luminance_ratio": np.ones(n)})
+  images = {k: np.zeros((n, 8, 8, 3), np.uint8) for k in ("composite", "harmoniser_gt_mask",
+                                                          "detector_harmoniser", "real")}
+  images.update(detection=np.zeros((n, 8, 8, 2), np.uint8), mask=np.zeros((n, 8, 8, 1), np.uint8))
+  return runner.Results(per_image, ["person"], {"loop_s": 1.0, "examples_per_s": 3.0}, n, images)
+
+
+def _interrupt(*args, **kwargs):
+  raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("previous", [False, True])
+def test_interrupted_run_never_leaves_a_metrics_json(demo_build, weight_files, tmp_path,
+                                                     monkeypatch, eval_run, previous):
+  """Interrupted while writing the figures: a new dir gets no metrics.json (nor any other
+  artifact); an --overwrite of a complete run keeps the old, complete results."""
+  out = tmp_path / "out"
+  if previous:
+    import shutil
+    shutil.copytree(eval_run[1], out)
+  monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
+  stub = lambda path, *a: (keras.Sequential([keras.layers.Identity()]), os.path.abspath(path))
+  monkeypatch.setattr(runner, "load_detector", stub)
+  monkeypatch.setattr(runner, "load_harmoniser", stub)
+  monkeypatch.setattr(figures, "plot_examples", _interrupt)
+  before = {n: (out / n).read_bytes() for n in ("metrics.json", "per_image.csv")} if previous else {}
+  with pytest.raises(KeyboardInterrupt):
+    evaluation.evaluate(_config(demo_build, weight_files, out, overwrite=True))
+  left = sorted(os.listdir(out)) if out.exists() else []
+  assert not [n for n in left if n.startswith(artifacts.STAGING_PREFIX)]
+  if previous:
+    assert {n: (out / n).read_bytes() for n in before} == before
+  else:
+    assert left == []
+
+
+def test_commit_replaces_old_results_and_moves_metrics_json_last(tmp_path, monkeypatch):
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "metrics.json").write_text("old")
+  (out / "tensorboard").mkdir()
+  (out / "tensorboard" / "old_event").write_text("old")
+  staged = artifacts.StagedOutput(str(out))
+  for name in artifacts.ARTIFACTS:
+    if name == "tensorboard":
+      os.makedirs(staged.path(name))
+    else:
+      with open(staged.path(name), "w") as f:
+        f.write("new")
+  moved = []
+  real_replace = os.replace
+  monkeypatch.setattr(os, "replace", lambda a, b: (moved.append(os.path.basename(b)),
+                                                   real_replace(a, b)))
+  staged.commit()
+  assert moved[-1] == "metrics.json" and sorted(moved) == sorted(artifacts.ARTIFACTS)
+  assert (out / "metrics.json").read_text() == "new"
+  assert os.listdir(out / "tensorboard") == []
+  assert sorted(os.listdir(out)) == sorted(artifacts.ARTIFACTS)
+
+
+def test_commit_refuses_an_incomplete_staging_dir(tmp_path):
+  staged = artifacts.StagedOutput(str(tmp_path))
+  with open(staged.path("metrics.json"), "w") as f:
+    f.write("{}")
+  with pytest.raises(RuntimeError, match="incomplete"):
+    staged.commit()
+  assert not os.path.exists(tmp_path / "metrics.json")
+
+
+def test_per_image_csv_round_trips(eval_run):
+  values = evaluator.per_image_values(eval_run[1])
+  assert len(values["composite/mse"]) == N
+  assert set(report.per_image_columns()) - {"category"} <= set(values)
+
+
+# --------------------------------------------------------------------------- the command
+def _cli(*args, cwd=REPO):
+  return subprocess.run([sys.executable, "-m", "tfharm.eval", *args], cwd=cwd,
+                        capture_output=True, text=True, timeout=600)
+
+
+def test_cli_flagfile_parses_and_bad_data_exits_with_a_message(tmp_path):
+  proc = _cli("--flagfile=configs/eval_coco.flags", f"--data_dir={tmp_path / 'none'}",
+              f"--output_dir={tmp_path / 'o'}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "error: no prepared luminance_composites/256" in proc.stderr
+  assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_cli_demo_end_to_end(demo_build, weight_files, tmp_path):
+  proc = _cli("--flagfile=configs/eval_demo.flags", f"--data_dir={_root(demo_build)}",
+              f"--output_dir={tmp_path / 'o'}", f"--detector_weights={weight_files['detector']}",
+              f"--harmoniser_weights={weight_files['harmoniser']}", "--max_examples=2",
+              "--progress=false")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "detector + harmoniser (C_p)" in proc.stdout and "examples/s" in proc.stdout
+  assert os.path.exists(tmp_path / "o" / "metrics.json")
