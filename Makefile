@@ -23,6 +23,7 @@ weights: install
 demo: install weights
 	$(PY) -m tfharm.data.build --flagfile=configs/build_demo.flags
 	$(PY) -m tfharm.data.summary --data_dir=out/demo/tfds --config=256
+	$(PY) -m tfharm.eval --flagfile=configs/eval_demo.flags
 
 test: install weights
 	$(PY) -m pytest -q -m "not slow" tests data_builders
