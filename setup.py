@@ -22,7 +22,9 @@ setuptools.setup(
         "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
     ],
     extras_require={
-        "dev": ["pytest>=8", "scikit-image>=0.22", "dill"],  # dill: tfds.testing
+        # dill: tfds.testing. tensorflow-serving-api: the PredictRequest protos of the export
+        # tests (2.21.0 pins tensorflow>=2.21,<3 and installs with its dependencies).
+        "dev": ["pytest>=8", "scikit-image>=0.22", "dill", "tensorflow-serving-api==2.21.*"],
         # The `tfds` command line imports both; the Python entry point does not need them.
         "beam": ["apache-beam>=2.60", "mlcroissant>=1.0"],
     },

@@ -1,0 +1,264 @@
+"""`python -m tfharm.export`: the SavedModel's signatures, loaded in a fresh process, against
+the in-process end-to-end model on real photos of odd sizes; PredictRequest round trips; bad input.
+
+One export (module fixture, through the command line) serves every test: each export and each
+detector call (~2.5 s per image at 256x256 on this CPU) is expensive.
+"""
+import os
+import sys
+import textwrap
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import serving_helpers as helpers
+from tfharm.models import checkpoints
+from tfharm.models.pipeline import load_pipeline
+from tfharm.serving import exporter
+
+# Runs in a fresh process: loads the SavedModel, calls both signatures directly and through a
+# PredictRequest / PredictResponse round trip, and saves everything for the test to compare.
+_LOADER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    model_dir, data, out = sys.argv[1:4]
+    d = dict(np.load(data))
+    model = tf.saved_model.load(model_dir)
+    sigs = model.signatures
+    result = {"keys": np.array(sorted(sigs.keys()))}
+
+    def via_request(name, inputs):
+      request = predict_pb2.PredictRequest()
+      request.model_spec.name = "tfharm"
+      request.model_spec.signature_name = name
+      for k, v in inputs.items():
+        request.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+      wire = predict_pb2.PredictRequest.FromString(request.SerializeToString())
+      received = {k: tf.make_ndarray(p) for k, p in wire.inputs.items()}
+      for k, v in inputs.items():  # the server gets exactly what the client sent
+        assert received[k].dtype == v.dtype and np.array_equal(received[k], v), k
+      outputs = sigs[wire.model_spec.signature_name](**{k: tf.constant(v) for k, v in received.items()})
+      response = predict_pb2.PredictResponse()
+      for k, v in outputs.items():
+        response.outputs[k].CopyFrom(tf.make_tensor_proto(v.numpy()))
+      wire = predict_pb2.PredictResponse.FromString(response.SerializeToString())
+      return {k: tf.make_ndarray(p) for k, p in wire.outputs.items()}
+
+    a, b, mask_b = d["a"], d["b"], d["mask_b"]
+    for k, v in via_request("serving_default", {"image": a}).items():
+      result["a_" + k] = v
+    for k, v in sigs["serving_default"](image=tf.constant(b)).items():
+      result["b_" + k] = v.numpy()
+    direct = sigs["harmonise_with_mask"](image=tf.constant(b), mask=tf.constant(mask_b))
+    result["bm_harmonised"] = direct["harmonised"].numpy()
+    result["bm_request"] = via_request("harmonise_with_mask", {"image": b, "mask": mask_b})["harmonised"]
+    np.savez(out, **result)
+""")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+  return helpers.save_weights(str(tmp_path_factory.mktemp("weights")))
+
+
+@pytest.fixture(scope="module")
+def export_dir(weights, tmp_path_factory):
+  base = str(tmp_path_factory.mktemp("export") / "tfharm")
+  proc = helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+                      f"--detector_weights={weights[0]}", f"--harmoniser_weights={weights[1]}"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().endswith(os.path.join(base, "1"))
+  return base
+
+
+@pytest.fixture(scope="module")
+def images():
+  a = helpers.val_image("000000092660.jpg")[:213, :317]  # (213, 317, 3): odd H and W
+  b = helpers.val_image("000000151938.jpg")  # (320, 235, 3): odd W
+  return {"a": a[None], "b": b[None], "mask_b": helpers.box_mask(*b.shape[:2])[None]}
+
+
+@pytest.fixture(scope="module")
+def served(export_dir, images, tmp_path_factory):
+  """The signatures' outputs, computed in a fresh process."""
+  tmp = tmp_path_factory.mktemp("served")
+  np.savez(tmp / "in.npz", **images)
+  (tmp / "loader.py").write_text(_LOADER)
+  proc = helpers.run([str(tmp / "loader.py"), os.path.join(export_dir, "1"),
+                      str(tmp / "in.npz"), str(tmp / "out.npz")])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return dict(np.load(tmp / "out.npz"))
+
+
+@pytest.fixture(scope="module")
+def loaded(export_dir):
+  return tf.saved_model.load(os.path.join(export_dir, "1"))
+
+
+def test_serving_default_equals_the_in_process_end_to_end_model(weights, images, served):
+  pipe = load_pipeline(*weights)
+  for key in ("a", "b"):  # "a" went through a PredictRequest/PredictResponse round trip
+    ref = pipe.any_size(images[key].astype(np.float32) / 255.0)
+    h, w = images[key].shape[1:3]
+    assert served[f"{key}_harmonised"].shape == (1, h, w, 3)
+    assert served[f"{key}_mask"].shape == (1, h, w, 1) and served[f"{key}_mask"].dtype == np.float32
+    assert served[f"{key}_detection"].shape == (1, h, w, 2)
+    np.testing.assert_allclose(served[f"{key}_detection"], ref["detection"], atol=1e-5)
+    np.testing.assert_allclose(served[f"{key}_mask"], ref["mask"], atol=1e-5)
+    # The mask is max(p_neg, p_pos) at S, upsampled: the one that gated the correction. Bilinear
+    # upsampling is a convex combination, so it is >= the max of the upsampled channels, and
+    # equal where one channel dominates the neighbourhood.
+    channel_max = served[f"{key}_detection"].max(-1, keepdims=True)
+    assert np.all(served[f"{key}_mask"] >= channel_max - 1e-6)
+    assert np.mean(np.isclose(served[f"{key}_mask"], channel_max, atol=1e-6)) > 0.5
+    helpers.assert_uint8_matches(served[f"{key}_harmonised"], ref["harmonised"].numpy())
+    # not trivial: the model changed the photo, and its mask is soft
+    assert np.abs(served[f"{key}_harmonised"].astype(int) - images[key]).max() > 10
+    assert np.ptp(served[f"{key}_mask"]) > 0.2
+
+
+def test_harmonise_with_mask_equals_the_ground_truth_path(weights, images, served):
+  pipe = load_pipeline(*weights)
+  b, mask = images["b"], images["mask_b"]
+  ref = pipe.any_size({"image": b.astype(np.float32) / 255.0, "mask": mask},
+                      mask_source="ground_truth")
+  helpers.assert_uint8_matches(served["bm_harmonised"], ref["harmonised"].numpy())
+  np.testing.assert_array_equal(served["bm_request"], served["bm_harmonised"])
+  outside = mask[..., 0] == 0
+  np.testing.assert_array_equal(served["bm_harmonised"][outside], b[outside])  # bit-identical
+  assert np.abs(served["bm_harmonised"][~outside].astype(int) - b[~outside]).max() > 10
+
+
+def test_saved_model_cli_shows_both_signatures(export_dir):
+  cli = os.path.join(os.path.dirname(helpers.PYTHON), "saved_model_cli")  # the venv's script
+  proc = helpers.run(["show", "--all", "--dir", os.path.join(export_dir, "1")], program=cli)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  text = proc.stdout
+  blocks = {name: text.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
+            for name in ("serving_default", "harmonise_with_mask")}
+  sd, hm = blocks["serving_default"], blocks["harmonise_with_mask"]
+  for block, inputs in ((sd, ("image",)), (hm, ("image", "mask"))):
+    for name in inputs:
+      assert f"inputs['{name}'] tensor_info:" in block
+  assert _tensor_info(sd, "inputs", "image") == ("DT_UINT8", "(-1, -1, -1, 3)")
+  assert _tensor_info(sd, "outputs", "harmonised") == ("DT_UINT8", "(-1, -1, -1, 3)")
+  assert _tensor_info(sd, "outputs", "mask") == ("DT_FLOAT", "(-1, -1, -1, 1)")
+  assert _tensor_info(sd, "outputs", "detection") == ("DT_FLOAT", "(-1, -1, -1, 2)")
+  assert _tensor_info(hm, "inputs", "mask") == ("DT_FLOAT", "(-1, -1, -1, 1)")
+  assert _tensor_info(hm, "outputs", "harmonised") == ("DT_UINT8", "(-1, -1, -1, 3)")
+  assert "outputs['mask']" not in hm
+
+
+def _tensor_info(block, kind, name):
+  info = block.split(f"{kind}['{name}'] tensor_info:")[1]
+  dtype = info.split("dtype:")[1].split()[0]
+  shape = info.split("shape:")[1].split("\n")[0].strip()
+  return dtype, shape
+
+
+_BAD_IMAGES = {
+    "float32": (tf.zeros([1, 16, 16, 3], tf.float32), "uint8"),
+    "rank 3": (tf.zeros([16, 16, 3], tf.uint8), r"\[\?,\?,\?,3\]"),
+    "1 channel": (tf.zeros([1, 16, 16, 1], tf.uint8), r"\[\?,\?,\?,3\]"),
+    "4 channels": (tf.zeros([1, 16, 16, 4], tf.uint8), r"\[\?,\?,\?,3\]"),
+    "zero height": (tf.zeros([1, 0, 16, 3], tf.uint8), "zero-sized image"),
+    "zero width": (tf.zeros([1, 16, 0, 3], tf.uint8), "zero-sized image"),
+    "empty batch": (tf.zeros([0, 16, 16, 3], tf.uint8), "batch is empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_IMAGES))
+def test_bad_images_are_refused_by_both_signatures(loaded, case):
+  image, message = _BAD_IMAGES[case]
+  mask = tf.zeros(tf.concat([tf.shape(image)[:-1], [1]], 0)) if image.shape.rank == 4 else \
+      tf.zeros([1, 16, 16, 1])
+  with pytest.raises((tf.errors.InvalidArgumentError, TypeError, ValueError), match=message):
+    loaded.signatures["serving_default"](image=image)
+  with pytest.raises((tf.errors.InvalidArgumentError, TypeError, ValueError), match=message):
+    loaded.signatures["harmonise_with_mask"](image=image, mask=mask)
+
+
+@pytest.mark.parametrize("shape,message", [
+    ([1, 16, 17, 1], "mask: its batch, height and width must equal those of the image"),
+    ([2, 16, 16, 1], "mask: its batch, height and width must equal those of the image"),
+    ([1, 16, 16, 3], r"\[\?,\?,\?,1\]"),
+    ([16, 16, 1], r"\[\?,\?,\?,1\]")])
+def test_a_mask_that_does_not_fit_is_refused(loaded, shape, message):
+  image = tf.zeros([1, 16, 16, 3], tf.uint8)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+    loaded.signatures["harmonise_with_mask"](image=image, mask=tf.zeros(shape))
+  small = loaded.signatures["harmonise_with_mask"](image=image, mask=tf.zeros([1, 16, 16, 1]))
+  np.testing.assert_array_equal(small["harmonised"], image)  # the same call, fitting: fine
+
+
+def test_an_existing_version_is_refused_without_overwrite(export_dir, weights):
+  pb = os.path.join(export_dir, "1", "saved_model.pb")
+  before = os.stat(pb).st_mtime_ns
+  proc = helpers.run(["-m", "tfharm.export", f"--export_dir={export_dir}", "--version=1",
+                      f"--detector_weights={weights[0]}", f"--harmoniser_weights={weights[1]}"])
+  assert proc.returncode != 0
+  assert "already exists; pass --overwrite" in proc.stderr
+  assert os.stat(pb).st_mtime_ns == before
+  assert sorted(os.listdir(export_dir)) == ["1"]
+
+
+def test_missing_weights_are_named(tmp_path):
+  base = tmp_path / "models"
+  proc = helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+                      f"--detector_weights={tmp_path}/nope.head.weights.h5",
+                      f"--harmoniser_weights={tmp_path}/nope.weights.h5"])
+  assert proc.returncode != 0
+  assert "missing weights" in proc.stderr
+  assert f"{tmp_path}/nope.head.weights.h5" in proc.stderr and f"{tmp_path}/nope.weights.h5" in proc.stderr
+  assert not base.exists()
+  # the defaults are the committed checkpoints, resolved from the package, not the cwd
+  assert exporter.DEFAULT_DETECTOR == os.path.join(checkpoints.CHECKPOINT_DIR,
+                                                   "detector_256.head.weights.h5")
+  assert exporter.DEFAULT_HARMONISER == checkpoints.HARMONISER_256
+  missing = [p for p in (exporter.DEFAULT_DETECTOR, exporter.DEFAULT_HARMONISER)
+             if not os.path.exists(p)]
+  if missing:
+    with pytest.raises(FileNotFoundError, match="missing weights: " + ", ".join(missing)):
+      exporter.resolve_weights()
+
+
+class _FakeSave:
+  """Stands in for tf.saved_model.save: writes a marker, or fails half-way."""
+
+  def __init__(self, marker, fail=False):
+    self.marker, self.fail = marker, fail
+
+  def __call__(self, module, path, signatures=None):
+    os.makedirs(path)
+    with open(os.path.join(path, "saved_model.pb"), "w") as f:
+      f.write(self.marker)
+    if self.fail:
+      raise RuntimeError("disk full")
+
+
+def test_versions_overwrite_and_interrupted_writes(tmp_path, monkeypatch):
+  monkeypatch.setattr(exporter, "ServingModule",
+                      lambda pipeline, jit_compile=None: types.SimpleNamespace(signatures=dict))
+  base = str(tmp_path / "m")
+  read = lambda v: open(os.path.join(base, str(v), "saved_model.pb")).read()
+  monkeypatch.setattr(tf.saved_model, "save", _FakeSave("first"))
+  assert exporter.export(None, base) == os.path.join(base, "1")
+  monkeypatch.setattr(tf.saved_model, "save", _FakeSave("second"))
+  assert exporter.export(None, base) == os.path.join(base, "2")  # next version by default
+  with pytest.raises(exporter.VersionExistsError, match="--overwrite"):
+    exporter.export(None, base, version=1)
+  assert read(1) == "first"
+  monkeypatch.setattr(tf.saved_model, "save", _FakeSave("broken", fail=True))
+  with pytest.raises(RuntimeError, match="disk full"):
+    exporter.export(None, base, version=1, overwrite=True)
+  assert read(1) == "first" and sorted(os.listdir(base)) == ["1", "2"]  # no temp left behind
+  monkeypatch.setattr(tf.saved_model, "save", _FakeSave("third"))
+  exporter.export(None, base, version=1, overwrite=True)
+  assert read(1) == "third" and sorted(os.listdir(base)) == ["1", "2"]
+  with pytest.raises(ValueError, match="non-negative"):
+    exporter.export(None, base, version=-1)

@@ -1,0 +1,71 @@
+"""Shared by the serving tests: non-trivial weight files, real images, the uint8 comparison.
+
+The committed checkpoints may not exist yet, so the tests save a randomly initialised 256x256
+harmoniser and an ImageNet-backbone detector, both moved off their initial values (so their
+outputs are not trivial), and pass the paths explicitly.
+"""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VAL2017 = os.path.join(REPO, "data_builders", "luminance_composites", "dummy_data", "val2017")
+PYTHON = sys.executable
+
+
+def save_weights(directory: str) -> tuple[str, str]:
+  """(detector head file, harmoniser .weights.h5) of perturbed random models."""
+  sys.path.insert(0, os.path.join(REPO, "tests", "models"))
+  from trained_weights import perturb_trained_layers  # pylint: disable=g-import-not-at-top
+  from tfharm.models import detector as det  # pylint: disable=g-import-not-at-top
+  from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig  # pylint: disable=g-import-not-at-top
+  detector = det.Detector(det.DetectorConfig())
+  perturb_trained_layers(detector, 0)
+  harmoniser = Harmoniser(HarmoniserConfig(image_size=256))
+  rng = np.random.default_rng(1)
+  for v in harmoniser.weights:
+    if "variance" in v.path:
+      v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
+    else:
+      v.assign(v.numpy() + rng.normal(0, 0.01, v.shape).astype("float32"))
+  paths = (os.path.join(directory, "detector.head.weights.h5"),
+           os.path.join(directory, "harmoniser.weights.h5"))
+  det.save_head_weights(detector, paths[0])
+  harmoniser.save_weights(paths[1])
+  return paths
+
+
+def val_image(name: str) -> np.ndarray:
+  """A COCO val2017 photo of the embedded sample as RGB uint8 (H, W, 3)."""
+  return cv2.imread(os.path.join(VAL2017, name), cv2.IMREAD_COLOR)[..., ::-1].copy()
+
+
+def box_mask(h: int, w: int) -> np.ndarray:
+  """(H, W, 1) float32: 0 outside a box, a soft ramp 0.25..1 inside (not a binary mask)."""
+  mask = np.zeros((h, w, 1), np.float32)
+  y0, y1, x0, x1 = h // 4, 3 * h // 4, w // 5, 3 * w // 5
+  mask[y0:y1, x0:x1, 0] = np.linspace(0.25, 1.0, x1 - x0, dtype=np.float32)[None, :]
+  return mask
+
+
+def assert_uint8_matches(got: np.ndarray, reference01: np.ndarray, max_ties: float = 1e-3):
+  """got (uint8) equals round(clip(reference01, 0, 1) * 255), except where the reference
+  lies within 1e-3 of a rounding tie (k + 0.5): graph and eager float32 differ by ~1e-6,
+  which can flip those. Such flips must be rare and at most 1 step."""
+  scaled = np.clip(reference01, 0.0, 1.0) * 255.0
+  expected = np.round(scaled).astype(np.uint8)
+  assert got.dtype == np.uint8 and got.shape == expected.shape
+  diff = got.astype(int) - expected.astype(int)
+  near_tie = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-3
+  assert np.all(diff[~near_tie] == 0), f"{np.count_nonzero(diff[~near_tie])} pixels differ"
+  assert np.abs(diff).max() <= 1 and np.mean(diff != 0) <= max_ties
+
+
+def run(args, program: str = PYTHON, **kwargs) -> subprocess.CompletedProcess:
+  """A fresh process (by default Python: `-m ...` or a script), output captured."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run([program, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=600, **kwargs)

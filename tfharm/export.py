@@ -1,0 +1,50 @@
+"""Export detector + harmoniser as a SavedModel for TensorFlow Serving.
+
+  python -m tfharm.export --export_dir=out/serving/tfharm [--version=N] [--overwrite]
+  python -m tfharm.export --flagfile=configs/export.flags
+
+Writes `<export_dir>/<N>/` with the signatures `serving_default` (uint8 image -> harmonised,
+mask, detection) and `harmonise_with_mask`; see tfharm/serving/signatures.py and
+notes/serving.md (REST and gRPC examples).
+"""
+from absl import app, flags, logging
+
+
+def _define_flags() -> None:
+  """Flags exist only when this runs as a program (BUILD_NOTES: "Flags live only in programs")."""
+  global _EXPORT_DIR, _VERSION, _DETECTOR, _HARMONISER, _OVERWRITE, _JIT
+  _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Model base path; writes <export_dir>/<version>/.")
+  _VERSION = flags.DEFINE_integer("version", None, "Version number (default: 1 + the largest there).")
+  _DETECTOR = flags.DEFINE_string(
+      "detector_weights", None, "Detector file (default: checkpoints/detector_256.head.weights.h5).")
+  _HARMONISER = flags.DEFINE_string(
+      "harmoniser_weights", None, "Harmoniser file (default: checkpoints/harmoniser_256.weights.h5).")
+  _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace an existing version.")
+  _JIT = flags.DEFINE_boolean(
+      "jit_compile", None, "XLA for the networks (default: on with a GPU, off on CPU).")
+  flags.mark_flag_as_required("export_dir")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
+  try:  # cheap checks before TensorFlow is imported: missing weights, an existing version
+    paths = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
+    version, _ = paths_lib.target(_EXPORT_DIR.value, _VERSION.value, _OVERWRITE.value)
+  except (FileNotFoundError, paths_lib.VersionExistsError, ValueError) as e:
+    raise app.UsageError(str(e)) from e
+  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+  try:
+    pipeline = exporter.load_serving_pipeline(*paths)
+    path = exporter.export(pipeline, _EXPORT_DIR.value, version,
+                           overwrite=_OVERWRITE.value, jit_compile=_JIT.value)
+  except (FileNotFoundError, exporter.VersionExistsError, ValueError) as e:
+    raise app.UsageError(str(e)) from e
+  logging.info("Exported %s (signatures serving_default, harmonise_with_mask)", path)
+  print(path)
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

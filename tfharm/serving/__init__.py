@@ -1,0 +1,1 @@
+"""Serving: the SavedModel signatures, the export and the file-level harmonise helpers."""

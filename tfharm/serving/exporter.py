@@ -1,0 +1,45 @@
+"""Export the end-to-end model as a versioned SavedModel for TensorFlow Serving.
+
+Layout: `<export_dir>/<version>/` (saved_model.pb, variables/), the layout
+tensorflow_model_server watches. The SavedModel is written under a non-numeric temporary name
+in `<export_dir>` and renamed into place, so a server polling the directory never sees a
+half-written version.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import tensorflow as tf
+
+from tfharm.models.pipeline import HarmonisationPipeline, load_pipeline
+from tfharm.serving.paths import (DEFAULT_DETECTOR, DEFAULT_HARMONISER,  # pylint: disable=unused-import
+                                  VersionExistsError, next_version, resolve_weights, target)
+from tfharm.serving.signatures import ServingModule
+
+
+def load_serving_pipeline(detector_weights: str | None = None,
+                          harmoniser_weights: str | None = None) -> HarmonisationPipeline:
+  """The pipeline both the export and the harmonise CLI run (predicted soft mask)."""
+  return load_pipeline(*resolve_weights(detector_weights, harmoniser_weights))
+
+
+def export(pipeline: HarmonisationPipeline, export_dir: str, version: int | None = None,
+           overwrite: bool = False, jit_compile: bool | None = None) -> str:
+  """Writes `<export_dir>/<version>/` and returns its path. An existing version is refused
+  (VersionExistsError) unless overwrite; then it is replaced only once the new one is written."""
+  version, final = target(export_dir, version, overwrite)
+  os.makedirs(export_dir, exist_ok=True)
+  tmp = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")
+  old = os.path.join(export_dir, f".old-{version}-{os.getpid()}")
+  shutil.rmtree(tmp, ignore_errors=True)
+  module = ServingModule(pipeline, jit_compile=jit_compile)
+  try:
+    tf.saved_model.save(module, tmp, signatures=module.signatures())
+    if os.path.exists(final):
+      os.rename(final, old)
+    os.rename(tmp, final)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+  return final

@@ -1,0 +1,51 @@
+"""Where exports and weights go: checked before TensorFlow is imported, so a command with a
+missing weight file or an existing version fails in a second, not after loading ~100 MB."""
+from __future__ import annotations
+
+import os
+
+# Same directory as tfharm.models.checkpoints.CHECKPOINT_DIR (tested), without importing Keras.
+CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "checkpoints")
+DEFAULT_DETECTOR = os.path.join(CHECKPOINT_DIR, "detector_256.head.weights.h5")
+DEFAULT_HARMONISER = os.path.join(CHECKPOINT_DIR, "harmoniser_256.weights.h5")
+
+
+class VersionExistsError(FileExistsError):
+  """The version directory is already there and overwriting was not asked for."""
+
+
+def resolve_weights(detector_weights: str | None = None,
+                    harmoniser_weights: str | None = None) -> tuple[str, str]:
+  """The two weight files (defaults: the committed checkpoints, found relative to the package,
+  not the working directory); raises FileNotFoundError naming every missing one."""
+  paths = (detector_weights or DEFAULT_DETECTOR, harmoniser_weights or DEFAULT_HARMONISER)
+  missing = [p for p in paths if not os.path.isfile(p)]
+  if missing:
+    raise FileNotFoundError(
+        "missing weights: " + ", ".join(missing) + ". The defaults are the committed checkpoints "
+        "(see checkpoints/README.md: they may not be trained yet); pass --detector_weights / "
+        "--harmoniser_weights to use other files.")
+  return paths
+
+
+def next_version(export_dir: str) -> int:
+  """1 + the largest numeric version under export_dir (1 if none): TF Serving serves the
+  highest version, so a new export without --version becomes the served one."""
+  if not os.path.isdir(export_dir):
+    return 1
+  versions = [int(n) for n in os.listdir(export_dir) if n.isdigit()]
+  return max(versions, default=0) + 1
+
+
+def target(export_dir: str, version: int | None = None,
+           overwrite: bool = False) -> tuple[int, str]:
+  """(version, path) an export would write; refuses an existing version unless overwrite."""
+  version = next_version(export_dir) if version is None else int(version)
+  if version < 0:
+    raise ValueError(f"version must be a non-negative integer, got {version}")
+  final = os.path.join(export_dir, str(version))
+  if os.path.exists(final) and not overwrite:
+    raise VersionExistsError(f"{final} already exists; pass --overwrite to replace it, or "
+                             "choose another --version")
+  return version, final

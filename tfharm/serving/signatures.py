@@ -1,0 +1,102 @@
+"""The served model: a `tf.Module` with the two SavedModel signatures of issue 8.
+
+  module = ServingModule(load_pipeline(detector_path, harmoniser_path))
+  tf.saved_model.save(module, path, signatures=module.signatures())
+
+Signatures (TF Serving / `saved_model_cli` names):
+  serving_default      image uint8 (B, H, W, 3), any H, W >= 1
+                       -> harmonised uint8 (B, H, W, 3), mask float32 (B, H, W, 1) in [0, 1]
+                          (max of the two detection channels), detection float32 (B, H, W, 2)
+                          (ch0 p_negative, ch1 p_positive)
+  harmonise_with_mask  image uint8 (B, H, W, 3), mask float32 (B, H, W, 1) in [0, 1]
+                       -> harmonised uint8 (B, H, W, 3)
+
+Both run `HarmonisationPipeline.any_size`'s method: the networks see an antialiased S x S
+shrink, and only their correction Delta comes back, upsampled and gated by the mask, so
+pixels with mask 0 are returned unchanged (bit-identical in uint8). uint8 out is
+round(clip(x, 0, 1) * 255) with round-half-to-even (tf.round, as np.round).
+
+Bad input fails at the signature, before either network runs: the dtype by the signature
+itself; rank and channels by EnsureShape ("Shape of tensor image [..] is not compatible with
+expected shape [?,?,?,3]"); an empty batch, zero-sized images and a mask whose (B, H, W)
+differs from the image's by assertions whose messages say what was expected.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfharm.metrics.device import default_jit_compile
+from tfharm.models import full_resolution
+from tfharm.models.pipeline import HarmonisationPipeline
+
+IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")
+MASK_SPEC = tf.TensorSpec([None, None, None, 1], tf.float32, name="mask")
+SIGNATURE_KEYS = ("serving_default", "harmonise_with_mask")
+
+
+def to_uint8(x: tf.Tensor) -> tf.Tensor:
+  """[0, 1] float -> uint8 as round(clip(x, 0, 1) * 255), ties to even."""
+  return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)
+
+
+def _checked_image(image: tf.Tensor) -> tf.Tensor:
+  """uint8 -> [0, 1] float32, after checking rank, channels and non-empty sizes at run time.
+
+  A loaded signature does not enforce its TensorSpec's shape (only its dtype): a rank-3 or
+  4-channel tensor would reach the networks and fail deep inside, or run. EnsureShape checks
+  it at run time (a static assert_rank would be folded away, the rank being known)."""
+  image = tf.ensure_shape(image, IMAGE_SPEC.shape, name="check_image_shape")  # rank 4, 3 ch
+  shape = tf.shape(image)
+  checks = [
+      tf.debugging.assert_positive(
+          shape[0], message="image: the batch is empty (expected uint8 [batch >= 1, H, W, 3])"),
+      tf.debugging.assert_positive(
+          shape[1:3], message="image: zero-sized image (expected height and width >= 1)"),
+  ]
+  with tf.control_dependencies(checks):  # nothing downstream runs on bad input
+    return tf.cast(tf.identity(image), tf.float32) / 255.0  # (B, H, W, 3) in [0, 1]
+
+
+class ServingModule(tf.Module):
+  """Holds the pipeline's variables and the traced signature functions.
+
+  jit_compile applies to the network part only: the input checks stay outside XLA
+  (XLA compiles tf.debugging assertions away). None: the device default.
+  """
+
+  def __init__(self, pipeline: HarmonisationPipeline, jit_compile: bool | None = None):
+    super().__init__(name="tfharm_serving")
+    self.pipeline = pipeline  # tracked: its Keras variables are saved with the module
+    self.image_size = tf.constant(pipeline.image_size, tf.int32, name="image_size")
+    jit = default_jit_compile() if jit_compile is None else bool(jit_compile)
+    self._predicted = tf.function(
+        lambda image: pipeline.any_size(image, mask_source="predicted"), jit_compile=jit)
+    # The harmoniser alone: pipeline.any_size(mask_source="ground_truth") would also run the
+    # detector (~75 GFLOP per image) only to discard its map. Same method, same numbers
+    # (tested against any_size for masks in [0, 1]).
+    self._with_mask = tf.function(
+        lambda image, mask: full_resolution.harmonise_any_size(pipeline.harmoniser, image, mask),
+        jit_compile=jit)
+
+  @tf.function(input_signature=[IMAGE_SPEC])
+  def serving_default(self, image):
+    out = self._predicted(_checked_image(image))
+    return {"harmonised": to_uint8(out["harmonised"]), "mask": out["mask"],
+            "detection": out["detection"]}
+
+  @tf.function(input_signature=[IMAGE_SPEC, MASK_SPEC])
+  def harmonise_with_mask(self, image, mask):
+    image01 = _checked_image(image)
+    mask = tf.ensure_shape(mask, MASK_SPEC.shape, name="check_mask_shape")  # rank 4, 1 ch
+    same = tf.debugging.assert_equal(
+        tf.shape(mask)[:3], tf.shape(image)[:3],
+        message="mask: its batch, height and width must equal those of the image (mask float32 "
+                "[batch, H, W, 1] in [0, 1])")
+    with tf.control_dependencies([same]):
+      mask = tf.identity(mask)
+    return {"harmonised": to_uint8(self._with_mask(image01, mask))}
+
+  def signatures(self) -> dict:
+    """The concrete functions to pass to tf.saved_model.save(signatures=...)."""
+    return {"serving_default": self.serving_default.get_concrete_function(),
+            "harmonise_with_mask": self.harmonise_with_mask.get_concrete_function()}
