@@ -262,3 +262,13 @@ def test_versions_overwrite_and_interrupted_writes(tmp_path, monkeypatch):
   assert read(1) == "third" and sorted(os.listdir(base)) == ["1", "2"]
   with pytest.raises(ValueError, match="non-negative"):
     exporter.export(None, base, version=-1)
+
+
+def test_the_model_server_config_example_parses():
+  from google.protobuf import text_format  # pylint: disable=g-import-not-at-top
+  from tensorflow_serving.config import model_server_config_pb2  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(helpers.REPO, "serving", "models.config")) as f:
+    config = text_format.Parse(f.read(), model_server_config_pb2.ModelServerConfig())
+  (model,) = config.model_config_list.config
+  assert model.name == "tfharm" and model.model_platform == "tensorflow"
+  assert model.base_path.endswith("/tfharm")
