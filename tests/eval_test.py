@@ -175,6 +175,10 @@ def test_metrics_json_schema(eval_run, weight_files):
     for v in on_disk["methods"][required].values():
       assert isinstance(v, float) and np.isfinite(v)
   assert set(on_disk["detector"]) == {"iou", "f1", "ap"}
+  with open(os.path.join(out, "per_image.csv")) as f:
+    ratios = np.array([float(r["luminance_ratio"]) for r in csv.DictReader(f)])
+  assert on_disk["detector_suprathreshold"]["num_examples"] == int(
+      ((ratios < 0.845) | (ratios > 1.174)).sum())
   prov = on_disk["provenance"]
   for which in ("detector", "harmoniser"):
     assert prov[f"{which}_weights"]["path"] == os.path.abspath(weight_files[which])
