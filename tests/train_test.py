@@ -196,12 +196,12 @@ CLI = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     import train_test
     from tfharm import train
-    train.run(functools.partial(train_test.fake_dataset, max_examples=32))
+    train.run(functools.partial(train_test.fake_dataset, max_examples=32, size={size}))
 """)
 
 
-def _cli(args, **kw):
-  code = CLI.format(tests=os.path.join(REPO, "tests"))
+def _cli(args, size=SIZE, **kw):
+  code = CLI.format(tests=os.path.join(REPO, "tests"), size=size)
   return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
@@ -249,6 +249,43 @@ def test_sigkill_then_same_command_resumes(tmp_path):
   assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == killed_at + 15
   iters = [n for n in reader.get_variable_to_shape_map() if "iteration" in n]
   assert iters and reader.get_tensor(iters[0]) == killed_at + 15, iters
+
+
+def test_detector_sigkill_then_same_command_resumes_with_crops(tmp_path):
+  """The detector through the same command: seeded training crops, SIGKILL, resume; the
+  frozen ImageNet backbone is bit-identical to the weights file afterwards."""
+  from tfharm import weights
+  from tfharm.models import detector as det
+  workdir = tmp_path / "work"
+  ckpt_dir = str(workdir / "checkpoints")
+  extra = "--model=detector\n--image_size=32\n--detector_train_crop=16\n--checkpoint_every=2\n"
+  proc = _cli([f"--flagfile={_flagfile(tmp_path, workdir, steps=200, extra=extra)}"], size=32)
+  deadline = time.time() + 600  # ~30 CPU-s in all; generous for a shared machine
+  while time.time() < deadline and (_latest_step(ckpt_dir) or 0) < 4:
+    if proc.poll() is not None:
+      pytest.fail(f"training ended early: {proc.stdout.read()}")
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = _latest_step(ckpt_dir)
+  assert killed_at is not None and 4 <= killed_at < 200
+  extra = extra.replace("--checkpoint_every=2", "--checkpoint_every=3")
+  proc = _cli([f"--flagfile={_flagfile(tmp_path, workdir, steps=killed_at + 3, extra=extra)}"],
+              size=32)
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 0, out[-3000:]
+  assert f"at step {killed_at}" in out
+  reader = tf.train.load_checkpoint(ckpt_dir)
+  assert reader.get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE") == killed_at + 3
+  iters = [n for n in reader.get_variable_to_shape_map() if "iteration" in n]
+  assert iters and reader.get_tensor(iters[0]) == killed_at + 3, iters
+  model = det.Detector(det.DetectorConfig())
+  tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(ckpt_dir)).expect_partial()
+  imagenet = weights.load_vgg16_imagenet()
+  for name in det.VGG_LAYERS:
+    kernel, bias = model.get_layer(name).get_weights()
+    np.testing.assert_array_equal(kernel, imagenet[name][0], err_msg=name)
+    np.testing.assert_array_equal(bias, imagenet[name][1], err_msg=name)
 
 
 def test_unknown_flag_in_flagfile_fails_before_anything_starts(tmp_path):

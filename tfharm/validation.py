@@ -71,6 +71,34 @@ def harmoniser_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
   return out
 
 
+def detector_scores(model: keras.Model, dataset: tf.data.Dataset, task=None) -> dict:
+  """Mean detector metrics over `dataset` (make_dataset batches), with the training task's
+  labels and definitions (`DetectorTask.metrics`: IoU/F1/AP against the suprathreshold object,
+  sign accuracy, silence on subthreshold composites); NaN entries (a metric that does not apply
+  to an image) are left out of each mean, and the counts behind each mean are reported."""
+  from tfharm.models import detector as detector_lib  # the detector pulls in VGG16 weights
+  task = task or detector_lib.DetectorTask(image_size=None)
+
+  @tf.function
+  def score(batch):
+    batch = task.transform(batch)
+    return task.metrics(batch, model(batch["composite"], training=False))
+
+  values: dict[str, list[np.ndarray]] = {}
+  bar = keras.utils.Progbar(None, unit_name="batch")
+  for i, batch in enumerate(dataset):
+    for metric, v in score(batch).items():
+      values.setdefault(metric, []).append(v.numpy())
+    bar.update(i + 1)
+  out: dict = {"num_examples": int(sum(len(v) for v in values["pixel_accuracy"]))}
+  for metric, chunks in values.items():
+    v = np.concatenate(chunks)
+    finite = v[np.isfinite(v)]
+    out[metric] = float(np.mean(finite)) if finite.size else float("nan")
+    out[f"{metric}_count"] = int(finite.size)
+  return out
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -57,3 +57,39 @@ def test_shipped_harmoniser_reproduces_its_recorded_numbers(shipped_record, coco
                                                    abs=0.02)
     assert scores[method]["mse"] == pytest.approx(shipped_record["float32"][method]["mse"],
                                                   rel=0.01)
+
+
+@pytest.fixture(scope="module")
+def shipped_detector_record():
+  if not os.path.exists(checkpoints.DETECTOR_256):
+    pytest.skip(f"no shipped detector yet ({checkpoints.DETECTOR_256})")
+  with open(checkpoints.DETECTOR_256.replace(".head.weights.h5", ".metrics.json")) as f:
+    return json.load(f)
+
+
+def test_shipped_detector_is_small_and_loads_with_one_call(shipped_detector_record):
+  from tfharm.models import detector
+  assert os.path.getsize(checkpoints.DETECTOR_256) <= 25 * 2**20
+  model = detector.load_detector(checkpoints.DETECTOR_256)
+  assert model.count_params() == 16_917_698
+  assert shipped_detector_record["step"] > 0
+
+
+def test_shipped_detector_reproduces_its_recorded_numbers(shipped_detector_record,
+                                                          coco_mini_build):
+  """The first 16 val composites (the detector costs ~1 s per image here; all 192 are
+  re-scored by scripts/ship_detector.py)."""
+  from tfharm import validation
+  from tfharm.data import pipeline
+  from tfharm.models import detector
+  data_dir = coco_mini_build.data_dir.split("/luminance_composites/")[0]
+  recorded = shipped_detector_record["first_16"]
+  scores = validation.detector_scores(
+      detector.load_detector(checkpoints.DETECTOR_256),
+      pipeline.make_dataset(data_dir, "test", batch_size=8, max_examples=16))
+  assert scores["num_examples"] == recorded["num_examples"] == 16
+  for metric, value in recorded.items():
+    if isinstance(value, float) and np.isnan(value):
+      assert np.isnan(scores[metric]), metric
+    else:
+      assert scores[metric] == pytest.approx(value, rel=1e-3, abs=1e-4), metric

@@ -18,6 +18,8 @@ import tensorflow as tf
 CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "checkpoints")
 HARMONISER_256 = os.path.join(CHECKPOINT_DIR, "harmoniser_256.weights.h5")
+# Only the layers trained on top of the frozen ImageNet VGG16 (tfharm.models.detector).
+DETECTOR_256 = os.path.join(CHECKPOINT_DIR, "detector_256.head.weights.h5")
 
 
 def save_float16_weights(model: keras.Model, path: str) -> None:

@@ -271,10 +271,17 @@ def load_head_weights(model: Detector, path: str) -> None:
         var.assign(value)
 
 
-def load_detector(path: str, cfg: DetectorConfig | None = None) -> Detector:
+def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) -> Detector:
   """One call for every detector file: a `.keras` model, a head-only file
   (`save_head_weights`; the backbone is rebuilt from the ImageNet file, whose hash is
-  checked against the one recorded at training time), or a full Keras `.weights.h5`."""
+  checked against the one recorded at training time), or a full Keras `.weights.h5`.
+  Without a path: the detector shipped in checkpoints/."""
+  if path is None:
+    from tfharm.models import checkpoints  # pylint: disable=g-import-not-at-top
+    path = checkpoints.DETECTOR_256
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"no shipped detector at {path}: pass the path of a trained one "
+                              "(python -m tfharm.train --flagfile=configs/train_detector.flags)")
   if path.endswith(".keras"):
     model = keras.saving.load_model(path)
     if not isinstance(model, Detector):

@@ -146,8 +146,10 @@ def make_inference_fn(pipeline: HarmonisationPipeline, mask_source: str | None =
   return tf.function(fn, jit_compile=jit)
 
 
-def load_pipeline(detector_path: str, harmoniser_path: str, **kwargs: Any) -> HarmonisationPipeline:
-  """Pipeline from a detector file (any `load_detector` format) and a harmoniser file."""
+def load_pipeline(detector_path: str | None = None, harmoniser_path: str | None = None,
+                  **kwargs: Any) -> HarmonisationPipeline:
+  """Pipeline from a detector file (any `load_detector` format) and a harmoniser file; a path
+  left out means the one shipped in checkpoints/."""
   from tfharm.models.harmoniser import load_harmoniser  # pylint: disable=g-import-not-at-top
   return HarmonisationPipeline(detector_lib.load_detector(detector_path),
                                load_harmoniser(harmoniser_path), **kwargs)
