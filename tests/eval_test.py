@@ -47,6 +47,7 @@ def weight_files(tmp_path_factory):
   harmoniser.save_weights(paths["harmoniser"])
   det.save_head_weights(detector, paths["detector"])
   Harmoniser(HarmoniserConfig(image_size=128)).save_weights(paths["harmoniser_128"])
+  paths["models"] = {"harmoniser": harmoniser, "detector": detector}  # what the files hold
   return paths
 
 
@@ -152,6 +153,21 @@ def test_graph_metrics_equal_the_standalone_functions(graph):
     np.testing.assert_allclose(out["detector"][k], fn(soft, mask), rtol=1e-6, err_msg=k)
 
 
+@pytest.mark.slow
+def test_graph_under_xla_matches_the_default_graph(graph):
+  composite, real, mask = _batch(seed=5)
+  xla = runner.EvalGraph(graph.detector, graph.harmoniser, graph.lpips, jit_compile=True)
+  assert xla.jit_compile and not graph.jit_compile
+  a, b = graph.step(composite, real, mask), xla.step(composite, real, mask)
+  for method in evaluation.METHODS:
+    np.testing.assert_allclose(b["images"][method], a["images"][method], atol=1e-4)
+    for k in evaluation.IMAGE_METRICS:
+      np.testing.assert_allclose(b["metrics"][method][k], a["metrics"][method][k], rtol=1e-3,
+                                 atol=1e-4, err_msg=f"{method}/{k}")
+  for k in evaluation.DETECTOR_METRICS:
+    np.testing.assert_allclose(b["detector"][k], a["detector"][k], atol=1e-3)
+
+
 def test_select_examples_orders_by_cp_minus_cs():
   per_image = {"detector_harmoniser/mse": np.array([5.0, 1.0, 9.0, 4.0, 3.0]),
                "harmoniser_gt_mask/mse": np.array([1.0, 1.0, 1.0, 1.0, 1.0]),
@@ -223,8 +239,7 @@ def test_values_equal_standalone_metrics_on_the_same_examples(eval_run, demo_bui
   for key in runner.ID_FIELDS:
     assert [int(r[key]) for r in rows] == batch[key].numpy().tolist()
   composite, real, mask = batch["composite"], batch["real"], batch["mask"]
-  harmoniser = runner.load_harmoniser(weight_files["harmoniser"], 256)[0]
-  detector = runner.load_detector(weight_files["detector"])[0]
+  harmoniser, detector = weight_files["models"]["harmoniser"], weight_files["models"]["detector"]
   soft = det.soft_mask(det.detection_channels(detector(composite, training=False)))
   outputs = {"composite": composite,
              "harmoniser_gt_mask": harmonise(harmoniser, composite, mask),
