@@ -89,10 +89,20 @@ def served(export_dir, images, tmp_path_factory):
   tmp = tmp_path_factory.mktemp("served")
   np.savez(tmp / "in.npz", **images)
   (tmp / "loader.py").write_text(_LOADER)
+  # saved_model_cli starts meanwhile (a TensorFlow import of its own, mostly one core)
+  cli = helpers.start(["show", "--all", "--dir", os.path.join(export_dir, "1")],
+                      program=os.path.join(os.path.dirname(helpers.PYTHON), "saved_model_cli"))
   proc = helpers.run([str(tmp / "loader.py"), os.path.join(export_dir, "1"),
                       str(tmp / "in.npz"), str(tmp / "out.npz")])
+  stdout, stderr = cli.communicate(timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return dict(np.load(tmp / "out.npz"))
+  return {**np.load(tmp / "out.npz"), "cli": (cli.returncode, stdout, stderr)}
+
+
+@pytest.fixture(scope="module")
+def reference(weights):
+  """The in-process end-to-end model, from the same weight files as the export."""
+  return load_pipeline(*weights)
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +110,8 @@ def loaded(export_dir):
   return tf.saved_model.load(os.path.join(export_dir, "1"))
 
 
-def test_serving_default_equals_the_in_process_end_to_end_model(weights, images, served):
-  pipe = load_pipeline(*weights)
+def test_serving_default_equals_the_in_process_end_to_end_model(reference, images, served):
+  pipe = reference
   for key in ("a", "b"):  # "a" went through a PredictRequest/PredictResponse round trip
     ref = pipe.any_size(images[key].astype(np.float32) / 255.0)
     h, w = images[key].shape[1:3]
@@ -122,8 +132,8 @@ def test_serving_default_equals_the_in_process_end_to_end_model(weights, images,
     assert np.ptp(served[f"{key}_mask"]) > 0.2
 
 
-def test_harmonise_with_mask_equals_the_ground_truth_path(weights, images, served):
-  pipe = load_pipeline(*weights)
+def test_harmonise_with_mask_equals_the_ground_truth_path(reference, images, served):
+  pipe = reference
   b, mask = images["b"], images["mask_b"]
   ref = pipe.any_size({"image": b.astype(np.float32) / 255.0, "mask": mask},
                       mask_source="ground_truth")
@@ -134,11 +144,9 @@ def test_harmonise_with_mask_equals_the_ground_truth_path(weights, images, serve
   assert np.abs(served["bm_harmonised"][~outside].astype(int) - b[~outside]).max() > 10
 
 
-def test_saved_model_cli_shows_both_signatures(export_dir):
-  cli = os.path.join(os.path.dirname(helpers.PYTHON), "saved_model_cli")  # the venv's script
-  proc = helpers.run(["show", "--all", "--dir", os.path.join(export_dir, "1")], program=cli)
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  text = proc.stdout
+def test_saved_model_cli_shows_both_signatures(served):
+  returncode, text, stderr = served["cli"]  # the venv's saved_model_cli, run by `served`
+  assert returncode == 0, stderr[-2000:]
   blocks = {name: text.split(f"signature_def['{name}']:")[1].split("signature_def[")[0]
             for name in ("serving_default", "harmonise_with_mask")}
   sd, hm = blocks["serving_default"], blocks["harmonise_with_mask"]

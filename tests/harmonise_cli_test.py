@@ -111,3 +111,25 @@ def test_single_file_errors(weights, inputs, tmp_path):
                       f"--harmoniser_weights={weights[1]}"])
   assert proc.returncode != 0 and f"missing weights: {tmp_path}/none.h5" in proc.stderr
   assert sorted(os.listdir(tmp_path)) == ["wrong.png"]  # nothing written, not even a temp
+
+
+def test_decoding_matches_as_rgb_and_notes_every_conversion(inputs, tmp_path):
+  """In-process (no model): the CLI's TF-free channel conversion equals detector.as_rgb."""
+  from tfharm.models.detector import as_rgb  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  for name, note in (("grey.png", "grayscale"), ("rgba.png", "alpha"), ("photo.jpg", None)):
+    raw = cv2.imread(str(inputs / name), cv2.IMREAD_UNCHANGED)
+    raw = raw[..., None] if raw.ndim == 2 else raw[..., [2, 1, 0, 3][: raw.shape[-1]]]
+    decoded = files.read_image(str(inputs / name))
+    expected = np.round(as_rgb(raw).numpy() * 255).astype(np.uint8)
+    np.testing.assert_array_equal(decoded.rgb, expected)
+    assert [n for n in decoded.notes if note and note in n] or (note is None and not decoded.notes)
+  deep = (np.arange(12 * 10 * 3).reshape(12, 10, 3) * 1000 % 65536).astype(np.uint16)
+  cv2.imwrite(str(tmp_path / "deep.png"), deep)
+  decoded = files.read_image(str(tmp_path / "deep.png"))
+  np.testing.assert_array_equal(decoded.rgb, np.round(deep[..., ::-1] / 257.0).astype(np.uint8))
+  assert decoded.notes == ["16-bit image scaled to 8 bits"]
+  with pytest.raises(files.HarmoniseError, match="must match"):
+    files.read_mask(str(tmp_path / "deep.png"), (10, 12))
+  with pytest.raises(files.HarmoniseError, match="output must end in"):
+    files.write_image(str(tmp_path / "x.gif"), decoded.rgb)

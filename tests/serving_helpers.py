@@ -64,8 +64,16 @@ def assert_uint8_matches(got: np.ndarray, reference01: np.ndarray, max_ties: flo
   assert np.abs(diff).max() <= 1 and np.mean(diff != 0) <= max_ties
 
 
+_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+
 def run(args, program: str = PYTHON, **kwargs) -> subprocess.CompletedProcess:
   """A fresh process (by default Python: `-m ...` or a script), output captured."""
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  return subprocess.run([program, *args], cwd=REPO, env=env, capture_output=True, text=True,
+  return subprocess.run([program, *args], cwd=REPO, env=_ENV, capture_output=True, text=True,
                         timeout=600, **kwargs)
+
+
+def start(args, program: str = PYTHON) -> subprocess.Popen:
+  """Like run() but in the background; collect with .communicate()."""
+  return subprocess.Popen([program, *args], cwd=REPO, env=_ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)

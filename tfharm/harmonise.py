@@ -51,11 +51,9 @@ def main(argv):
     paths = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
   except FileNotFoundError as e:
     raise app.UsageError(str(e)) from e
-  # Heavy imports after the cheap checks: TensorFlow takes seconds to start.
-  from tfharm.serving import exporter, files  # pylint: disable=g-import-not-at-top
-  from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   try:
-    if not folder:  # decode first: a bad file fails before seconds of weight loading
+    if not folder:  # decode first: a bad file fails before TensorFlow starts
       if os.path.isdir(dst):
         dst = os.path.join(dst, os.path.basename(src))
       if os.path.realpath(dst) == os.path.realpath(src):
@@ -63,6 +61,9 @@ def main(argv):
       if not files.is_image_path(dst):
         raise files.HarmoniseError("bad_output", f"--output {dst} must end in .jpg, .jpeg or .png")
       inputs = files.load_inputs(src, _MASK.value)
+    # Heavy imports after the cheap checks: TensorFlow takes seconds to start.
+    from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+    from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
     harmoniser = files.FileHarmoniser(
         ServingModule(exporter.load_serving_pipeline(*paths), jit_compile=_JIT.value))
     if folder:

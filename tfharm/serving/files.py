@@ -2,7 +2,8 @@
 
 The library part of `python -m tfharm.harmonise`. It runs the in-process pipeline through the
 same `ServingModule` functions that are exported, so a file harmonised here gets exactly the
-served model's pixels (uint8 in, uint8 out).
+served model's pixels (uint8 in, uint8 out). Decoding and writing need no TensorFlow (imported
+only by FileHarmoniser), so a bad file is reported in a second.
 """
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import collections
 import dataclasses
 import os
 import tempfile
+from typing import TYPE_CHECKING
 
 from absl import logging
 import cv2
 import numpy as np
-import tensorflow as tf
 
-from tfharm.models.detector import as_rgb
-from tfharm.serving.signatures import ServingModule, to_uint8
+if TYPE_CHECKING:
+  from tfharm.serving.signatures import ServingModule
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _WRITE_PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
@@ -43,10 +44,22 @@ def is_image_path(path: str) -> bool:
   return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
+def to_rgb(image: np.ndarray) -> np.ndarray:
+  """(H, W, C) uint8, C = 1 / 3 / 4 -> (H, W, 3): grey repeated, alpha dropped. The numpy twin
+  of tfharm.models.detector.as_rgb (equal on uint8 images, tested), kept TF-free."""
+  if image.shape[-1] == 1:
+    return np.repeat(image, 3, axis=-1)
+  if image.shape[-1] == 4:
+    return image[..., :3]
+  if image.shape[-1] != 3:
+    raise HarmoniseError("unreadable", f"expected 1, 3 or 4 channels, got {image.shape[-1]}")
+  return image
+
+
 def read_image(path: str) -> Decoded:
-  """JPEG/PNG -> RGB uint8. Grey is repeated, alpha dropped (kept aside), 16 bit scaled to 8,
-  via tfharm.models.detector.as_rgb; every conversion is noted. EXIF orientation is not
-  applied: the output keeps the stored pixel order."""
+  """JPEG/PNG -> RGB uint8. Grey is repeated, alpha dropped (kept aside), 16 bit scaled to 8;
+  every conversion is noted. EXIF orientation is not applied: the output keeps the stored
+  pixel order."""
   data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
   image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
   if image is None or image.size == 0:
@@ -67,8 +80,7 @@ def read_image(path: str) -> Decoded:
     alpha = image[..., 3]
     image = image[..., [2, 1, 0, 3]]  # BGRA -> RGBA
     notes.append("alpha channel dropped for the model (kept for PNG output)")
-  rgb = to_uint8(as_rgb(image)).numpy()  # (H, W, 3); as_rgb: /255, grey repeat, alpha drop
-  return Decoded(np.ascontiguousarray(rgb), alpha, notes)
+  return Decoded(np.ascontiguousarray(to_rgb(image)), alpha, notes)  # (H, W, 3)
 
 
 def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
@@ -115,11 +127,12 @@ def write_image(path: str, rgb: np.ndarray, alpha: np.ndarray | None = None) -> 
 class FileHarmoniser:
   """Runs the serving functions of `module` on decoded files."""
 
-  def __init__(self, module: ServingModule):
+  def __init__(self, module: "ServingModule"):
     self.module = module
 
   def harmonise(self, rgb: np.ndarray, mask: np.ndarray | None = None):
     """(H, W, 3) uint8 [+ (H, W, 1) mask] -> (harmonised uint8 (H, W, 3), mask (H, W) float)."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     image = tf.constant(rgb[None])
     if mask is None:
       out = self.module.serving_default(image)
