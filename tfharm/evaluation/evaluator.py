@@ -4,6 +4,7 @@ wrapper; tests call this directly."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from absl import logging
@@ -58,7 +59,7 @@ def evaluate(cfg: EvalConfig) -> dict:
       "detector_weights": {"path": detector_path, "sha256": runner.sha256_file(detector_path)},
       "harmoniser_weights": {"path": harmoniser_path,
                              "sha256": runner.sha256_file(harmoniser_path)},
-      "dataset": {"name": builder.name, "data_dir": cfg.data_dir, "config": cfg.dataset_config,
+      "dataset": {"name": builder.name, "data_dir": os.path.abspath(cfg.data_dir), "config": cfg.dataset_config,
                   "version": str(builder.info.version), "split": cfg.split,
                   "split_size": int(builder.info.splits[cfg.split].num_examples),
                   "image_size": size, "max_examples": cfg.max_examples},

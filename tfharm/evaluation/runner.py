@@ -45,7 +45,7 @@ DETECTOR_METRICS = ("iou", "f1", "ap")
 LOWER_IS_BETTER = {"mse": True, "psnr": False, "lpips": True, "fmse": True, "ssim": False}
 ID_FIELDS = ("image_id", "object_id", "reference_image_id", "reference_object_id")
 
-DETECTOR_256 = os.path.join(checkpoints.CHECKPOINT_DIR, "detector_256.head.weights.h5")
+DETECTOR_256 = checkpoints.DETECTOR_256
 HARMONISER_256 = checkpoints.HARMONISER_256
 
 
@@ -108,9 +108,9 @@ def load_detector(path: str | None) -> tuple[Any, str]:
     raise EvaluationError(
         f"detector weights {path} not found. The shipped file is "
         f"checkpoints/detector_256.head.weights.h5 (train with "
-        f"`python -m tfharm.train --flagfile=configs/train_detector_coco_mini.flags`; the "
-        f"run exports detector.head.weights.h5 into its workdir); or pass "
-        f"--detector_weights=PATH")
+        f"`python -m tfharm.train --flagfile=configs/train_detector_coco_mini.flags`, then "
+        f"`python scripts/ship_detector.py`; a training run also exports "
+        f"detector.head.weights.h5 into its workdir); or pass --detector_weights=PATH")
   try:
     model = detector_lib.load_detector(path)
   except weights.WeightsError as e:
