@@ -59,7 +59,8 @@ def evaluate(cfg: EvalConfig) -> dict:
       "detector_weights": {"path": detector_path, "sha256": runner.sha256_file(detector_path)},
       "harmoniser_weights": {"path": harmoniser_path,
                              "sha256": runner.sha256_file(harmoniser_path)},
-      "dataset": {"name": builder.name, "data_dir": os.path.abspath(cfg.data_dir), "config": cfg.dataset_config,
+      "dataset": {"name": builder.name, "data_dir": os.path.abspath(cfg.data_dir),
+                  "config": cfg.dataset_config,
                   "version": str(builder.info.version), "split": cfg.split,
                   "split_size": int(builder.info.splits[cfg.split].num_examples),
                   "image_size": size, "max_examples": cfg.max_examples},
@@ -100,7 +101,6 @@ def evaluate(cfg: EvalConfig) -> dict:
 def per_image_values(metrics_dir: str) -> dict[str, np.ndarray]:
   """per_image.csv back as arrays (numeric columns), for tests and notebooks."""
   import csv  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
   with open(os.path.join(metrics_dir, "per_image.csv")) as f:
     rows = list(csv.DictReader(f))
   return {k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows])
