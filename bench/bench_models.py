@@ -2,6 +2,7 @@
 
   python bench/bench_models.py                      # harmoniser, all variants
   python bench/bench_models.py --models=harmoniser --iters=3
+  python bench/bench_models.py --models=detector,end_to_end --iters=3 --warmup=1
 
 Each (model, mode, precision, XLA) variant runs in its own subprocess, so the dtype
 policy and the peak RSS belong to that variant alone. The CPU's reachable peak is
@@ -20,7 +21,9 @@ import time
 from absl import app, flags
 
 _MODELS = flags.DEFINE_list("models", ["harmoniser"], "Models to benchmark (see BENCHES).")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Images per step.")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Images per step (0: the model's default, "
+                              "16 for the harmoniser, 8 for the detector and end to end).")
+DEFAULT_BATCH = {"harmoniser": 16, "detector": 8, "end_to_end": 8}
 _SIZE = flags.DEFINE_integer("size", 256, "Image size.")
 _ITERS = flags.DEFINE_integer("iters", 5, "Timed steps per variant (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing, XLA compilation).")
@@ -51,24 +54,38 @@ def _time(fn, warmup: int, iters: int) -> tuple[float, float]:
   return sorted(wall)[len(wall) // 2], sorted(cpu)[len(cpu) // 2]
 
 
-def forward_flops(model) -> int:
+def forward_flops(model, only_frozen: bool = False, size: int = 256) -> int:
   """Analytic multiply-add FLOPs (2 per MAC) of one image through conv/deconv/dense layers.
 
-  Batch norm, ELU and the skip sums are elementwise and ignored (< 1 %).
+  Batch norm, ELU/ReLU, pooling, upsampling and the skip sums are elementwise and ignored
+  (< 1 %). `only_frozen`: count only layers that are not trainable (the detector's VGG16).
+  Models with dynamic spatial dims (the detector) get their shapes from one size x size call.
   """
   import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  kinds = (keras.layers.Conv2DTranspose, keras.layers.Conv2D, keras.layers.Dense)
+  counted = [l for l in model.layers if isinstance(l, kinds)
+             and not (only_frozen and l.trainable)]
+  shapes = {id(l): (tuple(l.input.shape), tuple(l.output.shape)) for l in counted}
+  if any(None in s[1:] for pair in shapes.values() for s in pair):
+    if len(model.inputs) != 1:
+      raise ValueError("dynamic shapes are probed for single-input models only")
+    probe = keras.Model(model.inputs, [(l.input, l.output) for l in counted])
+    outs = probe(np.zeros((1, size, size, model.inputs[0].shape[-1]), "float32"))
+    shapes = {id(l): (tuple(i.shape), tuple(o.shape)) for l, (i, o) in zip(counted, outs)}
   total = 0
-  for layer in model.layers:
+  for layer in counted:
+    in_shape, out_shape = shapes[id(layer)]
     if isinstance(layer, keras.layers.Conv2DTranspose):
-      _, h, w, cin = layer.input.shape  # every input pixel scatters a k x k x cout patch
+      _, h, w, cin = in_shape  # every input pixel scatters a k x k x cout patch
       kh, kw = layer.kernel_size
       total += 2 * h * w * cin * kh * kw * layer.filters
     elif isinstance(layer, keras.layers.Conv2D):
-      _, h, w, cout = layer.output.shape
+      _, h, w, cout = out_shape
       kh, kw = layer.kernel_size
-      total += 2 * h * w * cout * kh * kw * layer.input.shape[-1]
-    elif isinstance(layer, keras.layers.Dense):
-      total += 2 * layer.input.shape[-1] * layer.units
+      total += 2 * h * w * cout * kh * kw * in_shape[-1]
+    else:
+      total += 2 * in_shape[-1] * layer.units
   return total
 
 
@@ -117,9 +134,70 @@ def _harmoniser_variant(mode: str, precision: str, xla: bool, batch: int, size: 
           "peak_flops_per_s": _peak_conv(precision, iters), "peak_rss_gib": _rss_gib()}
 
 
-# Each entry runs one variant in-process. The detector (issue 6) adds "detector" and
-# "end_to_end" here with the same signature.
-BENCHES = {"harmoniser": _harmoniser_variant}
+def _detector_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
+                      warmup: int, iters: int) -> dict:
+  """The detector with its frozen ImageNet VGG16 (training updates only the trained layers)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfharm.models.detector import Detector, DetectorConfig  # pylint: disable=g-import-not-at-top
+
+  keras.mixed_precision.set_global_policy(precision)
+  model = Detector(DetectorConfig())
+  rng = np.random.default_rng(0)
+  image = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)), tf.float32)
+  labels = tf.constant(rng.integers(0, 3, (batch, size, size)), tf.int32)
+  if mode == "inference":
+    fn = tf.function(lambda: model(image, training=False), jit_compile=xla)
+  else:
+    optimizer = keras.optimizers.Adam(1e-4)
+    optimizer.build(model.trainable_variables)
+
+    def step():
+      with tf.GradientTape() as tape:
+        probs = tf.cast(model(image, training=True), tf.float32)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(labels, probs))
+      optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+      return loss
+    fn = tf.function(step, jit_compile=xla)
+  seconds, cpu_seconds = _time(lambda: np.asarray(fn()), warmup, iters)
+  forward = forward_flops(model, size=size)
+  frozen = forward_flops(model, only_frozen=True, size=size)
+  # Trained layers: forward + input and weight gradients (3x); frozen ones: forward + input
+  # gradient (2x, an upper bound: nothing flows below block1_pool).
+  flops = forward if mode == "inference" else 3 * (forward - frozen) + 2 * frozen
+  return {"images_per_s": batch / seconds, "flops_per_s": flops * batch / seconds,
+          "images_per_cpu_s": batch / cpu_seconds, "step_flops": flops,
+          "params": model.count_params(), "forward_flops": forward,
+          "peak_flops_per_s": _peak_conv(precision, iters), "peak_rss_gib": _rss_gib()}
+
+
+def _end_to_end_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
+                        warmup: int, iters: int) -> dict:
+  """Detector -> max(p0, p1) -> harmoniser as one graph (tfharm.models.make_inference_fn)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfharm.models import (Detector, DetectorConfig, HarmonisationPipeline, Harmoniser,  # pylint: disable=g-import-not-at-top
+                             HarmoniserConfig, make_inference_fn)
+
+  if mode != "inference":
+    raise ValueError("end_to_end is inference only (the two networks train separately)")
+  keras.mixed_precision.set_global_policy(precision)
+  detector, harmoniser = Detector(DetectorConfig()), Harmoniser(HarmoniserConfig(image_size=size))
+  fn = make_inference_fn(HarmonisationPipeline(detector, harmoniser), "predicted", jit_compile=xla)
+  image = tf.constant(np.random.default_rng(0).uniform(0, 1, (batch, size, size, 3)), tf.float32)
+  seconds, cpu_seconds = _time(lambda: fn(image)["harmonised"].numpy(), warmup, iters)
+  flops = forward_flops(detector, size=size) + forward_flops(harmoniser)
+  return {"images_per_s": batch / seconds, "flops_per_s": flops * batch / seconds,
+          "images_per_cpu_s": batch / cpu_seconds, "step_flops": flops,
+          "params": detector.count_params() + harmoniser.count_params(), "forward_flops": flops,
+          "peak_flops_per_s": _peak_conv(precision, iters), "peak_rss_gib": _rss_gib()}
+
+
+# Each entry runs one variant in-process.
+BENCHES = {"harmoniser": _harmoniser_variant, "detector": _detector_variant,
+           "end_to_end": _end_to_end_variant}
 
 
 def _run_one(spec: dict) -> dict:
@@ -144,19 +222,25 @@ def main(argv):
     return
   print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
   for model in _MODELS.value:
+    batch = _BATCH.value or DEFAULT_BATCH[model]
     for precision in _PRECISIONS.value:
       results = []
       for mode in _MODES.value:
+        if model == "end_to_end" and mode != "inference":
+          continue
         for xla in (x.lower() == "true" for x in _XLA.value):
           spec = dict(model=model, mode=mode, precision=precision, xla=xla,
-                      batch=_BATCH.value, size=_SIZE.value, warmup=_WARMUP.value,
+                      batch=batch, size=_SIZE.value, warmup=_WARMUP.value,
                       iters=_ITERS.value)
           results.append((spec, _spawn(spec)))
       if precision == _PRECISIONS.value[0]:
         r = results[0][1]
         print(f"{model}.params {r['params']} count")
         print(f"{model}.forward_flops_per_image {r['forward_flops'] / 1e9:.2f} GFLOP")
-        print(f"{model}.train_flops_per_image {3 * r['forward_flops'] / 1e9:.2f} GFLOP")
+        train = [r for spec, r in results if spec["mode"] == "train"]
+        if train:
+          flops = train[0].get("step_flops", 3 * r["forward_flops"])
+          print(f"{model}.train_flops_per_image {flops / 1e9:.2f} GFLOP")
       peak = max(r["peak_flops_per_s"] for _, r in results)  # least disturbed by other load
       print(f"peak_conv3x3.{precision} {peak / 1e9:.1f} GFLOP/s")
       for spec, r in results:
