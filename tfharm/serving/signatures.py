@@ -67,7 +67,6 @@ class ServingModule(tf.Module):
   def __init__(self, pipeline: HarmonisationPipeline, jit_compile: bool | None = None):
     super().__init__(name="tfharm_serving")
     self.pipeline = pipeline  # tracked: its Keras variables are saved with the module
-    self.image_size = tf.constant(pipeline.image_size, tf.int32, name="image_size")
     jit = default_jit_compile() if jit_compile is None else bool(jit_compile)
     self._predicted = tf.function(
         lambda image: pipeline.any_size(image, mask_source="predicted"), jit_compile=jit)
