@@ -31,7 +31,6 @@ from tfharm.models.pipeline import HarmonisationPipeline
 
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")
 MASK_SPEC = tf.TensorSpec([None, None, None, 1], tf.float32, name="mask")
-SIGNATURE_KEYS = ("serving_default", "harmonise_with_mask")
 
 
 def to_uint8(x: tf.Tensor) -> tf.Tensor:
