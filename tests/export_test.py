@@ -238,8 +238,7 @@ def test_missing_weights_are_named(tmp_path):
   assert f"{tmp_path}/nope.head.weights.h5" in proc.stderr and f"{tmp_path}/nope.weights.h5" in proc.stderr
   assert not base.exists()
   # the defaults are the committed checkpoints, resolved from the package, not the cwd
-  assert exporter.DEFAULT_DETECTOR == os.path.join(checkpoints.CHECKPOINT_DIR,
-                                                   "detector_256.head.weights.h5")
+  assert exporter.DEFAULT_DETECTOR == checkpoints.DETECTOR_256
   assert exporter.DEFAULT_HARMONISER == checkpoints.HARMONISER_256
   missing = [p for p in (exporter.DEFAULT_DETECTOR, exporter.DEFAULT_HARMONISER)
              if not os.path.exists(p)]
