@@ -35,7 +35,9 @@ test-slow: install weights
 bench: install weights
 	$(PY) bench/bench_builder.py
 	$(PY) bench/bench_metrics.py
-	$(PY) bench/bench_models.py
+	$(PY) bench/bench_models.py --models=harmoniser,detector,end_to_end
+	$(PY) bench/bench_eval.py
+	$(PY) bench/bench_serving.py
 
 clean:
 	rm -rf $(VENV) out
