@@ -26,7 +26,7 @@ demo: install weights
 	$(PY) -m tfharm.eval --flagfile=configs/eval_demo.flags
 
 test: install weights
-	$(PY) -m pytest -q -m "not slow" tests data_builders
+	$(PY) -m pytest -q -m "not slow" --durations=10 tests data_builders
 
 # Slow checks and benchmarks: not part of `make test`.
 test-slow: install weights
