@@ -25,14 +25,18 @@ from tfharm.models import checkpoints, harmoniser  # pylint: disable=wrong-impor
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
 _OUT = flags.DEFINE_string("output", checkpoints.HARMONISER_256, "Shipped weights file.")
 _DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites/256.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", None, "A checkpoint prefix in <workdir>/checkpoints (e.g. ckpt-3750) instead of "
+    "the newest; choose it on the training run's own validation split, not on the split scored "
+    "here.")
 flags.mark_flags_as_required(["workdir", "data_dir"])
 
 
 def main(argv):
   del argv
   model = harmoniser.Harmoniser(harmoniser.HarmoniserConfig(image_size=256))
-  latest = checkpoints.restore_training_checkpoint(model, os.path.join(_WORKDIR.value,
-                                                                       "checkpoints"))
+  latest = checkpoints.restore_training_checkpoint(
+      model, os.path.join(_WORKDIR.value, "checkpoints"), _CHECKPOINT.value)
   data = lambda: pipeline.make_dataset(_DATA.value, "test", config="256", batch_size=16)
   float32_scores = validation.harmoniser_scores(model, data())
   checkpoints.save_float16_weights(model, _OUT.value)

@@ -54,9 +54,16 @@ def save_float16_weights(model: keras.Model, path: str) -> None:
         os.remove(leftover)
 
 
-def restore_training_checkpoint(model: keras.Model, checkpoint_dir: str) -> str:
-  """Loads the model weights of the newest `tfharm.train` checkpoint (optimizer state ignored)."""
-  latest = tf.train.latest_checkpoint(checkpoint_dir)
+def restore_training_checkpoint(model: keras.Model, checkpoint_dir: str,
+                                name: str | None = None) -> str:
+  """Loads the model weights of a `tfharm.train` checkpoint (optimizer state ignored): the
+  newest, or the one called `name` (e.g. "ckpt-3750")."""
+  if name:
+    latest = os.path.join(checkpoint_dir, name)
+    if not tf.io.gfile.exists(latest + ".index"):
+      raise FileNotFoundError(f"no checkpoint {name} in {checkpoint_dir}")
+  else:
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
   if latest is None:
     raise FileNotFoundError(f"no training checkpoint in {checkpoint_dir}")
   tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
