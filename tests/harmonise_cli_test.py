@@ -58,6 +58,10 @@ def test_folder_writes_every_readable_image_and_counts_the_skips(folder_run, inp
   assert "5/5" in proc.stderr  # the progress bar: every .jpg/.png tried
   photo = cv2.imread(str(out / "images" / "photo.jpg"))
   assert photo.shape == (213, 317, 3)
+  umask = os.umask(0)
+  os.umask(umask)
+  for written in (out / "images" / "photo.jpg", out / "masks" / "photo.png"):
+    assert os.stat(written).st_mode & 0o777 == 0o666 & ~umask, written  # not mkstemp's 0600
   rgba_in = cv2.imread(str(inputs / "rgba.png"), cv2.IMREAD_UNCHANGED)
   rgba_out = cv2.imread(str(out / "images" / "rgba.png"), cv2.IMREAD_UNCHANGED)
   assert rgba_out.shape == (101, 77, 4)

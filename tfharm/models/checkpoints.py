@@ -47,6 +47,9 @@ def save_float16_weights(model: keras.Model, path: str) -> None:
         src.copy(src[key], dst, name=key)
       for key, value in src.attrs.items():
         dst.attrs[key] = value
+    umask = os.umask(0)  # mkstemp/h5py files would otherwise keep 0600
+    os.umask(umask)
+    os.chmod(compact, 0o666 & ~umask)
     os.replace(compact, path)
   finally:
     for leftover in (tmp, tmp + ".compact"):

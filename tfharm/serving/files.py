@@ -117,6 +117,10 @@ def write_image(path: str, rgb: np.ndarray, alpha: np.ndarray | None = None) -> 
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(buf.tobytes())
+    # mkstemp makes the file 0600; give the output the permissions of any file the user makes.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
