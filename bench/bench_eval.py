@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 
 from absl import app, flags
+
+import measure  # bench/measure.py
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "out/demo/tfds", "TFDS data_dir with the 256 build.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to read.")
@@ -35,27 +36,6 @@ NUM_PAPER_COMPOSITES = 68128
 GPU_PEAKS = {"A100 TF32 dense": 156e12, "A100 bf16 dense": 312e12}
 UTILISATION = 0.4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _median_time(fn, iters: int) -> tuple[float, float]:
-  """(median wall s, median process CPU s) per call after one untimed call."""
-  fn()
-  wall, cpu = [], []
-  for _ in range(iters):
-    t, c = time.perf_counter(), time.process_time()
-    fn()
-    wall.append(time.perf_counter() - t)
-    cpu.append(time.process_time() - c)
-  return sorted(wall)[len(wall) // 2], sorted(cpu)[len(cpu) // 2]
-
-
-def _peak_conv(iters: int) -> float:
-  """FLOP/s of one large float32 3x3 convolution (16x64x64x256 -> 256), as bench_models.py."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  x = tf.random.normal((16, 64, 64, 256))
-  k = tf.random.normal((3, 3, 256, 256)) * 0.01
-  conv = tf.function(lambda: tf.nn.conv2d(x, k, 1, "SAME"))
-  return 2 * 16 * 64 * 64 * 256 * 256 * 9 / _median_time(lambda: conv().numpy(), iters)[0]
 
 
 def _build(xla: bool):
@@ -146,7 +126,7 @@ def _variant(spec: dict) -> dict:
   }
   out["stages_s_per_example"] = {}
   for name, fn in stages.items():
-    wall, _ = _median_time(lambda fn=fn: tf.nest.map_structure(np.asarray, fn()), spec["iters"])
+    wall, _ = measure.median_time(lambda fn=fn: tf.nest.map_structure(np.asarray, fn()), 1, spec["iters"])
     out["stages_s_per_example"][name] = wall / b
   plain = data_pipeline.make_dataset(spec["data_dir"], spec["split"], batch_size=spec["batch"],
                                      max_examples=n)
@@ -154,17 +134,8 @@ def _variant(spec: dict) -> dict:
   count = sum(int(x["composite"].shape[0]) for x in plain)
   out["stages_s_per_example"]["decode_io"] = (time.perf_counter() - t) / count
   out["flops"] = graph_flops(graph)
-  out["peak_flops_per_s"] = _peak_conv(spec["iters"] + 1)
+  out["peak_flops_per_s"] = measure.peak_conv_flops("float32", spec["iters"] + 1)
   return out
-
-
-def _spawn(spec: dict) -> dict:
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), f"--one={json.dumps(spec)}"],
-                        capture_output=True, text=True, env=env, check=False, cwd=REPO)
-  if proc.returncode != 0:
-    raise RuntimeError(f"variant {spec} failed:\n{proc.stderr[-3000:]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv):
@@ -179,7 +150,7 @@ def main(argv):
   for i, xla in enumerate(x.lower() == "true" for x in _XLA.value):
     spec = dict(xla=xla, data_dir=data_dir, split=_SPLIT.value, batch=_BATCH.value,
                 examples=_EXAMPLES.value, iters=_ITERS.value, breakdown=(i == 0 and not xla))
-    r = _spawn(spec)
+    r = measure.spawn_variant(__file__, spec)
     name = f"eval.end_to_end.{'xla' if xla else 'noxla'}"
     t = r["timing"]
     print(f"{name}.examples_per_s {t['examples_per_s_after_first_batch']:.3f} examples/s")

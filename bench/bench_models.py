@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 
 from absl import app, flags
+
+import measure  # bench/measure.py
 
 _MODELS = flags.DEFINE_list("models", ["harmoniser"], "Models to benchmark (see BENCHES).")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Images per step (0: the model's default, "
@@ -35,23 +35,6 @@ _ONE = flags.DEFINE_string("one", None, "Internal: run one variant as JSON and p
 
 def _rss_gib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is KiB
-
-
-def _time(fn, warmup: int, iters: int) -> tuple[float, float]:
-  """Median wall seconds and median process CPU seconds per call of fn (fn must block).
-
-  CPU seconds say what the variant costs when other jobs share the two cores; wall time
-  alone then mostly measures the neighbours.
-  """
-  for _ in range(warmup):
-    fn()
-  wall, cpu = [], []
-  for _ in range(iters):
-    t, c = time.perf_counter(), time.process_time()
-    fn()
-    wall.append(time.perf_counter() - t)
-    cpu.append(time.process_time() - c)
-  return sorted(wall)[len(wall) // 2], sorted(cpu)[len(cpu) // 2]
 
 
 def forward_flops(model, only_frozen: bool = False, size: int = 256) -> int:
@@ -89,17 +72,6 @@ def forward_flops(model, only_frozen: bool = False, size: int = 256) -> int:
   return total
 
 
-def _peak_conv(precision: str, iters: int) -> float:
-  """FLOP/s of one large 3x3 convolution (16x64x64x256 -> 256) in this precision."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
-  x = tf.random.normal((16, 64, 64, 256), dtype=dtype)
-  k = tf.random.normal((3, 3, 256, 256), dtype=dtype) * 0.01
-  conv = tf.function(lambda: tf.nn.conv2d(x, k, 1, "SAME"))
-  flops = 2 * 16 * 64 * 64 * 256 * 256 * 9
-  return flops / _time(lambda: conv().numpy(), 2, iters)[0]
-
-
 def _harmoniser_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
                         warmup: int, iters: int) -> dict:
   import keras  # pylint: disable=g-import-not-at-top
@@ -126,12 +98,12 @@ def _harmoniser_variant(mode: str, precision: str, xla: bool, batch: int, size: 
       optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
       return loss
     fn = tf.function(step, jit_compile=xla)
-  seconds, cpu_seconds = _time(lambda: np.asarray(fn()), warmup, iters)
+  seconds, cpu_seconds = measure.median_time(lambda: np.asarray(fn()), warmup, iters)
   flops = forward_flops(model) * (3 if mode == "train" else 1)  # backward ~ 2x forward
   return {"images_per_s": batch / seconds, "flops_per_s": flops * batch / seconds,
           "images_per_cpu_s": batch / cpu_seconds,
           "params": model.count_params(), "forward_flops": forward_flops(model),
-          "peak_flops_per_s": _peak_conv(precision, iters), "peak_rss_gib": _rss_gib()}
+          "peak_flops_per_s": measure.peak_conv_flops(precision, iters), "peak_rss_gib": _rss_gib()}
 
 
 def _detector_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
@@ -160,7 +132,7 @@ def _detector_variant(mode: str, precision: str, xla: bool, batch: int, size: in
       optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
       return loss
     fn = tf.function(step, jit_compile=xla)
-  seconds, cpu_seconds = _time(lambda: np.asarray(fn()), warmup, iters)
+  seconds, cpu_seconds = measure.median_time(lambda: np.asarray(fn()), warmup, iters)
   forward = forward_flops(model, size=size)
   frozen = forward_flops(model, only_frozen=True, size=size)
   # Trained layers: forward + input and weight gradients (3x); frozen ones: forward + input
@@ -169,7 +141,7 @@ def _detector_variant(mode: str, precision: str, xla: bool, batch: int, size: in
   return {"images_per_s": batch / seconds, "flops_per_s": flops * batch / seconds,
           "images_per_cpu_s": batch / cpu_seconds, "step_flops": flops,
           "params": model.count_params(), "forward_flops": forward,
-          "peak_flops_per_s": _peak_conv(precision, iters), "peak_rss_gib": _rss_gib()}
+          "peak_flops_per_s": measure.peak_conv_flops(precision, iters), "peak_rss_gib": _rss_gib()}
 
 
 def _end_to_end_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
@@ -187,12 +159,12 @@ def _end_to_end_variant(mode: str, precision: str, xla: bool, batch: int, size: 
   detector, harmoniser = Detector(DetectorConfig()), Harmoniser(HarmoniserConfig(image_size=size))
   fn = make_inference_fn(HarmonisationPipeline(detector, harmoniser), "predicted", jit_compile=xla)
   image = tf.constant(np.random.default_rng(0).uniform(0, 1, (batch, size, size, 3)), tf.float32)
-  seconds, cpu_seconds = _time(lambda: fn(image)["harmonised"].numpy(), warmup, iters)
+  seconds, cpu_seconds = measure.median_time(lambda: fn(image)["harmonised"].numpy(), warmup, iters)
   flops = forward_flops(detector, size=size) + forward_flops(harmoniser)
   return {"images_per_s": batch / seconds, "flops_per_s": flops * batch / seconds,
           "images_per_cpu_s": batch / cpu_seconds, "step_flops": flops,
           "params": detector.count_params() + harmoniser.count_params(), "forward_flops": flops,
-          "peak_flops_per_s": _peak_conv(precision, iters), "peak_rss_gib": _rss_gib()}
+          "peak_flops_per_s": measure.peak_conv_flops(precision, iters), "peak_rss_gib": _rss_gib()}
 
 
 # Each entry runs one variant in-process.
@@ -203,16 +175,6 @@ BENCHES = {"harmoniser": _harmoniser_variant, "detector": _detector_variant,
 def _run_one(spec: dict) -> dict:
   return BENCHES[spec["model"]](spec["mode"], spec["precision"], spec["xla"], spec["batch"],
                                 spec["size"], spec["warmup"], spec["iters"])
-
-
-def _spawn(spec: dict) -> dict:
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run([sys.executable, os.path.abspath(__file__), f"--one={json.dumps(spec)}"],
-                        capture_output=True, text=True, env=env, check=False,
-                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  if proc.returncode != 0:
-    raise RuntimeError(f"variant {spec} failed:\n{proc.stderr[-3000:]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv):
@@ -232,7 +194,7 @@ def main(argv):
           spec = dict(model=model, mode=mode, precision=precision, xla=xla,
                       batch=batch, size=_SIZE.value, warmup=_WARMUP.value,
                       iters=_ITERS.value)
-          results.append((spec, _spawn(spec)))
+          results.append((spec, measure.spawn_variant(__file__, spec)))
       if precision == _PRECISIONS.value[0]:
         r = results[0][1]
         print(f"{model}.params {r['params']} count")

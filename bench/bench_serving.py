@@ -20,25 +20,14 @@ import time
 
 from absl import app, flags
 
+import measure  # bench/measure.py
+
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "An exported version dir (default: export one).")
 _HEIGHT = flags.DEFINE_integer("height", 768, "Image height.")
 _WIDTH = flags.DEFINE_integer("width", 1024, "Image width.")
 _BATCH = flags.DEFINE_integer("batch_size", 4, "Images per call for the throughput figure.")
 _ITERS = flags.DEFINE_integer("iters", 5, "Timed calls per figure (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls per figure.")
-
-
-def _time(fn, warmup: int, iters: int) -> tuple[float, float]:
-  """Median wall seconds and median process CPU seconds of fn() (fn blocks on its result)."""
-  for _ in range(warmup):
-    fn()
-  wall, cpu = [], []
-  for _ in range(iters):
-    t, c = time.perf_counter(), time.process_time()
-    fn()
-    wall.append(time.perf_counter() - t)
-    cpu.append(time.process_time() - c)
-  return sorted(wall)[len(wall) // 2], sorted(cpu)[len(cpu) // 2]
 
 
 def _export(directory: str) -> str:
@@ -72,13 +61,13 @@ def main(argv):
     mask = tf.constant(rng.uniform(0, 1, (1, h, w, 1)).astype(np.float32))
     size = f"{w}x{h}"
 
-    wall, cpu = _time(lambda: sd(image=one)["harmonised"].numpy(), _WARMUP.value, _ITERS.value)
+    wall, cpu = measure.median_time(lambda: sd(image=one)["harmonised"].numpy(), _WARMUP.value, _ITERS.value)
     print(f"serving.serving_default.latency_{size}_b1 {wall * 1e3:.0f} ms")
     print(f"serving.serving_default.cpu_seconds_{size}_b1 {cpu:.2f} CPU-s")
-    wall, cpu = _time(lambda: sd(image=batch)["harmonised"].numpy(), 1, max(2, _ITERS.value // 2))
+    wall, cpu = measure.median_time(lambda: sd(image=batch)["harmonised"].numpy(), 1, max(2, _ITERS.value // 2))
     print(f"serving.serving_default.throughput_{size}_b{b} {b / wall:.2f} images/s")
     print(f"serving.serving_default.cpu_seconds_per_image_{size}_b{b} {cpu / b:.2f} CPU-s")
-    wall, cpu = _time(lambda: hm(image=one, mask=mask)["harmonised"].numpy(),
+    wall, cpu = measure.median_time(lambda: hm(image=one, mask=mask)["harmonised"].numpy(),
                       _WARMUP.value, _ITERS.value)
     print(f"serving.harmonise_with_mask.latency_{size}_b1 {wall * 1e3:.0f} ms")
     print(f"serving.harmonise_with_mask.cpu_seconds_{size}_b1 {cpu:.2f} CPU-s")
