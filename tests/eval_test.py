@@ -24,6 +24,7 @@ from tfharm.evaluation import evaluator
 from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
 from tfharm.metrics import lpips as lpips_lib
+from tfharm.weights import store
 from tfharm.models import detector as det
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise
 from tests.models.trained_weights import perturb_trained_layers
@@ -198,7 +199,7 @@ def test_metrics_json_schema(eval_run, weight_files):
   prov = on_disk["provenance"]
   for which in ("detector", "harmoniser"):
     assert prov[f"{which}_weights"]["path"] == os.path.abspath(weight_files[which])
-    assert prov[f"{which}_weights"]["sha256"] == runner.sha256_file(weight_files[which])
+    assert prov[f"{which}_weights"]["sha256"] == store.sha256_file(weight_files[which])
   assert prov["dataset"]["split"] == "test" and prov["dataset"]["config"] == "256"
   assert prov["settings"]["jit_compile"] is False
   assert sum(c["num_examples"] for c in on_disk["per_category"].values()) == N

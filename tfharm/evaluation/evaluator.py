@@ -13,6 +13,7 @@ import numpy as np
 from tfharm.evaluation import artifacts, figures, report, runner, summaries
 from tfharm.evaluation.runner import EvalConfig, EvaluationError
 from tfharm.metrics import lpips as lpips_lib
+from tfharm.weights import store
 
 
 def check_output_dir(cfg: EvalConfig) -> None:
@@ -56,9 +57,9 @@ def evaluate(cfg: EvalConfig) -> dict:
   summary = report.summarise(results.per_image)
   categories = report.per_category(results.per_image, names)
   provenance = {
-      "detector_weights": {"path": detector_path, "sha256": runner.sha256_file(detector_path)},
+      "detector_weights": {"path": detector_path, "sha256": store.sha256_file(detector_path)},
       "harmoniser_weights": {"path": harmoniser_path,
-                             "sha256": runner.sha256_file(harmoniser_path)},
+                             "sha256": store.sha256_file(harmoniser_path)},
       "dataset": {"name": builder.name, "data_dir": os.path.abspath(cfg.data_dir),
                   "config": cfg.dataset_config,
                   "version": str(builder.info.version), "split": cfg.split,

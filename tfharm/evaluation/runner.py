@@ -14,7 +14,6 @@ the `*_gated` rows paste it into the composite through the mask, C + m * (H - C)
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import platform
 import time
@@ -72,14 +71,6 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------- models
-def sha256_file(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def load_harmoniser(path: str | None, image_size: int) -> tuple[Any, str]:
   """The harmoniser for S = image_size; EvaluationError for a missing or mismatched file."""
   path = os.path.abspath(path or HARMONISER_256)
