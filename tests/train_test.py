@@ -13,7 +13,9 @@ import pytest
 import tensorflow as tf
 
 from tfharm import train
+from tfharm.models import checkpoints
 from tfharm.models.harmoniser import HarmoniserConfig
+from tfharm.weight_average import WeightAverage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 16  # smallest DIH: two blocks; keeps every test run to seconds
@@ -127,6 +129,58 @@ def test_resume_continues_step_and_optimizer_state(tmp_path):
   logs = train.train(_opts(tmp_path, steps=14, checkpoint_every=5), _task(), ds_fn)
   assert logs["step"] == 14 and logs["optimizer_iterations"] == 14
   assert _latest_step(os.path.join(tmp_path, "checkpoints")) == 14
+
+
+def test_resume_applies_the_new_learning_rate(tmp_path):
+  """The rate is optimizer state in the checkpoint; --learning_rate must win on resume."""
+  ds_fn = functools.partial(fake_dataset, max_examples=16)
+  train.train(_opts(tmp_path, steps=5, checkpoint_every=5, learning_rate=1e-3), _task(), ds_fn)
+  train.train(_opts(tmp_path, steps=6, checkpoint_every=5, learning_rate=2e-5), _task(), ds_fn)
+  lr = tf.train.load_variable(os.path.join(tmp_path, "checkpoints", "ckpt-6"),
+                              "optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
+  np.testing.assert_allclose(lr, 2e-5, rtol=1e-6)
+
+
+def test_weight_average_turned_on_at_resume_is_seeded_and_used(tmp_path):
+  """A run resumed from a checkpoint without an average seeds it from the restored weights
+  (not from zeros); the average is checkpointed, restore_training_checkpoint loads it (or
+  the raw weights on request), and the export holds it."""
+  ds_fn = functools.partial(fake_dataset, max_examples=16)
+  ckpt_dir = os.path.join(tmp_path, "checkpoints")
+  train.train(_opts(tmp_path, steps=5, checkpoint_every=5, learning_rate=1e-3), _task(), ds_fn)
+  assert not checkpoints.checkpoint_has_average(os.path.join(ckpt_dir, "ckpt-5"))
+  train.train(_opts(tmp_path, steps=8, checkpoint_every=1, keep_checkpoints=10,
+                    learning_rate=1e-3, ema_decay=0.5, export=True), _task(), ds_fn)
+  assert checkpoints.checkpoint_has_average(os.path.join(ckpt_dir, "ckpt-8"))
+  model = _task().build_model()
+  w = {}
+  for k in (5, 6, 7, 8):
+    checkpoints.restore_training_checkpoint(model, ckpt_dir, f"ckpt-{k}", use_average=False)
+    w[k] = [v.numpy() for v in model.trainable_variables]
+  checkpoints.restore_training_checkpoint(model, ckpt_dir, "ckpt-8")
+  # a5 = w5, a_k = 0.5 a_(k-1) + 0.5 w_k  =>  a8 = w5/8 + w6/8 + w7/4 + w8/2
+  for i, v in enumerate(model.trainable_variables):
+    expected = w[5][i] / 8 + w[6][i] / 8 + w[7][i] / 4 + w[8][i] / 2
+    np.testing.assert_allclose(v.numpy(), expected, rtol=1e-5, atol=1e-7)
+  assert any(not np.allclose(a.numpy(), b) for a, b in zip(model.trainable_variables, w[8]))
+  exported = _task().build_model()
+  exported.load_weights(os.path.join(tmp_path, "harmoniser.weights.h5"))
+  for a, b in zip(exported.trainable_variables, model.trainable_variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_weight_average_update_and_swap():
+  v = tf.Variable([0.0, 4.0])
+  avg = WeightAverage([v], decay=0.75)
+  avg.reset()
+  v.assign([4.0, 0.0])
+  avg.update()
+  np.testing.assert_allclose(avg.averages[0].numpy(), [1.0, 3.0])
+  with avg.swapped_in():
+    np.testing.assert_allclose(v.numpy(), [1.0, 3.0])
+  np.testing.assert_array_equal(v.numpy(), [4.0, 0.0])  # the trained weights come back exactly
+  with pytest.raises(ValueError, match="decay"):
+    WeightAverage([v], decay=1.0)
 
 
 def _model_weights(ckpt_dir):

@@ -10,6 +10,7 @@ command after a crash or a SIGKILL continues from the last complete checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib
@@ -29,6 +30,7 @@ import tensorflow as tf
 
 from tfharm.metrics import image as image_lib
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig
+from tfharm.weight_average import WeightAverage
 
 Batch = Mapping[str, tf.Tensor]
 DatasetFn = Callable[..., tf.data.Dataset]
@@ -49,6 +51,11 @@ _EVAL_BATCH = flags.DEFINE_integer("eval_batch_size", 8, "Validation batch size.
 _STEPS = flags.DEFINE_integer("steps", 50_000, "Total optimiser steps (resume counts from the checkpoint).")
 _LR = flags.DEFINE_float("learning_rate", 1e-4, "Adam learning rate.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for initialisation and data order.")
+_EMA = flags.DEFINE_float(
+    "ema_decay", 0.0,
+    "Keep an exponential moving average of the weights with this decay (e.g. 0.999; 0: off). "
+    "Validation and the exported weights then use the average; it is checkpointed, and a "
+    "run resumed from a checkpoint without one seeds it from the restored weights.")
 _LOG_EVERY = flags.DEFINE_integer("log_every", 50, "Write training scalars every N steps.")
 _EVAL_EVERY = flags.DEFINE_integer("eval_every", 2000, "Validate every N steps (0: only at the end).")
 _CKPT_EVERY = flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint every N steps.")
@@ -232,6 +239,7 @@ class TrainOptions:
   steps: int = 50_000
   learning_rate: float = 1e-4
   seed: int = 0
+  ema_decay: float = 0.0
   log_every: int = 50
   eval_every: int = 2000
   checkpoint_every: int = 500
@@ -374,17 +382,29 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
       optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    average = (WeightAverage(model.trainable_variables, opts.ema_decay)
+               if opts.ema_decay else None)
 
-  ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+  core = dict(model=model, optimizer=optimizer, step=step)
+  extra = {"ema": average} if average is not None else {}
+  ckpt = tf.train.Checkpoint(**core, **extra)
   manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=opts.keep_checkpoints)
   # The iterator joins the checkpoint only if asked; restore the rest first to learn the
-  # step, which seeds the data order when the iterator itself is not saved.
-  restored = restore_latest(manager, ckpt)
+  # step, which seeds the data order when the iterator itself is not saved. The core state
+  # must match exactly; the weight average may be missing (a run that turned it on later).
+  restored = restore_latest(manager, tf.train.Checkpoint(**core))
   start = int(step.numpy())
   if restored:
     logging.info("Resumed from %s at step %d.", restored, start)
   else:
     logging.info("No checkpoint in %s: starting from scratch.", ckpt_dir)
+  if average is not None:
+    if restored:
+      tf.train.Checkpoint(ema=average).restore(restored).expect_partial()
+    if not bool(average.initialised.numpy()):
+      average.reset()
+      logging.info("Weight average (decay %g) seeded from the %s weights.", opts.ema_decay,
+                   "restored" if restored else "initial")
   if start >= opts.steps:
     logging.info("Already at step %d >= --steps=%d; nothing to train.", start, opts.steps)
 
@@ -402,10 +422,16 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
   dist_ds = strategy.experimental_distribute_dataset(train_ds)
   iterator = iter(dist_ds)
   if opts.checkpoint_data_iterator:
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, data=iterator)
+    ckpt = tf.train.Checkpoint(**core, **extra, data=iterator)
     manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=opts.keep_checkpoints)
     if restored:
-      ckpt.restore(restored).expect_partial()  # older checkpoints may lack `data`
+      tf.train.Checkpoint(data=iterator).restore(restored).expect_partial()  # may lack `data`
+  # The optimizer's learning rate is checkpointed state: without this, a resumed run would
+  # silently keep the old rate whatever --learning_rate says.
+  if abs(float(optimizer.learning_rate.numpy()) - opts.learning_rate) > 1e-12:
+    logging.info("Learning rate %g (checkpoint had %g).", opts.learning_rate,
+                 float(optimizer.learning_rate.numpy()))
+    optimizer.learning_rate.assign(opts.learning_rate)
 
   def step_fn(batch):
     with tf.GradientTape() as tape:
@@ -423,6 +449,8 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
   def train_step(it):
     logs = strategy.run(inner, args=(next(it),))
     step.assign_add(1)
+    if average is not None:
+      average.update()
     return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in logs.items()}
 
   @tf.function
@@ -443,6 +471,10 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
     train_writer = eval_writer = tf.summary.create_noop_writer()
 
   def evaluate(at_step: int, log_baseline: bool) -> dict[str, float]:
+    with average.swapped_in() if average is not None else contextlib.nullcontext():
+      return _evaluate(at_step, log_baseline)
+
+  def _evaluate(at_step: int, log_baseline: bool) -> dict[str, float]:
     ds = _open_dataset(dataset_fn, opts, opts.eval_split, batch_size=opts.eval_batch_size,
                        shuffle=False, augment=False, repeat=False, seed=opts.seed,
                        max_examples=opts.max_eval_examples or None)
@@ -524,6 +556,9 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
   if last_saved != int(step.numpy()):
     manager.save(checkpoint_number=int(step.numpy()))
   if opts.export and chief:
+    if average is not None:
+      average.copy_to_variables()
+      logging.info("Exporting the weight average (decay %g).", opts.ema_decay)
     _atomic_save(model, os.path.join(workdir, f"{task.name}.weights.h5"), weights_only=True)
     _atomic_save(model, os.path.join(workdir, f"{task.name}.keras"), weights_only=False)
     if hasattr(task, "export"):  # task-specific extra files (the detector's head-only weights)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import tempfile
 
+from absl import logging
 import h5py
 import keras
 import numpy as np
 import tensorflow as tf
+
+from tfharm.weight_average import WeightAverage
 
 CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "checkpoints")
@@ -58,9 +61,11 @@ def save_float16_weights(model: keras.Model, path: str) -> None:
 
 
 def restore_training_checkpoint(model: keras.Model, checkpoint_dir: str,
-                                name: str | None = None) -> str:
+                                name: str | None = None, use_average: bool = True) -> str:
   """Loads the model weights of a `tfharm.train` checkpoint (optimizer state ignored): the
-  newest, or the one called `name` (e.g. "ckpt-3750")."""
+  newest, or the one called `name` (e.g. "ckpt-3750"). If the run kept a weight average
+  (--ema_decay) and `use_average`, the model gets the average: that is what the run
+  validated and exported."""
   if name:
     latest = os.path.join(checkpoint_dir, name)
     if not tf.io.gfile.exists(latest + ".index"):
@@ -70,4 +75,17 @@ def restore_training_checkpoint(model: keras.Model, checkpoint_dir: str,
   if latest is None:
     raise FileNotFoundError(f"no training checkpoint in {checkpoint_dir}")
   tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+  if use_average and checkpoint_has_average(latest):
+    average = WeightAverage(model.trainable_variables, decay=0.5)  # decay unused here
+    tf.train.Checkpoint(ema=average).restore(latest).expect_partial(
+        ).assert_existing_objects_matched()
+    average.copy_to_variables()
+    logging.info("Loaded the weight average of %s.", latest)
   return latest
+
+
+def checkpoint_has_average(path: str) -> bool:
+  """Whether a `tfharm.train` checkpoint holds an initialised weight average."""
+  names = {n for n, _ in tf.train.list_variables(path)}
+  key = "ema/initialised/.ATTRIBUTES/VARIABLE_VALUE"
+  return key in names and bool(tf.train.load_variable(path, key))
