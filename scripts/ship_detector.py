@@ -28,14 +28,16 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
 _OUT = flags.DEFINE_string("output", checkpoints.DETECTOR_256, "Shipped head weights file.")
 _DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites/256.")
 _SUBSET = flags.DEFINE_integer("subset", 16, "Also score the split's first N examples.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None,
+                                  "Training checkpoint to ship, e.g. ckpt-900 (default: newest).")
 flags.mark_flags_as_required(["workdir", "data_dir"])
 
 
 def main(argv):
   del argv
   model = detector.Detector(detector.DetectorConfig())
-  latest = checkpoints.restore_training_checkpoint(model, os.path.join(_WORKDIR.value,
-                                                                       "checkpoints"))
+  latest = checkpoints.restore_training_checkpoint(
+      model, os.path.join(_WORKDIR.value, "checkpoints"), _CHECKPOINT.value)
   tmp = _OUT.value + ".tmp"
   detector.save_head_weights(model, tmp)
   shipped = detector.load_detector(tmp)
@@ -45,6 +47,7 @@ def main(argv):
                                               max_examples=n)
   record = {"training_checkpoint": os.path.basename(latest),
             "step": int(latest.rsplit("-", 1)[-1]),
+            "weight_average": checkpoints.checkpoint_has_average(latest),
             "split": "luminance_composites/256 test (coco_mini val2017)",
             "threshold": 0.5,
             "all": validation.detector_scores(shipped, data()),

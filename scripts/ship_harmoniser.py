@@ -44,6 +44,7 @@ def main(argv):
   float16_scores = validation.harmoniser_scores(shipped, data())
   record = {"training_checkpoint": os.path.basename(latest),
             "step": int(latest.rsplit("-", 1)[-1]),
+            "weight_average": checkpoints.checkpoint_has_average(latest),
             "split": "luminance_composites/256 test (coco_mini val2017)",
             "float32": float32_scores, "float16_file": float16_scores}
   with open(_OUT.value.replace(".weights.h5", ".metrics.json"), "w") as f:

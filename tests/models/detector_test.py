@@ -283,6 +283,20 @@ def test_task_loss_and_metrics_on_a_perfect_and_a_wrong_prediction():
   assert float(base["silence"][1]) == 1.0 and float(base["iou"][0]) == 0.0
 
 
+def test_near_silence_tolerates_detections_below_the_smallest_object():
+  """silence fails on a single firing pixel; near_silence only past 1 % of the image."""
+  task, batch = _task_batch(size=16)  # 256 pixels: 2 pixels < 1 % < 3 pixels
+  none = tf.one_hot(tf.fill(tf.shape(batch["labels"]), 2), 3).numpy()
+  for n_fired, near in ((0, 1.0), (2, 1.0), (3, 0.0)):
+    probs = none.copy()
+    probs[1].reshape(-1, 3)[:n_fired] = [0.0, 1.0, 0.0]  # image 1 is the subthreshold one
+    m = task.metrics(batch, tf.constant(probs))
+    assert float(m["near_silence"][1]) == near, n_fired
+    assert float(m["silence"][1]) == float(n_fired == 0)
+    np.testing.assert_allclose(m["false_alarm_fraction"][1], n_fired / 256)
+    assert np.isnan(m["near_silence"][0])  # suprathreshold images do not count
+
+
 def _labelled_batch(b=4, s=64):
   rng = np.random.default_rng(0)
   image = tf.constant(rng.uniform(size=(b, s, s, 3)), tf.float32)

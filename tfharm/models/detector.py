@@ -332,6 +332,10 @@ class DetectorTask:
   max_class_weight: float = 10.0
   dice_weight: float = 0.0
   threshold: float = 0.5  # on max(p_neg, p_pos) for IoU/F1/silence
+  # near_silence: a subthreshold composite whose detected area stays below this fraction of
+  # the image counts as (nearly) silent: the data's smallest object covers 1 % of its image
+  # (tfharm.data.composites.min_area_fraction), so a smaller detection is not an object.
+  silent_area: float = 0.01
   name: str = "detector"
   # Training on random crops of the labelled images (None: whole images). The labels are made
   # on the whole image first, so an object's class never depends on the crop.
@@ -393,7 +397,8 @@ class DetectorTask:
     iou/f1/ap: thresholded / soft max(p0, p1) vs the suprathreshold object, on images that
     have one. sign_accuracy: on those images, whether sum(p_pos) vs sum(p_neg) over the
     object picks the object's class. silence: on subthreshold images (empty target), 1 if no
-    pixel reaches the threshold. pixel_accuracy: argmax vs labels, every image.
+    pixel reaches the threshold; near_silence: 1 if under `silent_area` of the pixels do.
+    pixel_accuracy: argmax vs labels, every image.
     """
     probs = tf.cast(outputs, tf.float32)
     m = soft_mask(probs)  # (B, H, W, 1)
@@ -408,8 +413,9 @@ class DetectorTask:
     out["sign_accuracy"] = _nan_where(~supra | (batch["sign"] == labels_lib.NONE), correct)
     fired = tf.reduce_max(m, axis=[1, 2, 3]) >= self.threshold
     out["silence"] = _nan_where(supra, 1.0 - tf.cast(fired, tf.float32))
-    out["false_alarm_fraction"] = _nan_where(
-        supra, tf.reduce_mean(tf.cast(m >= self.threshold, tf.float32), axis=[1, 2, 3]))
+    fired_area = tf.reduce_mean(tf.cast(m >= self.threshold, tf.float32), axis=[1, 2, 3])
+    out["near_silence"] = _nan_where(supra, tf.cast(fired_area < self.silent_area, tf.float32))
+    out["false_alarm_fraction"] = _nan_where(supra, fired_area)
     pred = tf.argmax(probs, axis=-1, output_type=tf.int32)
     out["pixel_accuracy"] = tf.reduce_mean(tf.cast(pred == batch["labels"], tf.float32), [1, 2])
     out["ce"] = self.loss(batch, probs)["ce"]
