@@ -428,7 +428,7 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
       tf.train.Checkpoint(data=iterator).restore(restored).expect_partial()  # may lack `data`
   # The optimizer's learning rate is checkpointed state: without this, a resumed run would
   # silently keep the old rate whatever --learning_rate says.
-  if abs(float(optimizer.learning_rate.numpy()) - opts.learning_rate) > 1e-12:
+  if not math.isclose(float(optimizer.learning_rate.numpy()), opts.learning_rate, rel_tol=1e-6):
     logging.info("Learning rate %g (checkpoint had %g).", opts.learning_rate,
                  float(optimizer.learning_rate.numpy()))
     optimizer.learning_rate.assign(opts.learning_rate)
