@@ -365,16 +365,27 @@ def train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn | None = None) -
     keras.mixed_precision.set_global_policy(previous)
 
 
-def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, Any]:
-  keras.utils.set_random_seed(opts.seed)
-  strategy = make_strategy(opts.strategy)
-  chief = _is_chief(strategy)
-  workdir = opts.workdir
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if not chief:  # MultiWorkerMirrored: every worker saves, only the chief's copy is kept
-    ckpt_dir = os.path.join(workdir, f"tmp_worker_{strategy.cluster_resolver.task_id}")
-  tf.io.gfile.makedirs(ckpt_dir)
+@dataclasses.dataclass
+class _RunState:
+  """What a run trains and checkpoints; `restored` is the checkpoint it resumed from."""
 
+  model: keras.Model
+  optimizer: keras.optimizers.Optimizer
+  step: tf.Variable
+  average: WeightAverage | None
+  ckpt: tf.train.Checkpoint
+  manager: tf.train.CheckpointManager
+  restored: str | None
+
+  @property
+  def objects(self) -> dict[str, Any]:
+    core = dict(model=self.model, optimizer=self.optimizer, step=self.step)
+    return core if self.average is None else dict(core, ema=self.average)
+
+
+def _create_state(opts: TrainOptions, task: Task, strategy: tf.distribute.Strategy,
+                  ckpt_dir: str) -> _RunState:
+  """Builds model, optimizer and weight average, and restores the newest good checkpoint."""
   with strategy.scope():
     model = task.build_model()
     optimizer = keras.optimizers.Adam(opts.learning_rate)
@@ -384,18 +395,15 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     average = (WeightAverage(model.trainable_variables, opts.ema_decay)
                if opts.ema_decay else None)
-
   core = dict(model=model, optimizer=optimizer, step=step)
-  extra = {"ema": average} if average is not None else {}
-  ckpt = tf.train.Checkpoint(**core, **extra)
+  ckpt = tf.train.Checkpoint(**core, **({"ema": average} if average is not None else {}))
   manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=opts.keep_checkpoints)
-  # The iterator joins the checkpoint only if asked; restore the rest first to learn the
-  # step, which seeds the data order when the iterator itself is not saved. The core state
-  # must match exactly; the weight average may be missing (a run that turned it on later).
+  # The core state must match exactly; the weight average may be missing (a run that turned
+  # it on later). The iterator, if checkpointed, is restored later (its dataset is seeded by
+  # the step restored here).
   restored = restore_latest(manager, tf.train.Checkpoint(**core))
-  start = int(step.numpy())
   if restored:
-    logging.info("Resumed from %s at step %d.", restored, start)
+    logging.info("Resumed from %s at step %d.", restored, int(step.numpy()))
   else:
     logging.info("No checkpoint in %s: starting from scratch.", ckpt_dir)
   if average is not None:
@@ -405,33 +413,122 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
       average.reset()
       logging.info("Weight average (decay %g) seeded from the %s weights.", opts.ema_decay,
                    "restored" if restored else "initial")
-  if start >= opts.steps:
-    logging.info("Already at step %d >= --steps=%d; nothing to train.", start, opts.steps)
+  return _RunState(model, optimizer, step, average, ckpt, manager, restored)
 
-  data_seed = opts.seed if opts.checkpoint_data_iterator else opts.seed + start
-  train_ds = _open_dataset(dataset_fn, opts, opts.train_split, batch_size=opts.batch_size,
-                           shuffle=True, augment=opts.augment, repeat=True, seed=data_seed,
-                           max_examples=opts.max_train_examples or None)
+
+def _training_data(opts: TrainOptions, task: Task, dataset_fn: DatasetFn,
+                   data_seed: int) -> tf.data.Dataset:
+  ds = _open_dataset(dataset_fn, opts, opts.train_split, batch_size=opts.batch_size,
+                     shuffle=True, augment=opts.augment, repeat=True, seed=data_seed,
+                     max_examples=opts.max_train_examples or None)
   if hasattr(task, "train_transform"):  # a task-specific training view (e.g. seeded crops)
-    train_ds = train_ds.enumerate().map(
+    ds = ds.enumerate().map(
         lambda i, b: task.train_transform(b, tf.stack([tf.cast(data_seed, tf.int64), i])),
         num_parallel_calls=tf.data.AUTOTUNE)
   else:
-    train_ds = train_ds.map(task.transform, num_parallel_calls=tf.data.AUTOTUNE)
-  train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
-  dist_ds = strategy.experimental_distribute_dataset(train_ds)
-  iterator = iter(dist_ds)
+    ds = ds.map(task.transform, num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _checkpoint_iterator(state: _RunState, opts: TrainOptions, iterator, ckpt_dir: str) -> None:
+  """--checkpoint_data_iterator: the iterator joins the checkpoint (restored if saved)."""
+  state.ckpt = tf.train.Checkpoint(**state.objects, data=iterator)
+  state.manager = tf.train.CheckpointManager(state.ckpt, ckpt_dir,
+                                             max_to_keep=opts.keep_checkpoints)
+  if state.restored:
+    tf.train.Checkpoint(data=iterator).restore(state.restored).expect_partial()  # may lack it
+
+
+def _set_learning_rate(optimizer: keras.optimizers.Optimizer, rate: float) -> None:
+  """The rate is checkpointed optimizer state: without this, a resumed run would silently keep
+  the old rate whatever --learning_rate says."""
+  old = float(optimizer.learning_rate.numpy())
+  if not math.isclose(old, rate, rel_tol=1e-6):
+    logging.info("Learning rate %g (checkpoint had %g).", rate, old)
+    optimizer.learning_rate.assign(rate)
+
+
+def _summary_writers(workdir: str, chief: bool):
+  if chief and importlib.util.find_spec("tensorboard") is not None:
+    return (tf.summary.create_file_writer(os.path.join(workdir, "logs", "train")),
+            tf.summary.create_file_writer(os.path.join(workdir, "logs", "eval")))
+  if chief:  # tf.summary needs the tensorboard package; train on without summaries
+    logging.warning("tensorboard is not installed: no TensorBoard summaries.")
+  noop = tf.summary.create_noop_writer()
+  return noop, noop
+
+
+def _validate(opts: TrainOptions, task: Task, dataset_fn: DatasetFn,
+              strategy: tf.distribute.Strategy, state: _RunState, eval_step, writer,
+              at_step: int, log_baseline: bool) -> dict[str, float]:
+  """Means of task.metrics over the eval split (with the weight average, if kept), written to
+  TensorBoard with sample images and weight histograms."""
+  with state.average.swapped_in() if state.average is not None else contextlib.nullcontext():
+    ds = _open_dataset(dataset_fn, opts, opts.eval_split, batch_size=opts.eval_batch_size,
+                       shuffle=False, augment=False, repeat=False, seed=opts.seed,
+                       max_examples=opts.max_eval_examples or None)
+    ds = strategy.experimental_distribute_dataset(ds.map(task.transform))
+    acc, base_acc, first_images = {}, {}, None
+    for batch in ds:
+      metrics, base, images = eval_step(batch)
+      for k, v in metrics.items():
+        acc.setdefault(k, []).append(v.numpy())
+      for k, v in base.items():
+        base_acc.setdefault(k, []).append(v.numpy())
+      first_images = first_images or images
+    means = _mean_dict(acc)
+    with writer.as_default(step=at_step):
+      for k, v in means.items():
+        tf.summary.scalar(f"eval/{k}", v)
+      if log_baseline:
+        base_means = _mean_dict(base_acc)
+        for k, v in base_means.items():
+          tf.summary.scalar(f"eval/unchanged_{k}", v)
+        logging.info("unchanged composites: %s",
+                     ", ".join(f"{k}={v:.4g}" for k, v in base_means.items()))
+      for k, v in (first_images or {}).items():
+        tf.summary.image(f"eval/{k}", tf.cast(v, tf.float32), max_outputs=4)
+      for var in state.model.weights:
+        tf.summary.histogram(f"weights/{var.path}", var)
+  writer.flush()
+  logging.info("step %d validation: %s", at_step,
+               ", ".join(f"{k}={v:.4g}" for k, v in means.items()))
+  return means
+
+
+def _export(opts: TrainOptions, task: Task, state: _RunState) -> None:
+  """<model>.weights.h5 and .keras (the weight average, if kept), plus the task's own files."""
+  if state.average is not None:
+    state.average.copy_to_variables()
+    logging.info("Exporting the weight average (decay %g).", opts.ema_decay)
+  _atomic_save(state.model, os.path.join(opts.workdir, f"{task.name}.weights.h5"),
+               weights_only=True)
+  _atomic_save(state.model, os.path.join(opts.workdir, f"{task.name}.keras"), weights_only=False)
+  if hasattr(task, "export"):  # task-specific extra files (the detector's head-only weights)
+    task.export(state.model, opts.workdir)
+
+
+def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, Any]:
+  keras.utils.set_random_seed(opts.seed)
+  strategy = make_strategy(opts.strategy)
+  chief = _is_chief(strategy)
+  ckpt_dir = os.path.join(opts.workdir, "checkpoints")
+  if not chief:  # MultiWorkerMirrored: every worker saves, only the chief's copy is kept
+    ckpt_dir = os.path.join(opts.workdir, f"tmp_worker_{strategy.cluster_resolver.task_id}")
+  tf.io.gfile.makedirs(ckpt_dir)
+
+  state = _create_state(opts, task, strategy, ckpt_dir)
+  model, optimizer, step, average = state.model, state.optimizer, state.step, state.average
+  start = int(step.numpy())
+  if start >= opts.steps:
+    logging.info("Already at step %d >= --steps=%d; nothing to train.", start, opts.steps)
+  # Without a checkpointed iterator, a resumed run reseeds the data order with seed + step.
+  data_seed = opts.seed if opts.checkpoint_data_iterator else opts.seed + start
+  iterator = iter(strategy.experimental_distribute_dataset(
+      _training_data(opts, task, dataset_fn, data_seed)))
   if opts.checkpoint_data_iterator:
-    ckpt = tf.train.Checkpoint(**core, **extra, data=iterator)
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=opts.keep_checkpoints)
-    if restored:
-      tf.train.Checkpoint(data=iterator).restore(restored).expect_partial()  # may lack `data`
-  # The optimizer's learning rate is checkpointed state: without this, a resumed run would
-  # silently keep the old rate whatever --learning_rate says.
-  if not math.isclose(float(optimizer.learning_rate.numpy()), opts.learning_rate, rel_tol=1e-6):
-    logging.info("Learning rate %g (checkpoint had %g).", opts.learning_rate,
-                 float(optimizer.learning_rate.numpy()))
-    optimizer.learning_rate.assign(opts.learning_rate)
+    _checkpoint_iterator(state, opts, iterator, ckpt_dir)
+  _set_learning_rate(optimizer, opts.learning_rate)
 
   def step_fn(batch):
     with tf.GradientTape() as tape:
@@ -462,49 +559,9 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
     gather = lambda d: {k: strategy.gather(v, axis=0) for k, v in d.items()}
     return gather(metrics), gather(base), gather(images)
 
-  if chief and importlib.util.find_spec("tensorboard") is not None:
-    train_writer = tf.summary.create_file_writer(os.path.join(workdir, "logs", "train"))
-    eval_writer = tf.summary.create_file_writer(os.path.join(workdir, "logs", "eval"))
-  else:  # tf.summary needs the tensorboard package; train on without summaries
-    if chief:
-      logging.warning("tensorboard is not installed: no TensorBoard summaries.")
-    train_writer = eval_writer = tf.summary.create_noop_writer()
-
-  def evaluate(at_step: int, log_baseline: bool) -> dict[str, float]:
-    with average.swapped_in() if average is not None else contextlib.nullcontext():
-      return _evaluate(at_step, log_baseline)
-
-  def _evaluate(at_step: int, log_baseline: bool) -> dict[str, float]:
-    ds = _open_dataset(dataset_fn, opts, opts.eval_split, batch_size=opts.eval_batch_size,
-                       shuffle=False, augment=False, repeat=False, seed=opts.seed,
-                       max_examples=opts.max_eval_examples or None)
-    ds = strategy.experimental_distribute_dataset(ds.map(task.transform))
-    acc, base_acc, first_images = {}, {}, None
-    for batch in ds:
-      metrics, base, images = eval_step(batch)
-      for k, v in metrics.items():
-        acc.setdefault(k, []).append(v.numpy())
-      for k, v in base.items():
-        base_acc.setdefault(k, []).append(v.numpy())
-      first_images = first_images or images
-    means = _mean_dict(acc)
-    with eval_writer.as_default(step=at_step):
-      for k, v in means.items():
-        tf.summary.scalar(f"eval/{k}", v)
-      if log_baseline:
-        base_means = _mean_dict(base_acc)
-        for k, v in base_means.items():
-          tf.summary.scalar(f"eval/unchanged_{k}", v)
-        logging.info("unchanged composites: %s",
-                     ", ".join(f"{k}={v:.4g}" for k, v in base_means.items()))
-      for k, v in (first_images or {}).items():
-        tf.summary.image(f"eval/{k}", tf.cast(v, tf.float32), max_outputs=4)
-      for var in model.weights:
-        tf.summary.histogram(f"weights/{var.path}", var)
-    eval_writer.flush()
-    logging.info("step %d validation: %s", at_step,
-                 ", ".join(f"{k}={v:.4g}" for k, v in means.items()))
-    return means
+  train_writer, eval_writer = _summary_writers(opts.workdir, chief)
+  evaluate = functools.partial(_validate, opts, task, dataset_fn, strategy, state, eval_step,
+                               eval_writer)
 
   stop_signal = []
   def _request_stop(signum, _):
@@ -515,7 +572,7 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
   bar = keras.utils.Progbar(opts.steps, verbose=1 if sys.stdout.isatty() else 2,
                             stateful_metrics=["loss", "img/s"])
   logs: dict[str, Any] = {"step": start}
-  last_saved = int(restored.rsplit("-", 1)[-1]) if restored else None
+  last_saved = int(state.restored.rsplit("-", 1)[-1]) if state.restored else None
   t0, seen = time.perf_counter(), 0
   try:
     while int(step.numpy()) < opts.steps:
@@ -525,7 +582,7 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
       if not all(math.isfinite(v) for v in values.values()):
         raise DivergedError(
             f"non-finite loss {values} at step {current + 1}; stopping. The last good "
-            f"checkpoint is {manager.latest_checkpoint or 'none (no checkpoint yet)'}.")
+            f"checkpoint is {state.manager.latest_checkpoint or 'none (no checkpoint yet)'}.")
       current += 1
       seen += opts.batch_size
       rate = seen / (time.perf_counter() - t0)
@@ -539,7 +596,7 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
         if not sys.stdout.isatty():
           logging.info("step %d loss %.5f (%.1f img/s)", current, values["loss"], rate)
       if current % opts.checkpoint_every == 0 or current == opts.steps or stop_signal:
-        manager.save(checkpoint_number=current)
+        state.manager.save(checkpoint_number=current)
         last_saved = current
       if opts.eval_every and current % opts.eval_every == 0 and current < opts.steps:
         logs.update(evaluate(current, log_baseline=current == opts.eval_every))
@@ -554,15 +611,9 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
       signal.signal(s, handler)
     train_writer.flush()
   if last_saved != int(step.numpy()):
-    manager.save(checkpoint_number=int(step.numpy()))
+    state.manager.save(checkpoint_number=int(step.numpy()))
   if opts.export and chief:
-    if average is not None:
-      average.copy_to_variables()
-      logging.info("Exporting the weight average (decay %g).", opts.ema_decay)
-    _atomic_save(model, os.path.join(workdir, f"{task.name}.weights.h5"), weights_only=True)
-    _atomic_save(model, os.path.join(workdir, f"{task.name}.keras"), weights_only=False)
-    if hasattr(task, "export"):  # task-specific extra files (the detector's head-only weights)
-      task.export(model, workdir)
+    _export(opts, task, state)
   if not chief:
     tf.io.gfile.rmtree(ckpt_dir)
   logs["step"] = int(step.numpy())
