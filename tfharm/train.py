@@ -36,7 +36,7 @@ Batch = Mapping[str, tf.Tensor]
 DatasetFn = Callable[..., tf.data.Dataset]
 
 # --- flags -------------------------------------------------------------------------
-_MODEL = flags.DEFINE_enum("model", "harmoniser", ["harmoniser", "detector"],
+_MODEL = flags.DEFINE_enum("model", "harmoniser", ["harmoniser", "detector", "detector_aet"],
                            "Which network to train (a key of tfharm.train.TASKS).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs, exported weights.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites.")
@@ -84,7 +84,14 @@ _SEMANTIC = flags.DEFINE_bool("semantic", False, "Add DIH's scene-parsing decode
 _SEMANTIC_WEIGHT = flags.DEFINE_float("semantic_weight", 1e-4, "Weight of the parsing CE loss.")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 81, "Parsing classes (80 COCO + background).")
 # detector task (read by tfharm.models.detector.make_task; --image_size is the static input size)
-flags.DEFINE_bool("detector_freeze_encoder", True, "Detector: keep the ImageNet VGG16 convs frozen.")
+flags.DEFINE_bool("detector_freeze_encoder", True,
+                  "Detector (and detector_aet): keep the VGG16 convs frozen.")
+flags.DEFINE_bool("detector_freeze_multiscale", False,
+                  "Detector: also freeze the side branches and block-5 head (with "
+                  "--detector_freeze_encoder: the authors' 'entire encoder', for an AET init).")
+flags.DEFINE_string("detector_init", "",
+                    "Detector: start from this AET trunk file (<workdir>/detector_aet.trunk."
+                    "weights.h5 of --model=detector_aet); a resumed checkpoint overrides it.")
 flags.DEFINE_float("detector_tau_neg", 0.845, "Detector labels: mean-L* ratio below this is negative.")
 flags.DEFINE_float("detector_tau_pos", 1.174, "Detector labels: mean-L* ratio above this is positive.")
 flags.DEFINE_enum("detector_label_mode", "object", ["object", "pixel"],
@@ -97,6 +104,9 @@ flags.DEFINE_integer("detector_train_crop", 0,
                      "Detector: train on seeded random crops of this size (multiple of 8; 0: "
                      "whole images). Labels come from the whole image; validation is uncropped.")
 flags.DEFINE_float("detector_dice_weight", 0.0, "Detector: weight of a soft Dice loss on p_neg + p_pos.")
+# detector AET pre-training (read by tfharm.models.detector_aet.make_task)
+flags.DEFINE_float("detector_aet_min_factor", 0.1, "AET: smallest L* factor (log-uniform sampling).")
+flags.DEFINE_float("detector_aet_max_factor", 10.0, "AET: largest L* factor (log-uniform sampling).")
 
 
 # --- tasks -------------------------------------------------------------------------
@@ -205,20 +215,23 @@ def _harmoniser_task() -> Task:
                         semantic_weight=_SEMANTIC_WEIGHT.value)
 
 
-def _detector_task() -> Task:
-  # Hook for issue 6: the detector module provides make_task() returning a Task; its
-  # flags belong in this file (flags must exist before the flagfile is parsed).
+def _module_task(model: str, module_name: str) -> Task:
+  # The model module provides make_task() returning a Task; its flags belong in this file
+  # (flags must exist before the flagfile is parsed).
   try:
-    module = importlib.import_module("tfharm.models.detector")
+    module = importlib.import_module(module_name)
   except ModuleNotFoundError as e:
-    raise app.UsageError("--model=detector: tfharm.models.detector is not available yet") from e
+    raise app.UsageError(f"--model={model}: {module_name} is not available yet") from e
   if not hasattr(module, "make_task"):
-    raise app.UsageError("--model=detector: tfharm.models.detector has no make_task()")
+    raise app.UsageError(f"--model={model}: {module_name} has no make_task()")
   return module.make_task()
 
 
-TASKS: dict[str, Callable[[], Task]] = {"harmoniser": _harmoniser_task,
-                                        "detector": _detector_task}
+TASKS: dict[str, Callable[[], Task]] = {
+    "harmoniser": _harmoniser_task,
+    "detector": functools.partial(_module_task, "detector", "tfharm.models.detector"),
+    "detector_aet": functools.partial(_module_task, "detector_aet", "tfharm.models.detector_aet"),
+}
 
 
 # --- options -----------------------------------------------------------------------

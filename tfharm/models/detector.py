@@ -31,6 +31,7 @@ import os
 from typing import Any, Mapping
 
 from absl import flags
+from absl import logging
 import keras
 from keras import layers, ops
 import numpy as np
@@ -46,6 +47,10 @@ OUTPUT_STRIDE = 8
 _VGG_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 VGG_LAYERS = tuple(f"block{b}_conv{i + 1}" for b, n, _ in _VGG_BLOCKS for i in range(n))
 _BRANCH_STRIDES = (4, 2, 1, 1)  # block1_pool (H/2) ... block4_pool (H/8) -> H/8
+# Layers with weights between the VGG16 and the `multiscale` concat: side branches, block-5 head.
+MULTISCALE_LAYERS = tuple(
+    [f"branch{b}_conv{i}{s}" for b in range(1, 5) for i in (1, 2, 3) for s in ("", "_bn")]
+    + [f"head_conv{i}{s}" for i in (1, 2) for s in ("", "_bn")] + ["head_output"])
 HEAD_FORMAT = "tfharm-detector-head-v1"
 
 
@@ -54,7 +59,11 @@ class DetectorConfig:
   """Detector settings; defaults reproduce [L]'s classifier (16.9 M parameters)."""
 
   imagenet_weights: bool = True  # load the converted torchvision VGG16 on construction
-  freeze_encoder: bool = True  # VGG16 convs not trainable ([L]'s best freeze point)
+  freeze_encoder: bool = True  # VGG16 convs not trainable
+  # Also freeze the side branches and the block-5 head: with freeze_encoder, [L]'s best freeze
+  # point ("the entire encoder"), meant for a trunk pre-trained by AET (detector_aet.py);
+  # without AET those layers start random and must train.
+  freeze_multiscale: bool = False
   branch_width: int = 128
   head_width: int = 512
   decoder_widths: tuple[int, ...] = (256, 128, 64)
@@ -125,9 +134,10 @@ class Detector(keras.Model):
     self.cfg = cfg
     if cfg.imagenet_weights:
       self.load_imagenet_backbone()
-    if cfg.freeze_encoder:
-      for name in VGG_LAYERS:
-        self.get_layer(name).trainable = False
+    frozen = (VGG_LAYERS if cfg.freeze_encoder else ()) + (
+        MULTISCALE_LAYERS if cfg.freeze_multiscale else ())
+    for name in frozen:
+      self.get_layer(name).trainable = False
 
   def load_imagenet_backbone(self, directory: str | None = None) -> None:
     """Sets the 13 VGG16 convs from the converted torchvision ImageNet file (hash-checked;
@@ -220,13 +230,33 @@ def _vgg_sha256() -> str:
   return store.sha256_file(store.verified_path("vgg"))
 
 
+def changed_backbone_layers(model: Detector) -> list[str]:
+  """VGG16 convs whose weights differ from the ImageNet file (trained by AET, or with
+  freeze_encoder=False): a head-only file cannot reproduce them. [] if the model was built
+  without ImageNet weights (its head file is refused at load time anyway)."""
+  if not model.cfg.imagenet_weights:
+    return []
+  from tfharm import weights  # pylint: disable=g-import-not-at-top
+  reference = weights.load_vgg16_imagenet()
+  return [name for name in VGG_LAYERS
+          if not all(np.array_equal(keras.ops.convert_to_numpy(v), r)
+                     for v, r in zip(model.get_layer(name).weights, reference[name]))]
+
+
 def save_head_weights(model: Detector, path: str) -> None:
   """Writes only the non-backbone layers (incl. BN moving statistics) to an HDF5 file.
 
   Layout: one group per layer name, datasets "0", "1", ... in `layer.weights` order; root
   attributes: format tag, the DetectorConfig as JSON, and the SHA-256 of the VGG16 file
   it was trained on. About 9 MB for the default detector (2.2 M float32 values).
+  Refuses (ValueError) a model whose VGG16 convs are no longer the ImageNet ones: the file
+  would silently reload the wrong backbone; save the full model (.weights.h5 / .keras) instead.
   """
+  changed = changed_backbone_layers(model)
+  if changed:
+    raise ValueError(f"the VGG16 convs {changed} differ from the ImageNet file (AET-initialised "
+                     "or unfrozen encoder): a head-only file would reload the wrong backbone; "
+                     "save the whole model (model.save_weights / .keras) instead")
   import h5py  # pylint: disable=g-import-not-at-top
   tmp = f"{path}.tmp"
   with h5py.File(tmp, "w") as f:
@@ -337,13 +367,21 @@ class DetectorTask:
   # (tfharm.data.composites.min_area_fraction), so a smaller detection is not an object.
   silent_area: float = 0.01
   name: str = "detector"
+  # AET trunk file (detector_aet.save_trunk_weights) loaded into the model at build time; a
+  # checkpoint restored afterwards (resume) overrides it.
+  init: str | None = None
   # Training on random crops of the labelled images (None: whole images). The labels are made
   # on the whole image first, so an object's class never depends on the crop.
   train_crop: int | None = None
   crop_on_object: float = 0.75  # fraction of crops centred (with jitter) on the target object
 
   def build_model(self) -> keras.Model:
-    return Detector(self.cfg, name="detector")
+    model = Detector(self.cfg, name="detector")
+    if self.init:
+      from tfharm.models import detector_aet  # pylint: disable=g-import-not-at-top
+      detector_aet.load_trunk_weights(model, self.init)
+      logging.info("Detector trunk initialised from %s.", self.init)
+    return model
 
   def transform(self, batch: Batch) -> Batch:
     s = self.image_size
@@ -435,7 +473,14 @@ class DetectorTask:
             "target": batch["target"], "soft_mask": soft_mask(probs), "detection": signed}
 
   def export(self, model: keras.Model, workdir: str) -> None:
-    """Called by tfharm.train after the run: the small head-only file."""
+    """Called by tfharm.train after the run: the small head-only file, unless the VGG16 convs
+    changed (AET init, unfrozen encoder); then only <name>.weights.h5 / .keras hold the model."""
+    changed = changed_backbone_layers(model)
+    if changed:
+      logging.warning("No %s.head.weights.h5: the VGG16 convs differ from the ImageNet file "
+                      "(%d changed); use %s.weights.h5 or %s.keras (load_detector reads both).",
+                      self.name, len(changed), self.name, self.name)
+      return
     save_head_weights(model, os.path.join(workdir, f"{self.name}.head.weights.h5"))
 
 
@@ -504,7 +549,8 @@ def make_task() -> DetectorTask:
     class_weights = tuple(float(v) for v in weights.split(","))
     if len(class_weights) != 3:
       raise ValueError(f"--detector_class_weights needs 3 values (neg,pos,none), got {weights!r}")
-  cfg = DetectorConfig(freeze_encoder=_flag("detector_freeze_encoder", True))
+  cfg = DetectorConfig(freeze_encoder=_flag("detector_freeze_encoder", True),
+                       freeze_multiscale=_flag("detector_freeze_multiscale", False))
   label_cfg = labels_lib.LabelConfig(tau_neg=_flag("detector_tau_neg", 0.845),
                                      tau_pos=_flag("detector_tau_pos", 1.174),
                                      mode=_flag("detector_label_mode", "object"))
@@ -512,4 +558,5 @@ def make_task() -> DetectorTask:
                       class_weights=class_weights,
                       max_class_weight=_flag("detector_max_class_weight", 10.0),
                       dice_weight=_flag("detector_dice_weight", 0.0),
-                      train_crop=_flag("detector_train_crop", 0) or None)
+                      train_crop=_flag("detector_train_crop", 0) or None,
+                      init=_flag("detector_init", "") or None)
