@@ -285,20 +285,31 @@ def load_head_weights(model: Detector, path: str) -> None:
   with h5py.File(path, "r") as f:
     if f.attrs.get("format") != HEAD_FORMAT:
       raise ValueError(f"{path} is not a detector head file ({HEAD_FORMAT})")
-    names = {l.name for l in trained_layers(model)}
-    if set(f.keys()) != names:
-      raise ValueError(f"{path}: layers differ from the model: missing "
-                       f"{sorted(names - set(f.keys()))}, extra {sorted(set(f.keys()) - names)}")
-    for layer in trained_layers(model):
-      group = f[layer.name]
-      values = [group[str(i)][()] for i in range(len(group))]
-      if len(values) != len(layer.weights):
-        raise ValueError(f"{path}: layer {layer.name} has {len(values)} arrays, "
-                         f"the model {len(layer.weights)}")
-      for var, value in zip(layer.weights, values):
-        if tuple(var.shape) != value.shape:
-          raise ValueError(f"{path}: {var.path} has shape {value.shape}, model {var.shape}")
-        var.assign(value)
+    pairs = read_layer_groups(f, trained_layers(model), path)
+  for var, value in pairs:
+    var.assign(value)
+
+
+def read_layer_groups(f, layers_: list[keras.layers.Layer], path: str) -> list[tuple[Any, Any]]:
+  """(variable, array) pairs from an HDF5 file with one group per layer ("0", "1", ... in
+  `layer.weights` order), after checking the layer set, the counts and every shape: a
+  wrong file fails before anything is assigned."""
+  names = {l.name for l in layers_}
+  if set(f.keys()) != names:
+    raise ValueError(f"{path}: layers differ from the model: missing "
+                     f"{sorted(names - set(f.keys()))}, extra {sorted(set(f.keys()) - names)}")
+  pairs = []
+  for layer in layers_:
+    group = f[layer.name]
+    values = [group[str(i)][()] for i in range(len(group))]
+    if len(values) != len(layer.weights):
+      raise ValueError(f"{path}: layer {layer.name} has {len(values)} arrays, "
+                       f"the model {len(layer.weights)}")
+    for var, value in zip(layer.weights, values):
+      if tuple(var.shape) != value.shape:
+        raise ValueError(f"{path}: {var.path} has shape {value.shape}, model {var.shape}")
+      pairs.append((var, value))
+  return pairs
 
 
 def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) -> Detector:
@@ -343,7 +354,9 @@ def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) ->
 Batch = Mapping[str, tf.Tensor]
 
 
-def _nan_where(cond, value):
+def nan_where(cond, value) -> tf.Tensor:
+  """`value` as float32 with NaN where `cond`: metrics that do not apply to an image are left
+  out of the means (validation averages with nanmean)."""
   return tf.where(cond, tf.fill(tf.shape(value), float("nan")), tf.cast(value, tf.float32))
 
 
@@ -443,17 +456,17 @@ class DetectorTask:
     target = batch["target"]
     supra = tf.reduce_sum(target, axis=[1, 2, 3]) > 0  # (B,)
     loc = localisation.localisation_metrics(m, target, threshold=self.threshold)
-    out = {k: _nan_where(~supra, v) for k, v in loc.items()}
+    out = {k: nan_where(~supra, v) for k, v in loc.items()}
     s_neg = tf.reduce_sum(probs[..., 0:1] * target, axis=[1, 2, 3])
     s_pos = tf.reduce_sum(probs[..., 1:2] * target, axis=[1, 2, 3])
     pred_sign = tf.where(s_pos > s_neg, labels_lib.POSITIVE, labels_lib.NEGATIVE)
     correct = tf.cast(pred_sign == batch["sign"], tf.float32)
-    out["sign_accuracy"] = _nan_where(~supra | (batch["sign"] == labels_lib.NONE), correct)
+    out["sign_accuracy"] = nan_where(~supra | (batch["sign"] == labels_lib.NONE), correct)
     fired = tf.reduce_max(m, axis=[1, 2, 3]) >= self.threshold
-    out["silence"] = _nan_where(supra, 1.0 - tf.cast(fired, tf.float32))
+    out["silence"] = nan_where(supra, 1.0 - tf.cast(fired, tf.float32))
     fired_area = tf.reduce_mean(tf.cast(m >= self.threshold, tf.float32), axis=[1, 2, 3])
-    out["near_silence"] = _nan_where(supra, tf.cast(fired_area < self.silent_area, tf.float32))
-    out["false_alarm_fraction"] = _nan_where(supra, fired_area)
+    out["near_silence"] = nan_where(supra, tf.cast(fired_area < self.silent_area, tf.float32))
+    out["false_alarm_fraction"] = nan_where(supra, fired_area)
     pred = tf.argmax(probs, axis=-1, output_type=tf.int32)
     out["pixel_accuracy"] = tf.reduce_mean(tf.cast(pred == batch["labels"], tf.float32), [1, 2])
     out["ce"] = self.loss(batch, probs)["ce"]

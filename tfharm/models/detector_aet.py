@@ -183,30 +183,12 @@ def load_trunk_weights(model: keras.Model, path: str) -> None:
     if f.attrs.get("format") != TRUNK_FORMAT:
       raise ValueError(f"{path} is not an AET trunk file ({TRUNK_FORMAT}); train one with "
                        "python -m tfharm.train --flagfile=configs/train_detector_aet.flags")
-    wanted = {l.name for l in trunk_layers(model)}
-    if set(f.keys()) != wanted:
-      raise ValueError(f"{path}: layers differ from the model: missing "
-                       f"{sorted(wanted - set(f.keys()))}, extra {sorted(set(f.keys()) - wanted)}")
-    pairs = []  # everything is checked before anything is assigned
-    for layer in trunk_layers(model):
-      group = f[layer.name]
-      values = [group[str(i)][()] for i in range(len(group))]
-      if len(values) != len(layer.weights):
-        raise ValueError(f"{path}: layer {layer.name} has {len(values)} arrays, "
-                         f"the model {len(layer.weights)}")
-      for var, value in zip(layer.weights, values):
-        if tuple(var.shape) != value.shape:
-          raise ValueError(f"{path}: {var.path} has shape {value.shape}, model {var.shape}")
-        pairs.append((var, value))
+    pairs = det.read_layer_groups(f, trunk_layers(model), path)  # all checked first
   for var, value in pairs:
     var.assign(value)
 
 
 # --- training task (tfharm.train --model=detector_aet) --------------------------------
-def _nan_where(cond, value):
-  return tf.where(cond, tf.fill(tf.shape(value), float("nan")), tf.cast(value, tf.float32))
-
-
 @dataclasses.dataclass(frozen=True)
 class DetectorAETTask:
   """MSE between the predicted and the true offset map ([L] train_aet.py: loss=mse).
@@ -281,12 +263,12 @@ class DetectorAETTask:
     return {
         "mse": tf.reduce_mean(tf.square(pred - target), axis=[1, 2, 3]),
         "mae": tf.reduce_mean(err, axis=[1, 2, 3]),
-        "object_mae": _nan_where(empty, tf.math.divide_no_nan(
+        "object_mae": det.nan_where(empty, tf.math.divide_no_nan(
             tf.reduce_sum(err * m, axis=[1, 2, 3]), area)),
-        "background_mae": _nan_where(bg_area <= 0, tf.math.divide_no_nan(
+        "background_mae": det.nan_where(bg_area <= 0, tf.math.divide_no_nan(
             tf.reduce_sum(err * (1.0 - m), axis=[1, 2, 3]), bg_area)),
-        "offset_error": _nan_where(empty, tf.abs(mean_pred - o)),
-        "sign_accuracy": _nan_where(empty, tf.cast(mean_pred * o > 0, tf.float32)),
+        "offset_error": det.nan_where(empty, tf.abs(mean_pred - o)),
+        "sign_accuracy": det.nan_where(empty, tf.cast(mean_pred * o > 0, tf.float32)),
     }
 
   def baseline(self, batch: Batch) -> dict[str, tf.Tensor]:
