@@ -257,13 +257,22 @@ def save_head_weights(model: Detector, path: str) -> None:
     raise ValueError(f"the VGG16 convs {changed} differ from the ImageNet file (AET-initialised "
                      "or unfrozen encoder): a head-only file would reload the wrong backbone; "
                      "save the whole model (model.save_weights / .keras) instead")
+  write_layer_groups(path, trained_layers(model), {
+      "format": HEAD_FORMAT, "config": json.dumps(dataclasses.asdict(model.cfg)),
+      "vgg16_sha256": _vgg_sha256() if model.cfg.imagenet_weights else ""})
+
+
+def write_layer_groups(path: str, layers_: list[keras.layers.Layer],
+                       attrs: Mapping[str, str]) -> None:
+  """Writes one HDF5 group per layer ("0", "1", ... in `layer.weights` order, the layout
+  `read_layer_groups` checks) plus root attributes, to a temporary name first: a kill never
+  leaves a half-written file under `path`."""
   import h5py  # pylint: disable=g-import-not-at-top
   tmp = f"{path}.tmp"
   with h5py.File(tmp, "w") as f:
-    f.attrs["format"] = HEAD_FORMAT
-    f.attrs["config"] = json.dumps(dataclasses.asdict(model.cfg))
-    f.attrs["vgg16_sha256"] = _vgg_sha256() if model.cfg.imagenet_weights else ""
-    for layer in trained_layers(model):
+    for key, value in attrs.items():
+      f.attrs[key] = value
+    for layer in layers_:
       group = f.create_group(layer.name)
       for i, v in enumerate(layer.weights):
         group.create_dataset(str(i), data=np.asarray(keras.ops.convert_to_numpy(v)))

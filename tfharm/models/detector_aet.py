@@ -32,7 +32,6 @@ from typing import Mapping
 
 import keras
 from keras import layers, ops
-import numpy as np
 import tensorflow as tf
 
 from tfharm import colour
@@ -161,16 +160,8 @@ def save_trunk_weights(model: det.Detector | DetectorAET, path: str) -> None:
   in `layer.weights` order, BN moving statistics included); root attributes: format tag and
   the DetectorConfig as JSON. ~68 MB for the default detector.
   """
-  import h5py  # pylint: disable=g-import-not-at-top
-  tmp = f"{path}.tmp"
-  with h5py.File(tmp, "w") as f:
-    f.attrs["format"] = TRUNK_FORMAT
-    f.attrs["config"] = json.dumps(dataclasses.asdict(model.cfg))
-    for layer in trunk_layers(model):
-      group = f.create_group(layer.name)
-      for i, v in enumerate(layer.weights):
-        group.create_dataset(str(i), data=np.asarray(keras.ops.convert_to_numpy(v)))
-  os.replace(tmp, path)
+  det.write_layer_groups(path, trunk_layers(model), {
+      "format": TRUNK_FORMAT, "config": json.dumps(dataclasses.asdict(model.cfg))})
 
 
 def load_trunk_weights(model: keras.Model, path: str) -> None:
