@@ -25,6 +25,7 @@ from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
 from tfharm.metrics import lpips as lpips_lib
 from tfharm.weights import store
+from tfharm.models import correction
 from tfharm.models import detector as det
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise
 from tests.models.trained_weights import perturb_trained_layers
@@ -130,6 +131,9 @@ def test_graph_harmonises_the_same_inputs_with_each_mask_source(graph):
                              composite * (1 - mask) + alone["harmoniser_gt_mask"] * mask, atol=2e-5)
   np.testing.assert_allclose(img["detector_harmoniser_gated"],
                              composite + soft * (alone["detector_harmoniser"] - composite), atol=2e-5)
+  for name, m in (("harmoniser_gt_mask", mask), ("detector_harmoniser", soft)):
+    np.testing.assert_allclose(img[f"{name}_l_moments"], correction.apply_correction(
+        "l_moments", composite, m, composite, m, alone[name]), atol=2e-5, err_msg=name)
 
 
 def test_graph_metrics_equal_the_standalone_functions(graph):

@@ -12,7 +12,7 @@ from absl import app, flags, logging
 
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES: "Flags live only in programs")."""
-  global _EXPORT_DIR, _VERSION, _DETECTOR, _HARMONISER, _OVERWRITE, _JIT
+  global _EXPORT_DIR, _VERSION, _DETECTOR, _HARMONISER, _OVERWRITE, _JIT, _CORRECTION
   _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Model base path; writes <export_dir>/<version>/.")
   _VERSION = flags.DEFINE_integer("version", None, "Version number (default: 1 + the largest there).")
   _DETECTOR = flags.DEFINE_string(
@@ -22,6 +22,11 @@ def _define_flags() -> None:
   _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace an existing version.")
   _JIT = flags.DEFINE_boolean(
       "jit_compile", None, "XLA for the networks (default: on with a GPU, off on CPU).")
+  # Literal choices: importing tfharm.models would start TensorFlow before the cheap checks
+  # (tests/models/correction_test.py checks they equal correction.CORRECTIONS).
+  _CORRECTION = flags.DEFINE_enum(
+      "correction", "l_moments", ["l_moments", "residual"],
+      "How the 256x256 prediction corrects the full-size image (tfharm/models/correction.py).")
   flags.mark_flag_as_required("export_dir")
 
 
@@ -36,7 +41,7 @@ def main(argv):
     raise app.UsageError(str(e)) from e
   from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
   try:
-    pipeline = exporter.load_serving_pipeline(*paths)
+    pipeline = exporter.load_serving_pipeline(*paths, correction=_CORRECTION.value)
     path = exporter.export(pipeline, _EXPORT_DIR.value, version,
                            overwrite=_OVERWRITE.value, jit_compile=_JIT.value)
   except (FileNotFoundError, exporter.VersionExistsError, ValueError) as e:

@@ -18,7 +18,7 @@ from absl import app, flags, logging
 
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES: "Flags live only in programs")."""
-  global _INPUT, _OUTPUT, _MASK, _SAVE_MASK, _DETECTOR, _HARMONISER, _JIT
+  global _INPUT, _OUTPUT, _MASK, _SAVE_MASK, _DETECTOR, _HARMONISER, _JIT, _CORRECTION
   _INPUT = flags.DEFINE_string("input", None, "An image (.jpg/.jpeg/.png) or a folder of them.")
   _OUTPUT = flags.DEFINE_string("output", None, "Output image (format from its extension), or "
                                 "a folder when --input is one (same file names).")
@@ -32,6 +32,11 @@ def _define_flags() -> None:
       "harmoniser_weights", None, "Harmoniser file (default: checkpoints/harmoniser_256.weights.h5).")
   _JIT = flags.DEFINE_boolean(
       "jit_compile", None, "XLA for the networks (default: on with a GPU, off on CPU).")
+  # Literal choices: importing tfharm.models would start TensorFlow before the cheap checks
+  # (tests/models/correction_test.py checks they equal correction.CORRECTIONS).
+  _CORRECTION = flags.DEFINE_enum(
+      "correction", "l_moments", ["l_moments", "residual"],
+      "How the 256x256 prediction corrects the full-size image (tfharm/models/correction.py).")
   flags.mark_flags_as_required(["input", "output"])
 
 
@@ -65,7 +70,8 @@ def main(argv):
     from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
     from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
     harmoniser = files.FileHarmoniser(
-        ServingModule(exporter.load_serving_pipeline(*paths), jit_compile=_JIT.value))
+        ServingModule(exporter.load_serving_pipeline(*paths, correction=_CORRECTION.value),
+                      jit_compile=_JIT.value))
     if folder:
       counts = files.harmonise_folder(harmoniser, src, dst, _MASK.value, _SAVE_MASK.value,
                                       progress=True)

@@ -6,8 +6,11 @@
 Scores these ways of producing an image, each against the real photograph: `composite` (no
 harmonisation), `harmoniser_gt_mask` (C_s, the network's output as it is),
 `harmoniser_gt_mask_gated` (the same, pasted into the composite through the mask),
-`harmoniser_empty_mask` (does the network change images it should leave alone?), and also how far the empty-mask output moved away from its
-input composite (`empty_mask_change_mse`). These are the numbers in checkpoints/README.md.
+`harmoniser_gt_mask_l_moments` (what `harmonise_any_size` returns by default: the composite's
+object moved onto the L* mean/std of the prediction, tfharm.models.correction),
+`harmoniser_empty_mask` (does the network change images it should leave alone?), and also how
+far the empty-mask output moved away from its input composite (`empty_mask_change_mse`).
+These are the numbers in checkpoints/README.md.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import tensorflow as tf
 
 from tfharm.data import pipeline
 from tfharm.metrics import image as image_metrics
+from tfharm.models import correction
 from tfharm.models import harmoniser as harmoniser_lib
 
 def _define_flags() -> None:
@@ -50,6 +54,8 @@ def harmoniser_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
         # Reported beside the network's own output, never instead of it: the composite outside
         # the mask, the network inside (architectures.md section 3).
         "harmoniser_gt_mask_gated": comp * (1.0 - mask) + harmonised * mask,
+        "harmoniser_gt_mask_l_moments": correction.apply_correction(
+            "l_moments", comp, mask, comp, mask, harmonised),
         "harmoniser_empty_mask": harmoniser_lib.harmonise(model, comp, tf.zeros_like(mask)),
     }
     result = {name: image_metrics.image_metrics(out, real, mask, value_range=(0.0, 1.0))

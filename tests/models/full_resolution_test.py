@@ -20,10 +20,14 @@ def _data(h, w, seed=0):
   return image, mask
 
 
+CORRECTIONS = ("l_moments", "residual")
+
+
+@pytest.mark.parametrize("correction", CORRECTIONS)
 @pytest.mark.parametrize("h,w", [(37, 53), (32, 32), (101, 17), (480, 641)])
-def test_untouched_outside_mask_and_shape_kept(model, h, w):
+def test_untouched_outside_mask_and_shape_kept(model, h, w, correction):
   image, mask = _data(h, w)
-  out = harmonise_any_size(model, image, mask).numpy()
+  out = harmonise_any_size(model, image, mask, correction=correction).numpy()
   assert out.shape == (2, h, w, 3)
   outside = np.broadcast_to(mask == 0, out.shape)
   np.testing.assert_array_equal(out[outside], image[outside])
@@ -32,9 +36,10 @@ def test_untouched_outside_mask_and_shape_kept(model, h, w):
   assert np.abs(out[inside] - image[inside]).max() > 0  # the correction is applied
 
 
-def test_empty_mask_returns_input_exactly(model):
+@pytest.mark.parametrize("correction", CORRECTIONS)
+def test_empty_mask_returns_input_exactly(model, correction):
   image, mask = _data(45, 70)
-  out = harmonise_any_size(model, image, np.zeros_like(mask))
+  out = harmonise_any_size(model, image, np.zeros_like(mask), correction=correction)
   np.testing.assert_array_equal(out.numpy(), image)
 
 
@@ -46,11 +51,19 @@ def test_out_of_range_and_nan_masks_are_clipped(model):
   np.testing.assert_array_equal(out, harmonise_any_size(model, image, np.clip(mask * 5 - 1, 0, 1)))
 
 
-def test_runs_under_xla(model):
+@pytest.mark.parametrize("correction", CORRECTIONS)
+def test_runs_under_xla(model, correction):
   image, mask = _data(40, 56)
-  eager = harmonise_any_size(model, image, mask)
-  compiled = tf.function(lambda i, m: harmonise_any_size(model, i, m), jit_compile=True)
+  eager = harmonise_any_size(model, image, mask, correction=correction)
+  compiled = tf.function(lambda i, m: harmonise_any_size(model, i, m, correction=correction),
+                         jit_compile=True)
   np.testing.assert_allclose(compiled(image, mask), eager, atol=2e-5)
+
+
+def test_unknown_correction_is_refused(model):
+  image, mask = _data(32, 32)
+  with pytest.raises(ValueError, match="unknown correction 'lmoments'"):
+    harmonise_any_size(model, image, mask, correction="lmoments")
 
 
 @pytest.mark.parametrize("h,w,size", [(101, 37, 32), (64, 64, 32), (20, 50, 32), (300, 200, 64)])

@@ -68,7 +68,9 @@ def evaluate(cfg: EvalConfig) -> dict:
       "settings": {"batch_size": cfg.batch_size, "lpips_net": cfg.lpips_net,
                    "jit_compile": graph.jit_compile, "threshold": cfg.threshold,
                    "harmonised_output": "raw network output at S (paper section 3); *_gated = "
-                                        "C + m * (H - C) with m the mask the harmoniser got"},
+                                        "C + m * (H - C) with m the mask the harmoniser got; "
+                                        "*_l_moments = C with its L* moved onto H's mask-"
+                                        "weighted L* mean/std, through m"},
       "timing": {"setup_s": setup_s, **results.timing, "examples_gather_s": gather_s},
       "environment": runner.environment(),
       "examples": chosen,

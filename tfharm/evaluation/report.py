@@ -28,6 +28,8 @@ LABELS = {
     "harmoniser_empty_mask": "harmoniser, empty mask",
     "harmoniser_gt_mask_gated": "C_s gated into the composite",
     "detector_harmoniser_gated": "C_p gated into the composite",
+    "harmoniser_gt_mask_l_moments": "C_s, L* moments (tfharm's output)",
+    "detector_harmoniser_l_moments": "C_p, L* moments (tfharm's output)",
 }
 _DIGITS = {"mse": 2, "psnr": 2, "lpips": 4, "fmse": 1, "ssim": 4, "iou": 4, "f1": 4, "ap": 4}
 
@@ -168,7 +170,9 @@ def table_markdown(summary: dict, provenance: dict, threshold: float) -> str:
 
 All pixel metrics on the 0–255 scale, per image against the real photograph, then averaged
 (PSNR: mean of per-image dB). Harmonised rows are the network's raw output at {data['image_size']}×{data['image_size']}
-(paper §3); the two *gated* rows paste it into the composite through the mask, C + m⊙(Ĥ − C).
+(paper §3); the two *gated* rows paste it into the composite through the mask, C + m⊙(Ĥ − C);
+the two *L\* moments* rows are what tfharm returns by default: the composite's object moved onto
+the prediction's mask-weighted L\* mean and std (Reinhard on L\*, tfharm/models/correction.py).
 
 {main_table(summary)}
 

@@ -8,7 +8,9 @@ Per batch of `make_dataset` examples (composite, real, mask in [0, 1], S x S):
   detector localisation (IoU, F1, AP) of the soft mask against the ground-truth mask.
 Methods are named as in the paper's Table 1 (C_s = harmoniser_gt_mask, C_p =
 detector_harmoniser); harmonised outputs are the network's raw output at S (paper section 3),
-the `*_gated` rows paste it into the composite through the mask, C + m * (H - C).
+the `*_gated` rows paste it into the composite through the mask, C + m * (H - C), and the
+`*_l_moments` rows are what tfharm returns by default (harmonise_any_size, the served model):
+the composite's object moved onto the prediction's L* mean/std (tfharm.models.correction).
 """
 
 from __future__ import annotations
@@ -28,14 +30,16 @@ from tfharm.metrics import localisation
 from tfharm.metrics import lpips as lpips_lib
 from tfharm.metrics.device import default_jit_compile
 from tfharm.models import checkpoints
+from tfharm.models import correction
 from tfharm.models import detector as detector_lib
 from tfharm.models import detector_labels
 from tfharm.models import harmoniser as harmoniser_lib
 
-# The paper's rows first (Table 1), then the ablations, then the gated variants.
+# The paper's rows first (Table 1), then the ablations, then the corrected variants.
 METHODS = ("composite", "harmoniser_gt_mask", "detector_harmoniser",
            "harmoniser_binarised_pred_mask", "harmoniser_empty_mask",
-           "harmoniser_gt_mask_gated", "detector_harmoniser_gated")
+           "harmoniser_gt_mask_gated", "detector_harmoniser_gated",
+           "harmoniser_gt_mask_l_moments", "detector_harmoniser_l_moments")
 # The harmoniser's four inputs, in the order of its one 4B call.
 HARMONISER_METHODS = ("harmoniser_gt_mask", "detector_harmoniser",
                       "harmoniser_binarised_pred_mask", "harmoniser_empty_mask")
@@ -144,6 +148,9 @@ class EvalGraph:
       images[name] = harmonised[i * b:(i + 1) * b]
     images["harmoniser_gt_mask_gated"] = composite + mask * (images["harmoniser_gt_mask"] - composite)
     images["detector_harmoniser_gated"] = composite + soft * (images["detector_harmoniser"] - composite)
+    for name, m in (("harmoniser_gt_mask", mask), ("detector_harmoniser", soft)):
+      images[f"{name}_l_moments"] = correction.apply_correction(
+          "l_moments", composite, m, composite, m, images[name])
 
     k = len(METHODS)
     stacked = tf.concat([images[m] for m in METHODS], axis=0)  # (kB, S, S, 3)

@@ -1,19 +1,19 @@
 """Apply a fixed-size harmoniser to images of any size (architectures.md section 1.3).
 
-DIH's FC bottleneck ties it to S x S. We run it at S and bring back only its *correction*
-Delta = H_S - C_S, upsampled bilinearly and gated by the full-resolution mask:
-
-    out = clip(C + m * upsample(Delta), 0, 1)
-
-so full-resolution texture survives (only colour and tone change) and pixels outside the
-mask are returned bit-identical, which the network's own reconstruction blur would not do.
-Pure TF ops with static rank: usable inside tf.function(jit_compile=True); each new
+DIH's FC bottleneck ties it to S x S. We run it at S and bring back only a *correction*
+(tfharm.models.correction): by default the object's L* moments read off the prediction and
+applied to the full-resolution composite (Reinhard on L*); or the residual
+clip(C + m * upsample(H_S - C_S), 0, 1). Either way full-resolution texture survives and pixels
+outside the mask are returned bit-identical, which the network's own reconstruction blur would
+not do. Pure TF ops with static rank: usable inside tf.function(jit_compile=True); each new
 (H, W) traces once.
 """
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from tfharm.models import correction as correction_lib
 
 
 def resize_matrix(n_in, n_out, antialias: bool = True) -> tf.Tensor:
@@ -51,13 +51,15 @@ def resize_to(image: tf.Tensor, mask: tf.Tensor, size: int) -> tuple[tf.Tensor, 
 
 
 def harmonise_any_size(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
-                       size: int | None = None) -> tf.Tensor:
+                       size: int | None = None,
+                       correction: str = correction_lib.DEFAULT_CORRECTION) -> tf.Tensor:
   """Harmonise (B, H, W, 3) images in [0, 1] with soft (B, H, W, 1) masks, any H and W.
 
-  `size` defaults to the model's input size. The mask is clipped to [0, 1] (NaN -> 0)
-  before it gates anything, so the output stays in [0, 1] and equals `image` wherever
-  the mask is 0.
+  `size` defaults to the model's input size; `correction` is one of correction.CORRECTIONS.
+  The mask is clipped to [0, 1] (NaN -> 0) before it gates anything, so the output stays in
+  [0, 1] and equals `image` wherever the mask is 0.
   """
+  correction_lib.check_correction(correction)
   image = tf.convert_to_tensor(image, tf.float32)
   mask = tf.convert_to_tensor(mask, tf.float32)
   if image.shape.rank != 4 or mask.shape.rank != 4:
@@ -66,11 +68,9 @@ def harmonise_any_size(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
   if size is None:
     size = int(model.input["image"].shape[1]) if isinstance(model.input, dict) else int(
         model.input[0].shape[1])
-  full_hw = tf.shape(image)[1:3]
   image_s, mask_s = resize_to(image, mask, size)  # (B, S, S, 3), (B, S, S, 1)
   out_s = model({"image": image_s * 2.0 - 1.0, "mask": mask_s}, training=False)
   if isinstance(out_s, dict):
     out_s = out_s["image"]
   pred_s = tf.clip_by_value((tf.cast(out_s, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
-  delta = tf.image.resize(pred_s - image_s, full_hw, method="bilinear")  # (B, H, W, 3)
-  return tf.clip_by_value(image + mask * delta, 0.0, 1.0)
+  return correction_lib.apply_correction(correction, image, mask, image_s, mask_s, pred_s)

@@ -1,8 +1,10 @@
 """End-to-end mask-free harmonisation: detector -> soft mask -> harmoniser (architectures.md 3).
 
   pipe = HarmonisationPipeline(load_detector(...), load_harmoniser(...))
-  out = pipe(image01)                       # (B, S, S, 3) in [0, 1], S = harmoniser size
-  out = pipe.any_size(image01_any_size)     # any H x W, 1/3/4 channels (full-resolution path)
+  out = pipe(image01)                       # (B, S, S, 3) in [0, 1], S = harmoniser size: the
+                                            # network's raw output, as in the paper's Table 1
+  out = pipe.any_size(image01_any_size)     # any H x W, 1/3/4 channels (full-resolution path,
+                                            # the composite corrected by `correction`)
   fn = make_inference_fn(pipe, "predicted")  # one tf.function graph (XLA per device default)
 
 Every call returns a dict:
@@ -24,6 +26,7 @@ import keras
 import tensorflow as tf
 
 from tfharm.metrics.device import default_jit_compile
+from tfharm.models import correction as correction_lib
 from tfharm.models import detector as detector_lib
 from tfharm.models import full_resolution
 from tfharm.models.harmoniser import harmonise
@@ -60,12 +63,14 @@ class HarmonisationPipeline(keras.Model):
   they are trained separately (section 3); this model has no training step of its own."""
 
   def __init__(self, detector: keras.Model, harmoniser: keras.Model,
-               mask_source: str = "predicted", threshold: float = 0.5, **kwargs):
+               mask_source: str = "predicted", threshold: float = 0.5,
+               correction: str = correction_lib.DEFAULT_CORRECTION, **kwargs):
     super().__init__(**kwargs)
     self.detector = detector
     self.harmoniser = harmoniser
     self.mask_source = _check_source(mask_source)
     self.threshold = float(threshold)
+    self.correction = correction_lib.check_correction(correction)
 
   @property
   def image_size(self) -> int:
@@ -95,8 +100,9 @@ class HarmonisationPipeline(keras.Model):
     """The full-resolution path (section 3 steps 2-9) for (B, H, W, C) images of any size.
 
     The image is shrunk to S (antialiased, full_resolution.shrink); detector and harmoniser
-    run at S; the detection and the mask are upsampled bilinearly to H x W; the output is
-    clip(C + m * upsample(H_S - C_S), 0, 1), so pixels with m = 0 are returned unchanged.
+    run at S; the detection and the mask are upsampled bilinearly to H x W; the output is the
+    composite with the prediction's correction (`self.correction`, tfharm.models.correction)
+    applied through m, so pixels with m = 0 are returned unchanged.
     A ground-truth mask is given at H x W: it is shrunk for the harmoniser and used as is
     for gating.
     """
@@ -110,19 +116,20 @@ class HarmonisationPipeline(keras.Model):
     detection_s = detector_lib.detection_channels(tf.cast(probs, tf.float32))  # (B, S, S, 2)
     mask_s = self._mask(detection_s, gt_s, source)  # (B, S, S, 1)
     pred_s = harmonise(self.harmoniser, image_s, mask_s)  # (B, S, S, 3) in [0, 1]
-    delta = tf.image.resize(pred_s - image_s, full_hw, method="bilinear")  # (B, H, W, 3)
     if source == "ground_truth":
       mask = tf.clip_by_value(tf.where(tf.math.is_nan(gt), 0.0, gt), 0.0, 1.0)
     else:
       mask = tf.clip_by_value(tf.image.resize(mask_s, full_hw, method="bilinear"), 0.0, 1.0)
     detection = tf.image.resize(detection_s, full_hw, method="bilinear")
-    return {"harmonised": tf.clip_by_value(image + mask * delta, 0.0, 1.0),
-            "detection": detection, "mask": mask}
+    harmonised = correction_lib.apply_correction(self.correction, image, mask, image_s, mask_s,
+                                                 pred_s)
+    return {"harmonised": harmonised, "detection": detection, "mask": mask}
 
   def get_config(self):
     return {"detector": keras.saving.serialize_keras_object(self.detector),
             "harmoniser": keras.saving.serialize_keras_object(self.harmoniser),
-            "mask_source": self.mask_source, "threshold": self.threshold, "name": self.name}
+            "mask_source": self.mask_source, "threshold": self.threshold,
+            "correction": self.correction, "name": self.name}
 
   @classmethod
   def from_config(cls, config):

@@ -12,6 +12,7 @@ import shutil
 
 import tensorflow as tf
 
+from tfharm.models.correction import DEFAULT_CORRECTION
 from tfharm.models.pipeline import HarmonisationPipeline, load_pipeline
 from tfharm.serving.paths import (DEFAULT_DETECTOR, DEFAULT_HARMONISER,  # pylint: disable=unused-import
                                   VersionExistsError, next_version, resolve_weights, target)
@@ -19,9 +20,11 @@ from tfharm.serving.signatures import ServingModule
 
 
 def load_serving_pipeline(detector_weights: str | None = None,
-                          harmoniser_weights: str | None = None) -> HarmonisationPipeline:
+                          harmoniser_weights: str | None = None,
+                          correction: str = DEFAULT_CORRECTION) -> HarmonisationPipeline:
   """The pipeline both the export and the harmonise CLI run (predicted soft mask)."""
-  return load_pipeline(*resolve_weights(detector_weights, harmoniser_weights))
+  return load_pipeline(*resolve_weights(detector_weights, harmoniser_weights),
+                       correction=correction)
 
 
 def export(pipeline: HarmonisationPipeline, export_dir: str, version: int | None = None,

@@ -12,7 +12,8 @@ Signatures (TF Serving / `saved_model_cli` names):
                        -> harmonised uint8 (B, H, W, 3)
 
 Both run `HarmonisationPipeline.any_size`'s method: the networks see an antialiased S x S
-shrink, and only their correction Delta comes back, upsampled and gated by the mask, so
+shrink, and only a correction comes back (the pipeline's `correction`, fixed at export:
+tfharm.models.correction), applied to the full-resolution image through the mask, so
 pixels with mask 0 are returned unchanged (bit-identical in uint8). uint8 out is
 round(clip(x, 0, 1) * 255) with round-half-to-even (tf.round, as np.round).
 
@@ -73,7 +74,8 @@ class ServingModule(tf.Module):
     # detector (~75 GFLOP per image) only to discard its map. Same method, same numbers
     # (tested against any_size for masks in [0, 1]).
     self._with_mask = tf.function(
-        lambda image, mask: full_resolution.harmonise_any_size(pipeline.harmoniser, image, mask),
+        lambda image, mask: full_resolution.harmonise_any_size(
+            pipeline.harmoniser, image, mask, correction=pipeline.correction),
         jit_compile=jit)
 
   @tf.function(input_signature=[IMAGE_SPEC])

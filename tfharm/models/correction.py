@@ -1,0 +1,87 @@
+"""How the harmoniser's S x S prediction becomes the output image (architectures.md section 1.3).
+
+DIH's output is a blurred reconstruction of the whole image (its FC bottleneck and its 4x4
+stride-2 stack lose texture), and at any size other than S it is not even at the right
+resolution. So the output is never the network's pixels; it is the composite with a correction
+read off the prediction and applied through the (soft) mask m, at full resolution:
+
+  "l_moments" (default): Reinhard on L*, the inverse of our corruption model. The prediction
+      says what the object's L* mean and standard deviation should be; the composite's object is
+      moved onto those statistics (mask-weighted, measured at S on both) and pasted back through
+      m. Texture and a*, b* are the composite's own. This is section 1.3's "fit a per-object
+      affine in L*" option, in its moment-matching form: a least-squares fit of L_pred on
+      L_composite under-estimates the slope because the prediction is blurred (regression
+      dilution), which moment matching suffers less from (measured in BUILD_NOTES.md, "Correction").
+  "residual": section 1.3's default, clip(C + m * upsample(H_S - C_S), 0, 1); keeps the
+      network's colour changes and its reconstruction error inside the mask.
+
+Both return `image` bit-identical wherever m = 0 (an empty mask changes nothing). Pure TF ops,
+usable under tf.function(jit_compile=True).
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from tfharm import colour
+
+CORRECTIONS = ("l_moments", "residual")
+DEFAULT_CORRECTION = "l_moments"
+# Safety bounds on the L* contrast ratio sigma_pred / sigma_composite. The data's true ratios
+# span 0.18-8.1 (paper_256 test split, 192 composites); the shipped network's 0.58-2.4.
+MAX_CONTRAST_RATIO = 10.0
+_TINY = 1e-6
+
+
+def check_correction(name: str) -> str:
+  if name not in CORRECTIONS:
+    raise ValueError(f"unknown correction {name!r}; expected one of {CORRECTIONS}")
+  return name
+
+
+def weighted_l_moments(image: tf.Tensor, weights: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """Mask-weighted L* mean and population std of (B, H, W, 3) RGB in [0, 1]; each (B, 1, 1, 1).
+
+  An all-zero weight map gives mean 0 and std 0 (nothing to move; the mask then gates it away).
+  """
+  l = colour.rgb_to_lab_tf(image)[..., :1]  # (B, H, W, 1)
+  total = tf.reduce_sum(weights, axis=[1, 2, 3], keepdims=True)
+  safe = tf.maximum(total, _TINY)
+  mean = tf.reduce_sum(weights * l, axis=[1, 2, 3], keepdims=True) / safe
+  var = tf.reduce_sum(weights * tf.square(l - mean), axis=[1, 2, 3], keepdims=True) / safe
+  return mean, tf.sqrt(tf.maximum(var, 0.0))
+
+
+def reinhard_l_transfer_tf(image: tf.Tensor, mask: tf.Tensor, source: tuple[tf.Tensor, tf.Tensor],
+                           target: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
+  """Moves L* of `image` from `source` (mean, std) onto `target` (mean, std) through soft `mask`.
+
+  The TF, soft-mask twin of `colour.reinhard_l_transfer` (which builds the corruption):
+  L' = clip((L - mu_s) * sigma_t / sigma_s + mu_t, 0, 100), a*, b* kept, then
+  out = image + mask * (rgb(L', a*, b*) - image). A flat source (sigma_s == 0) is only shifted,
+  as in the numpy version; the contrast ratio is bounded by MAX_CONTRAST_RATIO.
+  """
+  (mu_s, sigma_s), (mu_t, sigma_t) = source, target
+  ratio = tf.where(sigma_s > _TINY, sigma_t / tf.maximum(sigma_s, _TINY), 0.0)
+  ratio = tf.clip_by_value(ratio, 0.0, MAX_CONTRAST_RATIO)
+  lab = colour.rgb_to_lab_tf(image)
+  l = tf.clip_by_value((lab[..., :1] - mu_s) * ratio + mu_t, *colour.L_RANGE)
+  moved = colour.lab_to_rgb_tf(tf.concat([l, lab[..., 1:]], axis=-1))
+  return image + mask * (moved - image)
+
+
+def apply_correction(correction: str, image: tf.Tensor, mask: tf.Tensor, image_s: tf.Tensor,
+                     mask_s: tf.Tensor, pred_s: tf.Tensor) -> tf.Tensor:
+  """The output at full resolution from the prediction at S.
+
+  image (B, H, W, 3) and mask (B, H, W, 1) in [0, 1] at full resolution; image_s, mask_s and
+  pred_s (the harmoniser's output, [0, 1]) at S. H, W may equal S.
+  """
+  check_correction(correction)
+  if correction == "residual":
+    delta = tf.image.resize(pred_s - image_s, tf.shape(image)[1:3], method="bilinear")
+    return tf.clip_by_value(image + mask * delta, 0.0, 1.0)
+  # Both moments at S, where the prediction lives: the shrink lowers the std of composite and
+  # prediction alike, so their ratio is what carries over to full resolution.
+  source = weighted_l_moments(image_s, mask_s)
+  target = weighted_l_moments(pred_s, mask_s)
+  return tf.clip_by_value(reinhard_l_transfer_tf(image, mask, source, target), 0.0, 1.0)
