@@ -28,6 +28,8 @@ _WIDTH = flags.DEFINE_integer("width", 1024, "Image width.")
 _BATCH = flags.DEFINE_integer("batch_size", 4, "Images per call for the throughput figure.")
 _ITERS = flags.DEFINE_integer("iters", 5, "Timed calls per figure (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed calls per figure.")
+_CORRECTION = flags.DEFINE_enum("correction", "l_moments", ["l_moments", "residual"],
+                                "The exported model's correction (without --saved_model).")
 
 
 def _export(directory: str) -> str:
@@ -35,9 +37,11 @@ def _export(directory: str) -> str:
   from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig  # pylint: disable=g-import-not-at-top
   from tfharm.models.pipeline import HarmonisationPipeline  # pylint: disable=g-import-not-at-top
   from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
-  pipe = HarmonisationPipeline(Detector(), Harmoniser(HarmoniserConfig(image_size=256)))
+  pipe = HarmonisationPipeline(Detector(), Harmoniser(HarmoniserConfig(image_size=256)),
+                               correction=_CORRECTION.value)
   t = time.perf_counter()
   path = exporter.export(pipe, directory, version=1)
+  print(f"# correction {_CORRECTION.value}")
   print(f"serving.export_seconds {time.perf_counter() - t:.1f} s")
   return path
 
