@@ -111,6 +111,25 @@ def test_semantic_branch_trains(tmp_path):
   assert logs["step"] == 3 and np.isfinite(logs["semantic_ce"])
 
 
+def test_harmoniser_validation_also_scores_the_l_moments_output():
+  """Validation tracks what tfharm returns (the L* moment correction), not only the raw output:
+  a prediction that is the real image blurred has poor raw metrics but, corrected, recovers a
+  composite whose object was only shifted in L*."""
+  rng = np.random.default_rng(0)
+  real = tf.constant(rng.uniform(0.2, 0.6, (2, 16, 16, 3)).astype("float32"))
+  mask = tf.concat([tf.ones((2, 16, 6, 1)), tf.zeros((2, 16, 10, 1))], axis=2)
+  darker = tf.clip_by_value(real - 0.1, 0.0, 1.0)
+  composite = darker * mask + real * (1.0 - mask)
+  blurred = tf.nn.avg_pool2d(real, 3, 1, "SAME")
+  batch = {"composite": composite, "real": real, "mask": mask}
+  m = _task().metrics(batch, blurred * 2.0 - 1.0)
+  assert {"mse", "psnr", "fmse", "ssim", "l_moments_mse", "l_moments_psnr",
+          "l_moments_fmse"} <= set(m)
+  np.testing.assert_allclose(m["mse"], train.image_metrics(blurred, real, mask)["mse"], rtol=1e-6)
+  assert np.all(m["l_moments_psnr"].numpy() > m["psnr"].numpy() + 3)
+  assert np.all(m["l_moments_psnr"].numpy() > train.image_metrics(composite, real, mask)["psnr"].numpy() + 3)
+
+
 def test_validation_metrics_known_values():
   real = tf.zeros((1, 16, 16, 3))
   pred = tf.concat([tf.ones((1, 16, 8, 3)) * (10 / 255), tf.zeros((1, 16, 8, 3))], axis=2)

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfharm.metrics import image as image_lib
+from tfharm.models import correction
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig
 from tfharm.weight_average import WeightAverage
 
@@ -198,7 +199,13 @@ class HarmoniserTask:
     return tf.clip_by_value((tf.cast(pred, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
 
   def metrics(self, batch: Batch, outputs) -> dict[str, tf.Tensor]:
-    return image_metrics(self._pred01(outputs), batch["real"], batch["mask"])
+    """The raw output's metrics, and (prefix `l_moments_`) those of what tfharm returns: the
+    composite moved onto the prediction's L* moments (tfharm.models.correction)."""
+    comp, real, mask, pred = batch["composite"], batch["real"], batch["mask"], self._pred01(outputs)
+    corrected = correction.apply_correction("l_moments", comp, mask, comp, mask, pred)
+    product = image_metrics(corrected, real, mask)
+    return {**image_metrics(pred, real, mask),
+            **{f"l_moments_{k}": product[k] for k in ("mse", "psnr", "fmse")}}
 
   def baseline(self, batch: Batch) -> dict[str, tf.Tensor]:
     return image_metrics(batch["composite"], batch["real"], batch["mask"])
