@@ -8,8 +8,9 @@ harmonisation), `harmoniser_gt_mask` (C_s, the network's output as it is),
 `harmoniser_gt_mask_gated` (the same, pasted into the composite through the mask),
 `harmoniser_gt_mask_l_moments` (what `harmonise_any_size` returns by default: the composite's
 object moved onto the L* mean/std of the prediction, tfharm.models.correction),
-`harmoniser_empty_mask` (does the network change images it should leave alone?), and also how
-far the empty-mask output moved away from its input composite (`empty_mask_change_mse`).
+`harmoniser_empty_mask` (does the network change images it should leave alone?) and
+`harmoniser_empty_mask_l_moments` (the same through the correction), and how far each moved
+away from its input composite (`empty_mask_change`, `empty_mask_change_l_moments`).
 These are the numbers in checkpoints/README.md.
 """
 
@@ -58,10 +59,14 @@ def harmoniser_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
             "l_moments", comp, mask, comp, mask, harmonised),
         "harmoniser_empty_mask": harmoniser_lib.harmonise(model, comp, tf.zeros_like(mask)),
     }
+    outputs["harmoniser_empty_mask_l_moments"] = correction.apply_correction(
+        "l_moments", comp, tf.zeros_like(mask), comp, tf.zeros_like(mask),
+        outputs["harmoniser_empty_mask"])
     result = {name: image_metrics.image_metrics(out, real, mask, value_range=(0.0, 1.0))
               for name, out in outputs.items()}
-    result["empty_mask_change"] = {"mse": image_metrics.mse(
-        outputs["harmoniser_empty_mask"], comp, value_range=(0.0, 1.0))}
+    for name in ("harmoniser_empty_mask", "harmoniser_empty_mask_l_moments"):
+      change = name.replace("harmoniser_empty_mask", "empty_mask_change")
+      result[change] = {"mse": image_metrics.mse(outputs[name], comp, value_range=(0.0, 1.0))}
     return result
 
   sums: dict[str, dict[str, list[np.ndarray]]] = {}

@@ -109,6 +109,19 @@ def test_zero_mask_pixels_are_returned_bit_identical(photo, name):
     np.testing.assert_array_equal(out[outside], comp[outside])
 
 
+@pytest.mark.parametrize("name", correction.CORRECTIONS)
+def test_nan_and_out_of_range_masks_are_read_as_clipped(photo, name):
+  real, mask = photo
+  comp = _corrupt(real, mask)
+  wild = mask * 3.0 - 1.0  # -1 outside the object, 2 inside
+  wild[0, 0, 0, 0] = np.nan
+  clean = np.clip(np.nan_to_num(wild, nan=0.0), 0.0, 1.0)
+  out = correction.apply_correction(name, comp, wild, comp, wild, real).numpy()
+  assert np.isfinite(out).all()
+  np.testing.assert_array_equal(
+      out, correction.apply_correction(name, comp, clean, comp, clean, real).numpy())
+
+
 def test_flat_object_is_shifted_and_contrast_is_bounded():
   image = np.full((1, 8, 8, 3), 0.4, np.float32)
   mask = np.ones((1, 8, 8, 1), np.float32)

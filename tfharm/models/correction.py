@@ -74,9 +74,13 @@ def apply_correction(correction: str, image: tf.Tensor, mask: tf.Tensor, image_s
   """The output at full resolution from the prediction at S.
 
   image (B, H, W, 3) and mask (B, H, W, 1) in [0, 1] at full resolution; image_s, mask_s and
-  pred_s (the harmoniser's output, [0, 1]) at S. H, W may equal S.
+  pred_s (the harmoniser's output, [0, 1]) at S. H, W may equal S. Masks are clipped to [0, 1]
+  with NaN read as 0.
   """
   check_correction(correction)
+  # A NaN in a mask would reach every pixel through the moments (0 * NaN is NaN).
+  mask, mask_s = (tf.clip_by_value(tf.where(tf.math.is_nan(m), 0.0, m), 0.0, 1.0)
+                  for m in (mask, mask_s))
   if correction == "residual":
     delta = tf.image.resize(pred_s - image_s, tf.shape(image)[1:3], method="bilinear")
     return tf.clip_by_value(image + mask * delta, 0.0, 1.0)
