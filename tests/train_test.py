@@ -99,6 +99,16 @@ def test_mask_region_loss_ignores_background():
   assert float(tf.reduce_min(whole.loss(batch, off_mask)["loss"])) > 0.0
 
 
+def test_image_and_mask_loss_is_the_sum_of_both_regions():
+  batch = next(iter(fake_dataset("", "train", batch_size=2, shuffle=False)))
+  pred = batch["real"] * 2.0 - 1.0 + 0.3 * batch["mask"] + 0.1  # off inside and outside
+  region = {r: train.HarmoniserTask(HarmoniserConfig(image_size=SIZE), loss_region=r).loss(
+      batch, pred)["loss"].numpy() for r in ("image", "mask", "image_and_mask")}
+  np.testing.assert_allclose(region["mask"], 0.16, rtol=1e-4)  # (0.3 + 0.1)^2 inside
+  np.testing.assert_allclose(region["image_and_mask"], region["image"] + region["mask"], rtol=1e-6)
+  assert np.all(region["image"] < region["mask"])
+
+
 def test_image_size_mismatch_is_named(tmp_path):
   ds_fn = functools.partial(fake_dataset, max_examples=8, size=32)
   with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="image_size"):

@@ -79,8 +79,10 @@ _EXPORT = flags.DEFINE_bool("export", True, "Write <model>.weights.h5 and <model
 # harmoniser task
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 256,
                                   "Input size S: harmoniser 4 * 2**n; detector a multiple of 8.")
-_LOSS_REGION = flags.DEFINE_enum("loss_region", "image", ["image", "mask"],
-                                 "MSE over the whole image (as DIH) or only inside the mask.")
+_LOSS_REGION = flags.DEFINE_enum(
+    "loss_region", "image", ["image", "mask", "image_and_mask"],
+    "MSE over the whole image (as DIH), only inside the mask, or the sum of the two (the object's "
+    "tone weighs more, the background is still reconstructed: what harmonise() returns).")
 _SEMANTIC = flags.DEFINE_bool("semantic", False, "Add DIH's scene-parsing decoder branch.")
 _SEMANTIC_WEIGHT = flags.DEFINE_float("semantic_weight", 1e-4, "Weight of the parsing CE loss.")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 81, "Parsing classes (80 COCO + background).")
@@ -180,12 +182,12 @@ class HarmoniserTask:
   def loss(self, batch: Batch, outputs) -> dict[str, tf.Tensor]:
     pred = outputs["image"] if isinstance(outputs, dict) else outputs
     err = tf.square(tf.cast(pred, tf.float32) - (batch["real"] * 2.0 - 1.0))  # [-1, 1] space
-    if self.loss_region == "mask":
-      m = batch["mask"]
-      mse = tf.math.divide_no_nan(tf.reduce_sum(err * m, axis=[1, 2, 3]),
-                                  3.0 * tf.reduce_sum(m, axis=[1, 2, 3]))
-    else:
-      mse = tf.reduce_mean(err, axis=[1, 2, 3])
+    image_mse = tf.reduce_mean(err, axis=[1, 2, 3])
+    m = batch["mask"]
+    mask_mse = tf.math.divide_no_nan(tf.reduce_sum(err * m, axis=[1, 2, 3]),
+                                     3.0 * tf.reduce_sum(m, axis=[1, 2, 3]))
+    mse = {"image": image_mse, "mask": mask_mse,
+           "image_and_mask": image_mse + mask_mse}[self.loss_region]
     losses = {"loss": mse, "mse": mse}
     if self.cfg.semantic:
       ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
