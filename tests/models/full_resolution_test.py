@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfharm.models.correction import CORRECTIONS
 from tfharm.models.full_resolution import harmonise_any_size
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig
 
@@ -18,9 +19,6 @@ def _data(h, w, seed=0):
   mask = np.zeros((2, h, w, 1), "float32")
   mask[:, h // 3: 2 * h // 3, w // 4: w // 2] = rng.uniform(0.2, 1.0)
   return image, mask
-
-
-CORRECTIONS = ("l_moments", "residual")
 
 
 @pytest.mark.parametrize("correction", CORRECTIONS)
