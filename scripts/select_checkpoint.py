@@ -1,35 +1,32 @@
-"""Scores several training checkpoints on a selection split, to choose the one to ship.
+"""Scores several training checkpoints on the validation split, to choose the one to ship.
 
-  python scripts/select_checkpoint.py --model=harmoniser --workdir=/work/runs/harmoniser256 \
-      --data_dir=/work/runs/tfds ckpt-5000 ckpt-5500 ckpt-6000
+  python scripts/select_checkpoint.py --model=harmoniser --workdir=RUN --data_dir=DATA \
+      ckpt-5000 ckpt-5500 ckpt-6000
 
-Why a separate split: the ship scripts report on the `256` config's test split, so choosing a
-checkpoint on those numbers would make them optimistic. The default selection split is the
-paper-style build's test split (other composites, other references; the same val2017 photos,
-so the choice is not fully independent of the reported numbers: see checkpoints/README.md).
-Prints one JSON line per checkpoint (and per weight set, when the run kept an average).
+The choice is made on `validation` (whole photos held out of train2017, which no training run
+draws from and no reported table uses); the ship scripts then report `test` (val2017), which is
+never used to choose anything. Prints one JSON line per checkpoint (and per weight set, when
+the run kept an average).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tfharm import validation  # pylint: disable=wrong-import-position
-from tfharm.data import pipeline  # pylint: disable=wrong-import-position
-from tfharm.models import checkpoints  # pylint: disable=wrong-import-position
+from tfharm import validation
+from tfharm.data import pipeline
+from tfharm.models import checkpoints
 
 _MODEL = flags.DEFINE_enum("model", "harmoniser", ["harmoniser", "detector"], "Which network.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
 _DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites.")
-_CONFIG = flags.DEFINE_string("config", "paper_256", "luminance_composites config to select on.")
-_SPLIT = flags.DEFINE_string("split", "test", "Split to select on.")
-_MAX = flags.DEFINE_integer("max_examples", 192, "Score at most this many examples.")
+_CONFIG = flags.DEFINE_string("config", "256", "luminance_composites config to select on.")
+_SPLIT = flags.DEFINE_enum("split", "validation", ["validation"],
+                           "Split to select on: only validation (test is for reporting).")
+_MAX = flags.DEFINE_integer("max_examples", 0, "Score at most this many examples (0: all).")
 _RAW = flags.DEFINE_bool("also_raw", True, "Where a run kept a weight average, also score the "
                          "raw weights of the same checkpoint.")
 flags.mark_flags_as_required(["workdir", "data_dir"])

@@ -1,53 +1,67 @@
-"""Turns the newest training checkpoint into the shipped harmoniser, with its numbers.
+"""Turns a harmoniser training checkpoint into the shipped harmoniser, with its numbers.
 
-  python scripts/ship_harmoniser.py --workdir=/work/runs/harmoniser256 --data_dir=/work/runs/tfds
+  python scripts/ship_harmoniser.py --workdir=RUN --data_dir=DATA [--checkpoint=ckpt-N]
+  python scripts/ship_harmoniser.py --rescore --data_dir=DATA   # the shipped file, new data
 
 Writes checkpoints/harmoniser_256.weights.h5 (float16 storage) and
-checkpoints/harmoniser_256.metrics.json: the validation scores of the float32 weights and of the
-float16 file on the `256` config's test split, and the training step. Commit both only when the
-scores are better than those already committed.
+checkpoints/harmoniser_256.metrics.json: the scores of the float16 file on the `256` build's
+`validation` split (what a checkpoint is chosen on: scripts/select_checkpoint.py) and `test`
+split (reported only), the float32 weights' test scores, and the training step. `--rescore`
+keeps the shipped file and its provenance and re-measures it (e.g. after a dataset rebuild).
+Commit a new file only when it beats the committed one on validation.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from tfharm import validation  # pylint: disable=wrong-import-position
-from tfharm.data import pipeline  # pylint: disable=wrong-import-position
-from tfharm.models import checkpoints, harmoniser  # pylint: disable=wrong-import-position
+from tfharm import validation
+from tfharm.data import pipeline
+from tfharm.models import checkpoints, harmoniser
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
 _OUT = flags.DEFINE_string("output", checkpoints.HARMONISER_256, "Shipped weights file.")
 _DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites/256.")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "A checkpoint prefix in <workdir>/checkpoints (e.g. ckpt-3750) instead of "
-    "the newest; choose it on the training run's own validation split, not on the split scored "
-    "here.")
-flags.mark_flags_as_required(["workdir", "data_dir"])
+    "the newest; choose it on the validation split (scripts/select_checkpoint.py).")
+_RESCORE = flags.DEFINE_bool("rescore", False, "Re-measure the shipped file; ship nothing.")
+flags.mark_flags_as_required(["data_dir"])
+
+
+def _scores(model, split: str) -> dict:
+  return validation.harmoniser_scores(
+      model, pipeline.make_dataset(_DATA.value, split, config="256", batch_size=16))
 
 
 def main(argv):
   del argv
-  model = harmoniser.Harmoniser(harmoniser.HarmoniserConfig(image_size=256))
-  latest = checkpoints.restore_training_checkpoint(
-      model, os.path.join(_WORKDIR.value, "checkpoints"), _CHECKPOINT.value)
-  data = lambda: pipeline.make_dataset(_DATA.value, "test", config="256", batch_size=16)
-  float32_scores = validation.harmoniser_scores(model, data())
-  checkpoints.save_float16_weights(model, _OUT.value)
+  record_path = _OUT.value.replace(".weights.h5", ".metrics.json")
+  if _RESCORE.value:
+    with open(record_path) as f:
+      old = json.load(f)
+    record = {k: old[k] for k in ("training_checkpoint", "step", "weight_average", "recipe")
+              if k in old}
+  else:
+    if not _WORKDIR.value:
+      raise app.UsageError("--workdir is required unless --rescore")
+    model = harmoniser.Harmoniser(harmoniser.HarmoniserConfig(image_size=256))
+    latest = checkpoints.restore_training_checkpoint(
+        model, os.path.join(_WORKDIR.value, "checkpoints"), _CHECKPOINT.value)
+    record = {"training_checkpoint": os.path.basename(latest),
+              "step": int(latest.rsplit("-", 1)[-1]),
+              "weight_average": checkpoints.checkpoint_has_average(latest),
+              "float32_test": _scores(model, "test")}
+    checkpoints.save_float16_weights(model, _OUT.value)
   shipped = harmoniser.load_harmoniser(_OUT.value)
-  float16_scores = validation.harmoniser_scores(shipped, data())
-  record = {"training_checkpoint": os.path.basename(latest),
-            "step": int(latest.rsplit("-", 1)[-1]),
-            "weight_average": checkpoints.checkpoint_has_average(latest),
-            "split": "luminance_composites/256 test (coco_mini val2017)",
-            "float32": float32_scores, "float16_file": float16_scores}
-  with open(_OUT.value.replace(".weights.h5", ".metrics.json"), "w") as f:
+  builder = pipeline.load_builder(_DATA.value, "256")
+  record.update(dataset=f"luminance_composites/256 {builder.info.version} "
+                        f"(roots {builder.info.metadata.get('roots')})",
+                validation=_scores(shipped, "validation"), test=_scores(shipped, "test"))
+  with open(record_path, "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
     f.write("\n")
   print(json.dumps(record, indent=2, sort_keys=True))

@@ -92,3 +92,37 @@ def test_reinhard_clips_l_and_handles_flat_target():
 def test_empty_mask_is_an_error():
   with pytest.raises(ValueError, match="empty mask"):
     colour.l_statistics(np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), bool))
+
+
+def _saturated_colours_moved(factor: float) -> np.ndarray:
+  rgb = _all_8bit_colours()[::997]
+  lab = colour.u8_to_lab(rgb)
+  lab[..., 0] = np.clip(lab[..., 0] * factor, 0.0, 100.0)
+  return lab
+
+
+@pytest.mark.parametrize("factor", [0.4, 1.6, 2.5])
+def test_gamut_mapping_keeps_l_and_hue_and_fits(factor):
+  lab = _saturated_colours_moved(factor)
+  mapped = colour.gamut_map_chroma(lab)
+  linear = colour._lab_to_linear(mapped, colour._NP)  # pylint: disable=protected-access
+  assert np.all(linear >= -1e-5) and np.all(linear <= 1 + 1e-5)
+  np.testing.assert_array_equal(mapped[..., 0], lab[..., 0])  # L* untouched
+  chroma, mapped_chroma = np.hypot(lab[..., 1], lab[..., 2]), np.hypot(mapped[..., 1], mapped[..., 2])
+  assert np.all(mapped_chroma <= chroma + 1e-4)
+  kept = mapped_chroma > 1.0  # hue is undefined at grey
+  hue = lambda x: np.arctan2(x[..., 2], x[..., 1])
+  np.testing.assert_allclose(np.angle(np.exp(1j * (hue(mapped) - hue(lab))))[kept], 0, atol=1e-5)
+  # Per-channel clipping (lab_to_rgb) moves L* of the same colours far more.
+  outside = np.any(colour._lab_to_linear(lab, colour._NP) > 1 + 1e-5, axis=-1)  # pylint: disable=protected-access
+  if outside.any():
+    clipped_l = colour.rgb_to_lab(colour.lab_to_rgb(lab))[..., 0]
+    mapped_l = colour.rgb_to_lab(colour.lab_to_rgb(mapped))[..., 0]
+    assert np.abs(mapped_l - lab[..., 0])[outside].max() < 1e-2
+    assert np.abs(clipped_l - lab[..., 0])[outside].max() > 1.0
+
+
+def test_gamut_mapping_leaves_in_gamut_colours_alone():
+  lab = colour.u8_to_lab(_all_8bit_colours()[::4099])
+  np.testing.assert_array_equal(colour.gamut_map_chroma(lab), lab)
+  np.testing.assert_array_equal(colour.lab_to_u8_in_gamut(lab), colour.lab_to_u8(lab))

@@ -94,7 +94,8 @@ def _rgb_to_lab(rgb: Any, xp) -> Any:
   return xp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)])
 
 
-def _lab_to_rgb(lab: Any, xp) -> Any:
+def _lab_to_linear(lab: Any, xp) -> Any:
+  """L*a*b* -> linear RGB, unclipped: components outside [0, 1] mark out-of-gamut colours."""
   lab = xp.asarray(lab)
   l, a, b = xp.unstack(lab)
   fy = (l + 16.0) / 116.0
@@ -106,10 +107,18 @@ def _lab_to_rgb(lab: Any, xp) -> Any:
   # Y uses the L*-based branch of CIE 15 so that L* <= 8 inverts exactly.
   y_lin = xp.where(l > KAPPA * EPSILON, fy * fy * fy, l / KAPPA)
   xyz = xp.stack([xyz[..., 0], y_lin, xyz[..., 2]])
-  linear = xp.matvec(xyz, xp.const(XYZ_TO_RGB * WHITE_D65[None, :]))
+  return xp.matvec(xyz, xp.const(XYZ_TO_RGB * WHITE_D65[None, :]))
+
+
+def _encode(linear: Any, xp) -> Any:
+  """Linear RGB -> sRGB in [0, 1]; components outside [0, 1] are clipped."""
   linear = xp.clip(linear, 0.0, 1.0)
   return xp.where(linear <= 0.0031308, 12.92 * linear,
                   1.055 * xp.power(linear, 1.0 / 2.4) - 0.055)
+
+
+def _lab_to_rgb(lab: Any, xp) -> Any:
+  return _encode(_lab_to_linear(lab, xp), xp)
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
@@ -141,6 +150,47 @@ def lab_to_u8(lab: np.ndarray) -> np.ndarray:
   """L*a*b* -> uint8 sRGB, rounded to nearest."""
   rgb = lab_to_rgb(lab)
   return np.clip(np.rint(rgb * np.float32(255.0)), 0, 255).astype(np.uint8)
+
+
+# Float slack of the gamut test: grey (a* = b* = 0) at any L* in [0, 100] maps to linear RGB in
+# [0, 1] up to float32 rounding, and must count as inside.
+_GAMUT_SLACK = 1e-6
+
+
+def _in_gamut(linear: np.ndarray) -> np.ndarray:
+  return np.all((linear >= -_GAMUT_SLACK) & (linear <= 1.0 + _GAMUT_SLACK), axis=-1)
+
+
+def gamut_map_chroma(lab: np.ndarray, iterations: int = 20) -> np.ndarray:
+  """Brings L*a*b* colours into the sRGB gamut keeping L* and hue: chroma is reduced.
+
+  For each out-of-gamut colour, a* and b* are scaled by the largest s in [0, 1] (bisection,
+  `iterations` halvings: s to within 1e-6) for which the colour fits. s = 0 is grey of the same
+  L*, always inside for L* in [0, 100], so every colour maps. Per-channel clipping (what
+  `lab_to_rgb` does) would instead change L* and hue. In-gamut colours are returned unchanged.
+  """
+  lab = np.array(lab, dtype=np.float32, copy=True)
+  outside = ~_in_gamut(_lab_to_linear(lab, _NP))
+  if not outside.any():
+    return lab
+  sub = lab[outside]
+  lo = np.zeros(sub.shape[:-1], np.float32)
+  hi = np.ones(sub.shape[:-1], np.float32)
+  for _ in range(iterations):
+    mid = (lo + hi) / 2
+    fits = _in_gamut(_lab_to_linear(np.stack([sub[..., 0], sub[..., 1] * mid, sub[..., 2] * mid],
+                                             axis=-1), _NP))
+    lo = np.where(fits, mid, lo)
+    hi = np.where(fits, hi, mid)
+  sub[..., 1] *= lo
+  sub[..., 2] *= lo
+  lab[outside] = sub
+  return lab
+
+
+def lab_to_u8_in_gamut(lab: np.ndarray) -> np.ndarray:
+  """L*a*b* -> uint8 sRGB after `gamut_map_chroma` (L* and hue kept), rounded to nearest."""
+  return lab_to_u8(gamut_map_chroma(lab))
 
 
 @dataclasses.dataclass(frozen=True)

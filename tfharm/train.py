@@ -35,6 +35,9 @@ from tfharm.weight_average import WeightAverage
 
 Batch = Mapping[str, tf.Tensor]
 DatasetFn = Callable[..., tf.data.Dataset]
+# An endless training stream: (start example, batch_size=, augment=, seed=) -> batches, e.g.
+# tfharm.data.generator.CompositeSource.dataset.
+StreamFn = Callable[..., tf.data.Dataset]
 
 # --- flags -------------------------------------------------------------------------
 _MODEL = flags.DEFINE_enum("model", "harmoniser", ["harmoniser", "detector", "detector_aet"],
@@ -42,8 +45,21 @@ _MODEL = flags.DEFINE_enum("model", "harmoniser", ["harmoniser", "detector", "de
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, TensorBoard logs, exported weights.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites.")
 _DATASET_CONFIG = flags.DEFINE_string("dataset_config", "256", "luminance_composites config.")
-_TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "Split to train on.")
-_EVAL_SPLIT = flags.DEFINE_string("eval_split", "test", "Split for periodic validation.")
+_TRAIN_SPLIT = flags.DEFINE_string("train_split", "train", "Split to train on (--train_source=tfds).")
+_EVAL_SPLIT = flags.DEFINE_string(
+    "eval_split", "validation",
+    "Split for periodic validation. Choices are made on `validation` (photos held out of "
+    "train2017); `test` is for reporting only.")
+_TRAIN_SOURCE = flags.DEFINE_enum(
+    "train_source", "tfds", ["tfds", "generator"],
+    "tfds: the built --train_split; generator: fresh composites drawn online from "
+    "--generator_roots (tfharm.data.generator), resumed where the checkpoint stopped.")
+_GENERATOR_ROOTS = flags.DEFINE_list(
+    "generator_roots", [], "COCO roots for --train_source=generator (their train2017 photos "
+    "minus the built dataset's validation hold-out), e.g. COCO_MINI,COCO128.")
+_GENERATOR_WEIGHTS = flags.DEFINE_string(
+    "generator_weights", "reinhard=0.5,offset=0.3,identity=0.2",
+    "Corruption weights of the online generator (reinhard, offset, identity).")
 _MAX_TRAIN = flags.DEFINE_integer("max_train_examples", 0, "Use at most this many (0: all).")
 _MAX_EVAL = flags.DEFINE_integer("max_eval_examples", 0, "Validate on at most this many (0: all).")
 _AUGMENT = flags.DEFINE_bool("augment", True, "Geometric augmentation (composite/real/mask aligned).")
@@ -94,7 +110,12 @@ flags.DEFINE_bool("detector_freeze_multiscale", False,
                   "--detector_freeze_encoder: the authors' 'entire encoder', for an AET init).")
 flags.DEFINE_string("detector_init", "",
                     "Detector: start from this AET trunk file (<workdir>/detector_aet.trunk."
-                    "weights.h5 of --model=detector_aet); a resumed checkpoint overrides it.")
+                    "weights.h5 of --model=detector_aet) or a detector head file (e.g. "
+                    "checkpoints/detector_256.head.weights.h5, to fine-tune it); a resumed "
+                    "checkpoint overrides it.")
+_HARMONISER_INIT = flags.DEFINE_string(
+    "harmoniser_init", "", "Harmoniser: start from these weights (e.g. checkpoints/"
+    "harmoniser_256.weights.h5, to fine-tune it); a resumed checkpoint overrides them.")
 flags.DEFINE_float("detector_tau_neg", 0.845, "Detector labels: mean-L* ratio below this is negative.")
 flags.DEFINE_float("detector_tau_pos", 1.174, "Detector labels: mean-L* ratio above this is positive.")
 flags.DEFINE_enum("detector_label_mode", "object", ["object", "pixel"],
@@ -155,9 +176,15 @@ class HarmoniserTask:
   loss_region: str = "image"
   semantic_weight: float = 1e-4
   name: str = "harmoniser"
+  init: str | None = None  # weights to start from (a resumed checkpoint overrides them)
 
   def build_model(self) -> keras.Model:
-    return Harmoniser(self.cfg, name="harmoniser")
+    model = Harmoniser(self.cfg, name="harmoniser")
+    if self.init:
+      from tfharm.models.harmoniser import load_harmoniser  # pylint: disable=g-import-not-at-top
+      model.set_weights(load_harmoniser(self.init, self.cfg).get_weights())
+      logging.info("Harmoniser initialised from %s.", self.init)
+    return model
 
   def transform(self, batch: Batch) -> Batch:
     s = self.cfg.image_size
@@ -221,7 +248,8 @@ def _harmoniser_task() -> Task:
   cfg = HarmoniserConfig(image_size=_IMAGE_SIZE.value, semantic=_SEMANTIC.value,
                          num_classes=_NUM_CLASSES.value)
   return HarmoniserTask(cfg, loss_region=_LOSS_REGION.value,
-                        semantic_weight=_SEMANTIC_WEIGHT.value)
+                        semantic_weight=_SEMANTIC_WEIGHT.value,
+                        init=_HARMONISER_INIT.value or None)
 
 
 def _module_task(model: str, module_name: str) -> Task:
@@ -252,7 +280,8 @@ class TrainOptions:
   data_dir: str
   dataset_config: str = "256"
   train_split: str = "train"
-  eval_split: str = "test"
+  eval_split: str = "validation"
+  train_source: str = "tfds"
   max_train_examples: int = 0
   max_eval_examples: int = 0
   augment: bool = True
@@ -377,12 +406,18 @@ def _mean_dict(acc: dict[str, list[np.ndarray]]) -> dict[str, float]:
 
 
 # --- training ----------------------------------------------------------------------
-def train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn | None = None) -> dict[str, Any]:
-  """Trains `task` until opts.steps, resuming from opts.workdir; returns final logs."""
+def train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn | None = None,
+          stream: StreamFn | None = None) -> dict[str, Any]:
+  """Trains `task` until opts.steps, resuming from opts.workdir; returns final logs.
+
+  `stream`: train on it instead of the built train split (opts.train_source == "generator")."""
+  if (stream is None) != (opts.train_source == "tfds"):
+    raise ValueError(f"train_source={opts.train_source!r} needs a stream exactly when it is "
+                     "'generator'")
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(opts.precision)
   try:
-    return _train(opts, task, dataset_fn or _default_dataset_fn())
+    return _train(opts, task, dataset_fn or _default_dataset_fn(), stream)
   finally:  # the policy is process-global: do not leak it to the caller
     keras.mixed_precision.set_global_policy(previous)
 
@@ -394,6 +429,7 @@ class _RunState:
   model: keras.Model
   optimizer: keras.optimizers.Optimizer
   step: tf.Variable
+  position: tf.Variable  # training examples consumed: where a stream resumes
   average: WeightAverage | None
   ckpt: tf.train.Checkpoint
   manager: tf.train.CheckpointManager
@@ -401,7 +437,8 @@ class _RunState:
 
   @property
   def objects(self) -> dict[str, Any]:
-    core = dict(model=self.model, optimizer=self.optimizer, step=self.step)
+    core = dict(model=self.model, optimizer=self.optimizer, step=self.step,
+                data_position=self.position)
     return core if self.average is None else dict(core, ema=self.average)
 
 
@@ -415,17 +452,23 @@ def _create_state(opts: TrainOptions, task: Task, strategy: tf.distribute.Strate
       optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    position = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_position")
     average = (WeightAverage(model.trainable_variables, opts.ema_decay)
                if opts.ema_decay else None)
   core = dict(model=model, optimizer=optimizer, step=step)
-  ckpt = tf.train.Checkpoint(**core, **({"ema": average} if average is not None else {}))
+  ckpt = tf.train.Checkpoint(**core, data_position=position,
+                             **({"ema": average} if average is not None else {}))
   manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=opts.keep_checkpoints)
   # The core state must match exactly; the weight average may be missing (a run that turned
   # it on later). The iterator, if checkpointed, is restored later (its dataset is seeded by
   # the step restored here).
   restored = restore_latest(manager, tf.train.Checkpoint(**core))
   if restored:
-    logging.info("Resumed from %s at step %d.", restored, int(step.numpy()))
+    tf.train.Checkpoint(data_position=position).restore(restored).expect_partial()
+    if int(position.numpy()) == 0:  # a checkpoint from before the position was kept
+      position.assign(step * opts.batch_size)
+    logging.info("Resumed from %s at step %d (%d training examples seen).", restored,
+                 int(step.numpy()), int(position.numpy()))
   else:
     logging.info("No checkpoint in %s: starting from scratch.", ckpt_dir)
   if average is not None:
@@ -435,16 +478,22 @@ def _create_state(opts: TrainOptions, task: Task, strategy: tf.distribute.Strate
       average.reset()
       logging.info("Weight average (decay %g) seeded from the %s weights.", opts.ema_decay,
                    "restored" if restored else "initial")
-  return _RunState(model, optimizer, step, average, ckpt, manager, restored)
+  return _RunState(model, optimizer, step, position, average, ckpt, manager, restored)
 
 
-def _training_data(opts: TrainOptions, task: Task, dataset_fn: DatasetFn,
-                   data_seed: int) -> tf.data.Dataset:
-  ds = _open_dataset(dataset_fn, opts, opts.train_split, batch_size=opts.batch_size,
-                     shuffle=True, augment=opts.augment, repeat=True, seed=data_seed,
-                     max_examples=opts.max_train_examples or None)
+def _training_data(opts: TrainOptions, task: Task, dataset_fn: DatasetFn, data_seed: int,
+                   stream: "StreamFn | None" = None, position: int = 0) -> tf.data.Dataset:
+  """The built split (reshuffled by data_seed), or the online stream from `position` on."""
+  first_batch = 0
+  if stream is not None:
+    ds = stream(position, batch_size=opts.batch_size, augment=opts.augment, seed=opts.seed)
+    first_batch = position // opts.batch_size  # crops etc. continue their seeds too
+  else:
+    ds = _open_dataset(dataset_fn, opts, opts.train_split, batch_size=opts.batch_size,
+                       shuffle=True, augment=opts.augment, repeat=True, seed=data_seed,
+                       max_examples=opts.max_train_examples or None)
   if hasattr(task, "train_transform"):  # a task-specific training view (e.g. seeded crops)
-    ds = ds.enumerate().map(
+    ds = ds.enumerate(start=first_batch).map(
         lambda i, b: task.train_transform(b, tf.stack([tf.cast(data_seed, tf.int64), i])),
         num_parallel_calls=tf.data.AUTOTUNE)
   else:
@@ -530,7 +579,8 @@ def _export(opts: TrainOptions, task: Task, state: _RunState) -> None:
     task.export(state.model, opts.workdir)
 
 
-def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, Any]:
+def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn,
+           stream: StreamFn | None) -> dict[str, Any]:
   keras.utils.set_random_seed(opts.seed)
   strategy = make_strategy(opts.strategy)
   chief = _is_chief(strategy)
@@ -547,7 +597,7 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
   # Without a checkpointed iterator, a resumed run reseeds the data order with seed + step.
   data_seed = opts.seed if opts.checkpoint_data_iterator else opts.seed + start
   iterator = iter(strategy.experimental_distribute_dataset(
-      _training_data(opts, task, dataset_fn, data_seed)))
+      _training_data(opts, task, dataset_fn, data_seed, stream, int(state.position.numpy()))))
   if opts.checkpoint_data_iterator:
     _checkpoint_iterator(state, opts, iterator, ckpt_dir)
   _set_learning_rate(optimizer, opts.learning_rate)
@@ -568,6 +618,7 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: DatasetFn) -> dict[str, A
   def train_step(it):
     logs = strategy.run(inner, args=(next(it),))
     step.assign_add(1)
+    state.position.assign_add(opts.batch_size)
     if average is not None:
       average.update()
     return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in logs.items()}
@@ -662,14 +713,42 @@ def main(argv, dataset_fn: DatasetFn | None = None) -> None:
     raise app.UsageError(_no_data_dir(opts))
   task = TASKS[_MODEL.value]()
   dataset_fn = dataset_fn or _default_dataset_fn()
+  stream = _composite_stream(opts, dataset_fn) if opts.train_source == "generator" else None
   tf.io.gfile.makedirs(opts.workdir)
   flags.FLAGS.append_flags_into_file(os.path.join(opts.workdir, "flags.txt"))
   try:
-    logs = train(opts, task, dataset_fn)
+    logs = train(opts, task, dataset_fn, stream)
   except DivergedError as e:
     logging.error("%s", e)
     sys.exit(f"Training diverged: {e}")
   logging.info("Done at step %d: %s", logs["step"], logs)
+
+
+def _composite_stream(opts: TrainOptions, dataset_fn: DatasetFn) -> StreamFn:
+  """The online generator over --generator_roots, holding out the built dataset's validation
+  photos (same fraction), checked against the validation split's own image ids."""
+  from tfharm.data import generator, pipeline  # pylint: disable=g-import-not-at-top
+  if not _GENERATOR_ROOTS.value:
+    raise app.UsageError("--train_source=generator needs --generator_roots=COCO_ROOT[,...]")
+  try:
+    fraction = pipeline.load_builder(opts.data_dir, opts.dataset_config
+                                     ).builder_config.validation_fraction
+    options = generator.GeneratorOptions(
+        image_size=_IMAGE_SIZE.value, seed=opts.seed, validation_fraction=fraction,
+        weights=generator.parse_weights(_GENERATOR_WEIGHTS.value))
+    source = generator.CompositeSource(_GENERATOR_ROOTS.value, options)
+  except (ValueError, FileNotFoundError) as e:  # AnnotationError is a ValueError
+    raise app.UsageError(f"--train_source=generator: {e}") from e
+  held_out = set()
+  for batch in _open_dataset(dataset_fn, opts, opts.eval_split, batch_size=64, shuffle=False,
+                             augment=False, repeat=False, seed=0):
+    held_out.update(int(i) for i in batch["image_id"].numpy())
+  shared = sorted(source.image_ids & held_out)
+  if shared:
+    raise app.UsageError(f"the generator's training photos include {len(shared)} photos of the "
+                         f"{opts.eval_split!r} split (e.g. {shared[:3]}): train and validate on "
+                         "disjoint photos (same --generator_roots as the build?)")
+  return source.dataset
 
 
 def run(dataset_fn: DatasetFn | None = None) -> None:

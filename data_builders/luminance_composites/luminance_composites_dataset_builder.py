@@ -21,7 +21,8 @@ from tfharm.data import generation
 _MANUAL = """\
 manual_dir must be an MSCOCO 2017 root in the official layout:
   annotations/instances_train2017.json, annotations/instances_val2017.json, train2017/, val2017/
-(https://cocodataset.org/#download: 2017 Train/Val images and 2017 Train/Val annotations).
+(https://cocodataset.org/#download: 2017 Train/Val images and 2017 Train/Val annotations),
+or a folder whose subfolders are such roots (merged; a root may lack val2017 or train2017).
 """
 
 
@@ -32,23 +33,36 @@ class LuminanceCompositesConfig(tfds.core.BuilderConfig):
   num_composites: int | None = None
   min_area_fraction: float = 0.01
   seed: int = 0
+  validation_fraction: float = 0.2
+  max_chroma_change: float = 1.0
+  max_luminance_ratio: float | None = None
 
   @property
   def options(self) -> composites.CompositeOptions:
-    return composites.CompositeOptions(image_size=self.image_size,
-                                       min_area_fraction=self.min_area_fraction, seed=self.seed,
-                                       num_composites=self.num_composites)
+    return composites.CompositeOptions(
+        image_size=self.image_size, min_area_fraction=self.min_area_fraction, seed=self.seed,
+        num_composites=self.num_composites, validation_fraction=self.validation_fraction,
+        max_chroma_change=self.max_chroma_change, max_luminance_ratio=self.max_luminance_ratio)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
-  """Luminance composites from MSCOCO 2017 (train2017 -> train, val2017 -> test)."""
+  """Luminance composites from MSCOCO 2017 (train2017 -> train + validation, val2017 -> test)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
+  VERSION = tfds.core.Version("2.0.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "2.0.0": "validation split (photos held out of train2017); no (target, reference) pair "
+               "twice; out-of-gamut colours lose chroma at constant L* and hue instead of "
+               "per-channel clipping, and composites whose a*/b* still move are not made; "
+               "features corruption, l_clipped_fraction, luminance_ratio, chroma_change; "
+               "several COCO roots.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
   BUILDER_CONFIGS = [
-      LuminanceCompositesConfig(name="256", description="One composite per eligible object, 256x256."),
+      LuminanceCompositesConfig(name="256", max_luminance_ratio=composites.PLAUSIBLE_RATIO,
+                                description="One composite per eligible object, 256x256."),
       LuminanceCompositesConfig(name="512", image_size=512,
+                                max_luminance_ratio=composites.PLAUSIBLE_RATIO,
                                 description="One composite per eligible object, 512x512 (Tsai et al.)."),
       LuminanceCompositesConfig(name="paper_256", num_composites=composites.PAPER_NUM_COMPOSITES,
                                 description="68128 composites sampled with reuse, 256x256."),
@@ -76,6 +90,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "target_l_std": scalar(np.float32),
             "reference_l_mean": scalar(np.float32),
             "reference_l_std": scalar(np.float32),
+            "corruption": tfds.features.ClassLabel(names=composites.CORRUPTIONS),
+            "l_clipped_fraction": scalar(np.float32),
+            "luminance_ratio": scalar(np.float32),
+            "chroma_change": scalar(np.float32),
         }),
         supervised_keys=("composite", "real"),
         homepage="https://github.com/tfharm/tfharm",
@@ -89,27 +107,40 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     return super()._download_and_prepare(dl_manager, download_config)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    root = os.fspath(dl_manager.manual_dir)
+    roots = coco.coco_roots(os.fspath(dl_manager.manual_dir))
     options = self.builder_config.options
-    # Both annotation files are parsed before anything is written: a bad file fails the build clean.
-    splits = {name: coco.load_split(root, name) for name in coco.SPLIT_DIRS}
+    # Every annotation file is parsed before anything is written: a bad file fails the build clean.
+    splits = coco.load_dataset_splits(roots, options.validation_fraction)
     workers = generation.default_workers()
     # Paper configs divide their count by eligible objects, known before pass 1 on both paths,
     # so the local pool and Beam give the same split sizes.
     eligible = {n: sum(len(o) for o in composites.eligible_objects(s, options).values())
                 for n, s in splits.items()}
+    count = lambda name: generation.num_composites_for(name, options, eligible)
+    reference_split = lambda name: generation.REFERENCE_SPLITS.get(name)
     if getattr(self, "_use_beam", False):
-      return {name: generation.beam_transform(split, name, options,
-                                              generation.num_composites_for(name, options, eligible))
+      return {name: generation.beam_transform(
+                  split, name, options, count(name),
+                  splits[reference_split(name)] if reference_split(name) else None)
               for name, split in splits.items()}
     passes = {name: generation.compute_statistics(split, options, workers)
               for name, split in splits.items()}
-    plans = {name: generation.plan_split(splits[name], name, *passes[name], options,
-                                         generation.num_composites_for(name, options, eligible))
+    plans = {name: generation.plan_split(
+                 splits[name], name, *passes[name], options, count(name),
+                 (splits[reference_split(name)], passes[reference_split(name)][1])
+                 if reference_split(name) else None)
              for name in splits}
-    self.info.metadata["skipped"] = {name: p.skip_counts() for name, p in plans.items()}
     self.info.metadata["options"] = dataclasses.asdict(options)
+    self.info.metadata["roots"] = [os.path.basename(os.path.realpath(r)) for r in roots]
+    self._plans = plans
+    self._record_plans()
     return {name: self._generate_examples(plan, options, workers) for name, plan in plans.items()}
+
+  def _record_plans(self):
+    plans = self._plans
+    self.info.metadata["skipped"] = {name: p.skip_counts() for name, p in plans.items()}
+    self.info.metadata["splits"] = {name: p.metadata() for name, p in plans.items()}
 
   def _generate_examples(self, plan, options, workers):
     yield from generation.generate_local(plan, options, workers)
+    self._record_plans()  # pass 2's rejections join the counts once the split is written

@@ -13,18 +13,20 @@ from data_builders.luminance_composites import luminance_composites_dataset_buil
 from tests.conftest import DEMO_ROOT, copy_demo_root
 from tfharm.data import build, coco, composites
 
+VERSION = str(lcb.Builder.VERSION)
+
 
 def _records(data_dir: str, config: str = "256") -> dict[str, list[bytes]]:
   out = {}
-  for split in ("train", "test"):
-    files = sorted(glob.glob(os.path.join(data_dir, "luminance_composites", config, "1.0.0",
+  for split in ("train", "validation", "test"):
+    files = sorted(glob.glob(os.path.join(data_dir, "luminance_composites", config, VERSION,
                                           f"luminance_composites-{split}.tfrecord*")))
     out[split] = [r.numpy() for r in tf.data.TFRecordDataset(files)]
   return out
 
 
 def _file_bytes(data_dir: str) -> dict[str, bytes]:
-  files = glob.glob(os.path.join(data_dir, "luminance_composites", "256", "1.0.0", "*.tfrecord*"))
+  files = glob.glob(os.path.join(data_dir, "luminance_composites", "256", VERSION, "*.tfrecord*"))
   return {os.path.basename(f): open(f, "rb").read() for f in sorted(files)}
 
 
@@ -41,23 +43,37 @@ def test_beam_direct_runner_writes_the_same_examples(demo_build, tmp_path):
   local = _records(os.path.dirname(os.path.dirname(os.path.dirname(demo_build.data_dir))))
   beam = _records(str(tmp_path))
   assert len(local["test"]) == demo_build.info.splits["test"].num_examples > 0
-  for split in ("train", "test"):
+  for split in ("train", "validation", "test"):
     assert sorted(beam[split]) == sorted(local[split])
 
 
-def test_paper_style_count_with_reuse_is_exact_and_deterministic():
+def test_paper_style_plan_is_exact_deterministic_and_never_repeats_a_pair():
   split = coco.load_split(DEMO_ROOT, "test")
   labels = split.object_labels()
   usable = [o for ids in composites.eligible_objects(split, composites.CompositeOptions()).values()
             for o in ids]
-  plan = lambda: composites.plan_composites(labels, "test", usable, composites.CompositeOptions(),
-                                            num_composites=200)[0]
-  specs = plan()
-  assert len(specs) == 200 and len({s.key for s in specs}) == 200
-  assert specs == plan()
-  assert max(s.index for s in specs) >= 1  # targets were reused
-  assert all(labels[s.target_id][1] == labels[s.reference_id][1] for s in specs)
-  assert all(s.target_image_id != s.reference_image_id for s in specs)
+  plan = lambda n: composites.plan_composites(labels, "test", usable,
+                                              composites.CompositeOptions(), num_composites=n)
+  specs, _, summary = plan(60)
+  assert len(specs) == summary.planned == 60 and summary.shortfall == 0
+  assert len({s.key for s in specs}) == 60 and specs == plan(60)[0]
+  assert max(s.index for s in specs) >= 1  # targets were reused, with other references
+  pairs = [(s.target_id, s.candidates[0][0]) for s in specs]
+  assert len(set(pairs)) == len(pairs) and all(len(s.candidates) == 1 for s in specs)
+  assert all(labels[s.target_id][1] == labels[r][1] for s in specs for r, _ in s.candidates)
+  assert all(s.target_image_id != i for s in specs for _, i in s.candidates)
+
+
+def test_a_plan_asking_for_more_than_the_distinct_pairs_makes_each_once_and_says_so():
+  split = coco.load_split(DEMO_ROOT, "test")
+  usable = [o for ids in composites.eligible_objects(split, composites.CompositeOptions()).values()
+            for o in ids]
+  specs, _, summary = composites.plan_composites(split.object_labels(), "test", usable,
+                                                 composites.CompositeOptions(),
+                                                 num_composites=100_000)
+  pairs = {(s.target_id, s.candidates[0][0]) for s in specs}
+  assert len(pairs) == len(specs) == summary.distinct_pairs == summary.planned < 100_000
+  assert summary.shortfall == 100_000 - len(specs)
 
 
 def _write_json(path, data):
@@ -72,7 +88,9 @@ def damaged_build(tmp_path_factory):
   ann_path = os.path.join(root, "annotations", "instances_train2017.json")
   with open(ann_path) as f:
     train = json.load(f)
-  images = sorted(train["images"], key=lambda i: i["id"])
+  # Damage training photos only: the demo's single validation photo must stay usable.
+  images = [i for i in sorted(train["images"], key=lambda i: i["id"])
+            if not coco.is_held_out(i["id"], composites.CompositeOptions().validation_fraction)]
   truncated, missing, resized = images[0], images[1], images[2]
   path = os.path.join(root, "train2017", truncated["file_name"])
   data = open(path, "rb").read()
@@ -163,4 +181,4 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
   with pytest.raises(KeyboardInterrupt):
     build.build(DEMO_ROOT, str(tmp_path), "256", workers=1)
   assert not lcb.Builder(config="256", data_dir=str(tmp_path)).is_prepared()
-  assert not glob.glob(os.path.join(str(tmp_path), "luminance_composites", "256", "1.0.0"))
+  assert not glob.glob(os.path.join(str(tmp_path), "luminance_composites", "256", VERSION))

@@ -46,5 +46,5 @@ def test_augmentation_is_deterministic_for_a_seed(demo_build):
 def test_missing_build_and_split_are_clear_errors(demo_build, tmp_path):
   with pytest.raises(FileNotFoundError, match="python -m tfharm.data.build"):
     pipeline.make_dataset(str(tmp_path), "train")
-  with pytest.raises(ValueError, match="split 'validation'"):
-    pipeline.make_dataset(_data_dir(demo_build), "validation")
+  with pytest.raises(ValueError, match="split 'holdout'"):
+    pipeline.make_dataset(_data_dir(demo_build), "holdout")

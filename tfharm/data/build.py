@@ -9,6 +9,7 @@ Same builder, same records as `tfds build data_builders/luminance_composites --c
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 from absl import app, flags, logging
 
@@ -16,8 +17,9 @@ def _define_flags() -> None:
   """Command-line flags, defined only when run as a program: importing the library part
   must not claim flag names (e.g. --data_dir) that other programs define too."""
   global _MANUAL_DIR, _DATA_DIR, _CONFIG, _WORKERS, _BEAM_OPTIONS
-  _MANUAL_DIR = flags.DEFINE_string("manual_dir", None, "COCO 2017 root (annotations/, train2017/, "
-                                    "val2017/).")
+  _MANUAL_DIR = flags.DEFINE_list(
+      "manual_dir", None, "COCO 2017 root (annotations/, train2017/, val2017/), or several, "
+      "comma-separated (merged; e.g. coco_mini,coco128: a root may lack val2017).")
   _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir to write into.")
   _CONFIG = flags.DEFINE_string("config", "256", "Builder config: 256, 512, paper_256, paper_512.")
   _WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
@@ -27,17 +29,45 @@ def _define_flags() -> None:
   flags.mark_flags_as_required(["manual_dir", "data_dir"])
 
 
-def build(manual_dir: str, data_dir: str, config: str = "256", workers: int | None = None,
-          beam_pipeline_options: str | None = None):
-  """Prepares the dataset and returns its builder. Raises on a bad root or an unknown config."""
+def manual_dir_for(roots: Sequence[str], data_dir: str) -> str:
+  """TFDS takes one manual_dir: several roots become a folder of symlinks to them (named by
+  position and basename, so the merge order is the order given) under data_dir."""
+  if len(roots) == 1:
+    return roots[0]
+  for root in roots:
+    if not os.path.isdir(root):
+      raise FileNotFoundError(f"manual_dir {root!r} does not exist (a COCO 2017 root)")
+  folder = os.path.join(data_dir, "manual_roots",
+                        "+".join(os.path.basename(os.path.normpath(r)) for r in roots))
+  os.makedirs(folder, exist_ok=True)
+  for i, root in enumerate(roots):
+    link = os.path.join(folder, f"{i}_{os.path.basename(os.path.normpath(root))}")
+    target = os.path.abspath(root)
+    if os.path.islink(link) and os.readlink(link) != target:
+      os.remove(link)
+    if not os.path.islink(link):
+      os.symlink(target, link)
+  return folder
+
+
+def build(manual_dir: str | Sequence[str], data_dir: str, config: str = "256",
+          workers: int | None = None, beam_pipeline_options: str | None = None):
+  """Prepares the dataset and returns its builder. Raises on a bad root or an unknown config.
+
+  `manual_dir`: one COCO root, a folder of roots, or a list of roots (merged)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb  # pylint: disable=g-import-not-at-top
 
   names = [c.name for c in lcb.Builder.BUILDER_CONFIGS]
   if config not in names:
     raise ValueError(f"unknown config {config!r}; choose one of {names}")
-  if not os.path.isdir(manual_dir):
-    raise FileNotFoundError(f"manual_dir {manual_dir!r} does not exist (a COCO 2017 root)")
+  roots = [manual_dir] if isinstance(manual_dir, str) else list(manual_dir)
+  if not roots:
+    raise ValueError("manual_dir: no COCO root given")
+  for root in roots:
+    if not os.path.isdir(root):
+      raise FileNotFoundError(f"manual_dir {root!r} does not exist (a COCO 2017 root)")
+  manual_dir = manual_dir_for(roots, data_dir)
   if workers is not None:
     os.environ["TFHARM_BUILD_WORKERS"] = str(workers)
   download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)

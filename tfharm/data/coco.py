@@ -7,15 +7,19 @@ TensorFlow would cost seconds and memory per worker.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
 SPLIT_DIRS = {"train": "train2017", "test": "val2017"}
+# The dataset's splits and the COCO folder each is drawn from: `validation` is whole photos held
+# back from train2017 (`is_held_out`), so train, validation and test never share a photo.
+DATASET_SPLITS = {"train": "train", "validation": "train", "test": "test"}
 
 # The 80 COCO 2017 categories in the official id order: the ClassLabel names of the dataset.
 CATEGORY_NAMES = (
@@ -50,6 +54,7 @@ class ImageRecord:
   file_name: str
   height: int
   width: int
+  image_dir: str = ""  # the folder holding file_name (roots differ when several are merged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +124,7 @@ def load_split(root: str, split: str) -> CocoSplit:
   try:
     names = {c["id"]: c["name"] for c in data["categories"]}
     images = {i["id"]: ImageRecord(int(i["id"]), str(i["file_name"]), int(i["height"]),
-                                   int(i["width"])) for i in data["images"]}
+                                   int(i["width"]), image_dir) for i in data["images"]}
     objects = {a["id"]: ObjectRecord(int(a["id"]), int(a["image_id"]), int(a["category_id"]),
                                      float(a["area"]), bool(a.get("iscrowd", 0)), a["segmentation"])
                for a in data["annotations"]}
@@ -136,6 +141,85 @@ def load_split(root: str, split: str) -> CocoSplit:
   if missing:
     raise AnnotationError(f"{path}: annotations use undefined category ids {missing}")
   return CocoSplit(image_dir, images, objects, category_index)
+
+
+def has_split(root: str, split: str) -> bool:
+  """Whether `root` provides `split` at all (coco128, e.g., has train2017 only)."""
+  return _exists(annotation_path(root, split)) or _exists(
+      os.path.join(root, SPLIT_DIRS[split]), directory=True)
+
+
+def coco_roots(manual_dir: str) -> list[str]:
+  """The COCO roots under `manual_dir`: itself if it holds `annotations/`, else its subfolders
+  that do (sorted by name), so one TFDS manual_dir can hold several roots."""
+  if _exists(os.path.join(manual_dir, "annotations"), directory=True):
+    return [manual_dir]
+  if not _is_remote(manual_dir) and os.path.isdir(manual_dir):
+    roots = [os.path.join(manual_dir, d) for d in sorted(os.listdir(manual_dir))
+             if os.path.isdir(os.path.join(manual_dir, d, "annotations"))]
+    if roots:
+      return roots
+  raise AnnotationError(f"{manual_dir} is not a COCO 2017 root (no annotations/ folder) and holds "
+                        "no subfolder that is one")
+
+
+def merge_splits(parts: Sequence[CocoSplit], name: str) -> CocoSplit:
+  """One split from several roots. Image and annotation ids must be distinct across roots: COCO's
+  are globally unique, so a clash means the same photo (or a copy) twice, and pairing and the
+  split hash would silently treat two photos as one."""
+  images, objects, category_index = {}, {}, {}
+  for part in parts:
+    clash = sorted(set(images) & set(part.images))
+    if clash:
+      raise AnnotationError(f"{name}: image ids {clash[:5]} occur in two roots ({part.image_dir} and "
+                            f"{images[clash[0]].image_dir}); each photo must come from one root")
+    clash = sorted(set(objects) & set(part.objects))
+    if clash:
+      raise AnnotationError(f"{name}: annotation ids {clash[:5]} occur in two roots "
+                            f"(one is {part.image_dir})")
+    images.update(part.images)
+    objects.update(part.objects)
+    category_index.update(part.category_index)
+  return CocoSplit(parts[0].image_dir if parts else "", images, objects, category_index)
+
+
+def is_held_out(image_id: int, fraction: float) -> bool:
+  """Whether a train2017 photo belongs to the validation split: a hash of its id, so the choice
+  does not depend on which roots are merged or in what order, and never changes for a photo."""
+  digest = hashlib.sha256(f"tfharm-validation:{image_id}".encode()).digest()
+  return int.from_bytes(digest[:8], "big") < fraction * 2.0**64
+
+
+def subset(split: CocoSplit, keep) -> CocoSplit:
+  """The images for which keep(image_id) holds, with their objects."""
+  images = {i: r for i, r in split.images.items() if keep(i)}
+  objects = {o: r for o, r in split.objects.items() if r.image_id in images}
+  return CocoSplit(split.image_dir, images, objects, split.category_index)
+
+
+def load_dataset_splits(roots: Sequence[str], validation_fraction: float) -> dict[str, CocoSplit]:
+  """train / validation / test from one or more roots (see DATASET_SPLITS).
+
+  A root may lack a COCO split (coco128 has no val2017): it then adds nothing to the dataset
+  splits drawn from it. Every dataset split needs at least one root that provides its source.
+  """
+  if not 0.0 < validation_fraction < 1.0:
+    raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}: the "
+                     "validation split is what checkpoints and thresholds are chosen on")
+  merged = {}
+  for source in SPLIT_DIRS:
+    parts = [load_split(r, source) for r in roots if has_split(r, source)]
+    if not parts:
+      raise AnnotationError(f"none of the roots {list(roots)} has {SPLIT_DIRS[source]} "
+                            f"({annotation_path('ROOT', source)} and its image folder)")
+    merged[source] = merge_splits(parts, SPLIT_DIRS[source])
+  overlap = sorted(set(merged["train"].images) & set(merged["test"].images))
+  if overlap:
+    raise AnnotationError(f"image ids {overlap[:5]} are in both train2017 and val2017")
+  train = merged["train"]
+  return {"train": subset(train, lambda i: not is_held_out(i, validation_fraction)),
+          "validation": subset(train, lambda i: is_held_out(i, validation_fraction)),
+          "test": merged["test"]}
 
 
 def _looks_truncated(data: bytes) -> bool:

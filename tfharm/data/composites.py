@@ -22,7 +22,16 @@ from tfharm.data import coco
 
 # Paper scale (Dolhasz et al., VISAPP 2020): 68128 composites in total.
 PAPER_NUM_COMPOSITES = 68128
-_SPLIT_CODES = {"train": 0, "test": 1}
+_SPLIT_CODES = {"train": 0, "test": 1, "validation": 2}
+# What changed the object, in the order of the `corruption` ClassLabel (shared with the online
+# generator): the paper's Reinhard transfer, the authors' detector generator's L* factor, none.
+CORRUPTIONS = ("reinhard", "offset", "identity")
+# The luminance ratio's epsilon, in L* units (as tfharm.models.detector_labels): a black object
+# gives a ratio near 1, not 0/0.
+RATIO_EPSILON = 1e-3
+# The plausibility bound of the one-per-object configs (`max_luminance_ratio`): see the dataset
+# README for the distribution it cuts.
+PLAUSIBLE_RATIO: float | None = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,21 +44,47 @@ class CompositeOptions:
   seed: int = 0
   num_composites: int | None = None
   png_compression: int = 1  # zlib level: the files are lossless at any level; 1 is fastest.
+  # Whole train2017 photos held back as the validation split (coco.is_held_out).
+  validation_fraction: float = 0.2
+  # An L*-only corruption: a composite whose a* or b* moved by more than this on average inside
+  # the object (the 8-bit rounding and the gamut mapping's chroma loss) is not made.
+  max_chroma_change: float = 1.0
+  # Optional plausibility bound: the achieved mean-L* ratio must lie in [1/r, r] (None: off).
+  max_luminance_ratio: float | None = None
+  # References tried per target, in a seeded order, until one meets both bounds (one composite
+  # per target); the paper configs try exactly their planned pair.
+  max_reference_attempts: int = 8
 
 
 @dataclasses.dataclass(frozen=True)
 class CompositeSpec:
-  """One composite: the target object whose L* moves, the reference it moves onto, reuse index."""
+  """One composite: the target object whose L* moves and the references to try, in order.
+
+  One-per-target plans carry several candidates (the first that meets the chroma and ratio
+  bounds is used); the paper plans carry exactly one, so every (target, reference) pair of a
+  split is emitted at most once.
+  """
   target_id: int
   target_image_id: int
-  reference_id: int
-  reference_image_id: int
-  index: int  # k-th composite of this target (paper config reuses targets)
+  candidates: tuple[tuple[int, int], ...]  # (reference object id, its image id)
+  index: int  # k-th composite of this target
   category: int  # ClassLabel index
 
   @property
   def key(self) -> str:
     return f"{self.target_image_id:012d}_{self.target_id}_{self.index}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanSummary:
+  """How many composites a split asked for and could have: a shortfall is recorded, never padded."""
+  requested: int | None
+  distinct_pairs: int
+  planned: int
+
+  @property
+  def shortfall(self) -> int:
+    return max(0, (self.requested or 0) - self.planned)
 
 
 def eligible_objects(split: coco.CocoSplit, options: CompositeOptions) -> dict[int, list[int]]:
@@ -83,7 +118,7 @@ class ImageTask:
 
 def image_tasks(split: coco.CocoSplit, options: CompositeOptions) -> list[ImageTask]:
   """One task per image that has at least one eligible object, in image-id order."""
-  return [ImageTask(split.image_dir, split.images[image_id],
+  return [ImageTask(split.images[image_id].image_dir or split.image_dir, split.images[image_id],
                     tuple(split.objects[i] for i in object_ids))
           for image_id, object_ids in eligible_objects(split, options).items()]
 
@@ -126,45 +161,53 @@ def object_statistics(task: ImageTask, options: CompositeOptions) -> ImageStatis
 
 
 def plan_composites(objects: dict[int, tuple[int, int]], split_name: str, usable: Iterable[int],
-                    options: CompositeOptions, num_composites: int | None = None
-                    ) -> tuple[list[CompositeSpec], list[tuple[str, str]]]:
+                    options: CompositeOptions, num_composites: int | None = None,
+                    extra_references: Iterable[int] = ()
+                    ) -> tuple[list[CompositeSpec], list[tuple[str, str]], PlanSummary]:
   """Pairs targets with same-category references from other images, deterministically.
 
-  Each composite's reference is drawn by a generator seeded with (seed, split, target, k), so the
-  plan does not depend on iteration order or on how many workers run. With `num_composites`, the
-  targets are cycled in a seeded order (reusing target objects, as the paper did) until the count
-  is reached. `objects` maps object id -> (image id, category label). Returns the specs and the
-  targets skipped for want of a reference.
+  Each target's references are put in an order seeded by (seed, split, target), so the plan does
+  not depend on iteration order or on how many workers run. Without `num_composites`: one
+  composite per target, trying its references in that order. With it: the k-th composite of a
+  target uses its k-th reference, targets cycled in a seeded order, so no (target, reference)
+  pair is planned twice; when the split has fewer distinct pairs than asked for, all of them are
+  planned once and the shortfall is reported. `objects` maps object id -> (image id, category
+  label), for the targets and for `extra_references`: objects that may serve as references but
+  are never targets (validation takes its references from all of train2017: a reference gives
+  only its L* mean and std, never a pixel). Returns the specs, the targets skipped for want of a
+  reference, and a summary.
   """
   usable = sorted(usable)
   by_category: dict[int, list[int]] = collections.defaultdict(list)
-  for object_id in usable:
+  for object_id in sorted(set(usable) | set(extra_references)):
     by_category[objects[object_id][1]].append(object_id)
   targets, skips = [], []
+  code = _SPLIT_CODES[split_name]
   for object_id in usable:
     image_id, label = objects[object_id]
     pool = [r for r in by_category[label] if objects[r][0] != image_id]
     if pool:
-      targets.append((object_id, pool))
+      order = np.random.default_rng([options.seed, code, object_id]).permutation(len(pool))
+      targets.append((object_id, [(pool[i], objects[pool[i]][0]) for i in order]))
     else:
       skips.append(("no_reference", f"annotation {object_id}: no other image has a usable "
                     f"{coco.CATEGORY_NAMES[label]!r} object"))
-  code = _SPLIT_CODES[split_name]
+  distinct = sum(len(refs) for _, refs in targets)
+  spec = lambda t, k, cands: CompositeSpec(targets[t][0], objects[targets[t][0]][0], tuple(cands),
+                                           k, objects[targets[t][0]][1])
   if num_composites is None:
-    order = [(t, 0) for t in range(len(targets))]
-  elif not targets:
-    order = []
+    specs = [spec(t, 0, refs[:options.max_reference_attempts])
+             for t, (_, refs) in enumerate(targets)]
   else:
-    perm = np.random.default_rng([options.seed, code]).permutation(len(targets))
-    order = [(int(perm[n % len(targets)]), n // len(targets)) for n in range(num_composites)]
-  specs = []
-  for t, k in order:
-    object_id, pool = targets[t]
-    rng = np.random.default_rng([options.seed, code, object_id, k])
-    reference_id = pool[int(rng.integers(len(pool)))]
-    specs.append(CompositeSpec(object_id, objects[object_id][0], reference_id,
-                               objects[reference_id][0], k, objects[object_id][1]))
-  return specs, skips
+    wanted = min(num_composites, distinct)
+    cycle = np.random.default_rng([options.seed, code]).permutation(len(targets))
+    specs, k = [], 0
+    while len(specs) < wanted:
+      for t in cycle:
+        if k < len(targets[t][1]) and len(specs) < wanted:
+          specs.append(spec(int(t), k, targets[t][1][k:k + 1]))
+      k += 1
+  return specs, skips, PlanSummary(num_composites, distinct, len(specs))
 
 
 def _png(array: np.ndarray, level: int) -> bytes:
@@ -176,26 +219,94 @@ def _png(array: np.ndarray, level: int) -> bytes:
   return buf.tobytes()
 
 
+@dataclasses.dataclass(frozen=True)
+class MovedObject:
+  """A composite and what its L* move achieved, measured on the 8-bit pixels it stores."""
+  composite: np.ndarray
+  l_clipped_fraction: float  # object pixels whose intended L* fell outside [0, 100]
+  luminance_ratio: float  # (mean L* composite + eps) / (mean L* real + eps) inside the mask
+  chroma_change: float  # max(mean |da*|, mean |db*|) inside the mask, composite vs real
+
+
+def move_lightness(real: np.ndarray, mask: np.ndarray, l_map) -> MovedObject:
+  """Applies `l_map` (L* -> L*, float64 arrays) to the object's pixels, nothing else.
+
+  L* is clipped to [0, 100]; colours that leave the sRGB gamut keep their L* and hue and lose
+  chroma (`colour.gamut_map_chroma`) instead of being clipped per channel, which would move
+  a*, b* and L* itself. Pixels outside the mask are the real image's, bit for bit.
+  """
+  lab = colour.u8_to_lab(real[mask][:, None, :])  # (N, 1, 3): only the object goes through Lab
+  moved = np.asarray(l_map(lab[..., 0].astype(np.float64)))
+  clipped = float(np.mean((moved < colour.L_RANGE[0]) | (moved > colour.L_RANGE[1])))
+  target = lab.copy()
+  target[..., 0] = np.clip(moved, *colour.L_RANGE)
+  pixels = colour.lab_to_u8_in_gamut(target)
+  composite = real.copy()
+  composite[mask] = pixels[:, 0, :]
+  achieved = colour.u8_to_lab(pixels).astype(np.float64)
+  ratio = ((achieved[..., 0].mean() + RATIO_EPSILON) / (lab[..., 0].mean() + RATIO_EPSILON))
+  chroma = max(float(np.abs(achieved[..., 1] - lab[..., 1]).mean()),
+               float(np.abs(achieved[..., 2] - lab[..., 2]).mean()))
+  return MovedObject(composite, clipped, float(ratio), chroma)
+
+
+def reinhard_map(target: colour.LStatistics, reference: colour.LStatistics):
+  """L* -> L* of Reinhard's transfer (unclipped); a flat target is only shifted."""
+  scale = reference.std / target.std if target.std > 0 else 0.0
+  return lambda l: (l - target.mean) * scale + reference.mean
+
+
 def make_composite(real: np.ndarray, mask: np.ndarray, target: colour.LStatistics,
                    reference: colour.LStatistics) -> np.ndarray:
   """Reinhard L* transfer inside `mask`; pixels outside it are the real image's, bit for bit."""
-  # Only the object's pixels go through Lab: (N, 1, 3) with an all-true mask.
-  pixels = colour.u8_to_lab(real[mask][:, None, :])
-  moved = colour.reinhard_l_transfer(pixels, np.ones(pixels.shape[:2], bool), target, reference)
-  composite = real.copy()
-  composite[mask] = colour.lab_to_u8(moved)[:, 0, :]
-  return composite
+  return move_lightness(real, mask, reinhard_map(target, reference)).composite
+
+
+def rejection(moved: MovedObject, options: CompositeOptions) -> str | None:
+  """Why a composite is not made (a skip reason), or None if it meets the builder's bounds."""
+  if moved.chroma_change > options.max_chroma_change:
+    return "chroma_change"
+  r = options.max_luminance_ratio
+  if r is not None and not 1.0 / r <= moved.luminance_ratio <= r:
+    return "implausible_ratio"
+  return None
+
+
+def example_features(moved: MovedObject, real_png: bytes, mask_png: bytes, *, category: int,
+                     image_id: int, object_id: int, reference_image_id: int,
+                     reference_object_id: int, target: colour.LStatistics,
+                     reference: colour.LStatistics, corruption: str, png_compression: int) -> dict:
+  """The feature dict of one example (the TFDS build's and the online generator's)."""
+  return {
+      "composite": _png(moved.composite, png_compression),
+      "real": real_png,
+      "mask": mask_png,
+      "category": category,
+      "image_id": image_id,
+      "object_id": object_id,
+      "reference_image_id": reference_image_id,
+      "reference_object_id": reference_object_id,
+      "target_l_mean": target.mean,
+      "target_l_std": target.std,
+      "reference_l_mean": reference.mean,
+      "reference_l_std": reference.std,
+      "corruption": corruption,
+      "l_clipped_fraction": moved.l_clipped_fraction,
+      "luminance_ratio": moved.luminance_ratio,
+      "chroma_change": moved.chroma_change,
+  }
 
 
 def image_composites(task: ImageTask, specs: list[CompositeSpec],
                      stats: Mapping[int, colour.LStatistics], options: CompositeOptions
-                     ) -> list[tuple[str, dict]]:
-  """Decodes the target image once and returns (key, example) for each of its composites.
+                     ) -> tuple[list[tuple[str, dict]], list[tuple[str, str]]]:
+  """Decodes the target image once and returns ((key, example) for each of its composites, skips).
 
+  A spec whose candidate references all break the chroma or ratio bound is skipped and counted.
   Images and masks are PNG-encoded here, in the worker, so the writer only copies bytes.
   """
   real = resize(coco.read_image(task.image_dir, task.image), options.image_size)
-  examples = []
+  examples, skips = [], []
   real_png = _png(real, options.png_compression)
   masks: dict[int, tuple[np.ndarray, bytes]] = {}
   for spec in specs:
@@ -204,20 +315,19 @@ def image_composites(task: ImageTask, specs: list[CompositeSpec],
       masks[spec.target_id] = (mask, _png(mask.astype(np.uint8)[..., None] * 255,
                                           options.png_compression))
     mask, mask_png = masks[spec.target_id]
-    target, reference = stats[spec.target_id], stats[spec.reference_id]
-    composite = make_composite(real, mask, target, reference)
-    examples.append((spec.key, {
-        "composite": _png(composite, options.png_compression),
-        "real": real_png,
-        "mask": mask_png,
-        "category": spec.category,
-        "image_id": spec.target_image_id,
-        "object_id": spec.target_id,
-        "reference_image_id": spec.reference_image_id,
-        "reference_object_id": spec.reference_id,
-        "target_l_mean": target.mean,
-        "target_l_std": target.std,
-        "reference_l_mean": reference.mean,
-        "reference_l_std": reference.std,
-    }))
-  return examples
+    target, reason = stats[spec.target_id], None
+    for reference_id, reference_image_id in spec.candidates:
+      reference = stats[reference_id]
+      moved = move_lightness(real, mask, reinhard_map(target, reference))
+      reason = rejection(moved, options)
+      if reason is None:
+        examples.append((spec.key, example_features(
+            moved, real_png, mask_png, category=spec.category, image_id=spec.target_image_id,
+            object_id=spec.target_id, reference_image_id=reference_image_id,
+            reference_object_id=reference_id, target=target, reference=reference,
+            corruption="reinhard", png_compression=options.png_compression)))
+        break
+    if reason is not None:
+      skips.append((reason, f"annotation {spec.target_id}: {len(spec.candidates)} reference(s) "
+                    f"tried, the last gave {reason}"))
+  return examples, skips

@@ -30,7 +30,8 @@ class SplitPlan:
   tasks: dict[int, composites.ImageTask]
   stats: dict[int, object]
   specs_by_image: dict[int, list[composites.CompositeSpec]]
-  skips: list[tuple[str, str]]
+  skips: list[tuple[str, str]]  # pass 2 (`generate_local`) appends the composites it rejects
+  summary: composites.PlanSummary | None = None
 
   @property
   def num_examples(self) -> int:
@@ -38,6 +39,14 @@ class SplitPlan:
 
   def skip_counts(self) -> dict[str, int]:
     return dict(sorted(collections.Counter(reason for reason, _ in self.skips).items()))
+
+  def metadata(self) -> dict:
+    """What the dataset's metadata.json records for this split."""
+    out = {"skipped": self.skip_counts()}
+    if self.summary is not None:
+      out.update(requested=self.summary.requested, distinct_pairs=self.summary.distinct_pairs,
+                 planned=self.summary.planned, shortfall=self.summary.shortfall)
+    return out
 
 
 def default_workers() -> int:
@@ -82,12 +91,14 @@ def _group(specs: list[composites.CompositeSpec]) -> dict[int, list[composites.C
 
 def num_composites_for(split_name: str, options: composites.CompositeOptions,
                        eligible_per_split: dict[str, int]) -> int | None:
-  """Splits `options.num_composites` over train/test in proportion to their eligible objects."""
+  """Splits `options.num_composites` over the splits in proportion to their eligible objects
+  (train takes the rounding remainder)."""
   if options.num_composites is None:
     return None
-  total = sum(eligible_per_split.values())
-  test = round(options.num_composites * eligible_per_split.get("test", 0) / max(total, 1))
-  return test if split_name == "test" else options.num_composites - test
+  total = max(sum(eligible_per_split.values()), 1)
+  share = {n: round(options.num_composites * e / total) for n, e in eligible_per_split.items()
+           if n != "train"}
+  return share.get(split_name, options.num_composites - sum(share.values()))
 
 
 def compute_statistics(split: coco.CocoSplit, options: composites.CompositeOptions,
@@ -107,14 +118,30 @@ def compute_statistics(split: coco.CocoSplit, options: composites.CompositeOptio
   return tasks, stats, skips
 
 
+# Splits whose references may also come from another split's objects (see plan_composites).
+REFERENCE_SPLITS = {"validation": "train"}
+
+
 def plan_split(split: coco.CocoSplit, split_name: str, tasks, stats, skips,
-               options: composites.CompositeOptions, num_composites: int | None) -> SplitPlan:
-  specs, no_reference = composites.plan_composites(split.object_labels(), split_name, stats,
-                                                   options, num_composites)
-  plan = SplitPlan(split_name, tasks, stats, _group(specs), skips + no_reference)
+               options: composites.CompositeOptions, num_composites: int | None,
+               references: tuple[coco.CocoSplit, dict] | None = None) -> SplitPlan:
+  """Plans one split from its pass-1 statistics; `references`: (split, its statistics) whose
+  objects may also serve as references (REFERENCE_SPLITS)."""
+  labels, extra_stats = split.object_labels(), {}
+  if references is not None:
+    labels = {**references[0].object_labels(), **labels}
+    extra_stats = references[1]
+  specs, no_reference, summary = composites.plan_composites(
+      labels, split_name, stats, options, num_composites, extra_references=extra_stats)
+  plan = SplitPlan(split_name, tasks, {**extra_stats, **stats}, _group(specs),
+                   skips + no_reference, summary)
   counts = plan.skip_counts()
   logging.info("%s: %d composites planned from %d images; skipped: %s", split_name,
                plan.num_examples, len(plan.specs_by_image), counts or "nothing")
+  if summary.shortfall:
+    logging.warning("%s: %d composites asked for, but the split has only %d distinct (target, "
+                    "reference) pairs: each is made once, none is repeated (shortfall %d)",
+                    split_name, summary.requested, summary.distinct_pairs, summary.shortfall)
   for reason, detail in plan.skips[:20]:
     logging.warning("skipped (%s) %s", reason, detail)
   if len(plan.skips) > 20:
@@ -124,40 +151,60 @@ def plan_split(split: coco.CocoSplit, split_name: str, tasks, stats, skips,
 
 def generate_local(plan: SplitPlan, options: composites.CompositeOptions,
                    num_workers: int) -> Iterator[tuple[str, dict]]:
-  """Pass 2 in a process pool, yielding (key, example) in a fixed order."""
-  work = [(plan.tasks[image_id], specs,
-           {i: plan.stats[i] for s in specs for i in (s.target_id, s.reference_id)}, options)
+  """Pass 2 in a process pool, yielding (key, example) in a fixed order; the composites it
+  rejects (chroma or ratio bound) are appended to plan.skips and logged."""
+  work = [(plan.tasks[image_id], specs, _stats_for(specs, plan.stats), options)
           for image_id, specs in plan.specs_by_image.items()]
-  if num_workers > 1 and len(work) > 1:
-    with _pool(num_workers) as pool:
-      for examples in pool.imap(_composites, work, chunksize=1):
-        yield from examples
-  else:
-    for w in work:
-      yield from _composites(w)
+  pool = _pool(num_workers) if num_workers > 1 and len(work) > 1 else None
+  try:
+    stream = pool.imap(_composites, work, chunksize=1) if pool else map(_composites, work)
+    rejected = 0
+    for examples, skips in stream:
+      for reason, detail in skips:
+        if rejected < 20:
+          logging.warning("skipped (%s) %s", reason, detail)
+        rejected += 1
+      plan.skips.extend(skips)
+      yield from examples
+    if rejected:
+      logging.info("%s: %d composites rejected by the chroma/ratio bounds", plan.split_name,
+                   rejected)
+  finally:
+    if pool:
+      pool.terminate()
+
+
+def _stats_for(specs, stats) -> dict:
+  ids = {s.target_id for s in specs} | {r for s in specs for r, _ in s.candidates}
+  return {i: stats[i] for i in ids}
 
 
 def beam_transform(split: coco.CocoSplit, split_name: str, options: composites.CompositeOptions,
-                   num_composites: int | None):
+                   num_composites: int | None, references: coco.CocoSplit | None = None):
   """The same two passes as a Beam PTransform (PBegin -> (key, example)).
 
-  Skips are reported as Beam counters under the namespace `luminance_composites`.
+  `references`: another split whose objects may serve as references (REFERENCE_SPLITS); its
+  statistics are computed here too (only counted, never written). Skips are reported as Beam
+  counters under the namespace `luminance_composites`.
   """
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
 
   tasks = composites.image_tasks(split, options)
-  labels = split.object_labels()
+  reference_tasks = composites.image_tasks(references, options) if references else []
+  labels = {**(references.object_labels() if references else {}), **split.object_labels()}
+  own = set(split.objects)
 
-  def statistics(task):
+  def statistics(task, count_skips):
     result = composites.object_statistics(task, options)
-    for reason, detail in result.skips:
+    for reason, detail in result.skips if count_skips else ():
       beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, reason).inc()
       logging.warning("skipped (%s) %s", reason, detail)
     yield from result.stats.items()
 
   def plan(_, stats):
-    specs, skips = composites.plan_composites(labels, split_name, stats.keys(), options,
-                                              num_composites)
+    specs, skips, _ = composites.plan_composites(
+        labels, split_name, [i for i in stats if i in own], options, num_composites,
+        extra_references=[i for i in stats if i not in own])
     for reason, detail in skips:
       beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, reason).inc()
       logging.warning("skipped (%s) %s", reason, detail)
@@ -168,12 +215,17 @@ def beam_transform(split: coco.CocoSplit, split_name: str, options: composites.C
     _, grouped = item
     (task,), specs = grouped["task"], sorted(grouped["specs"], key=lambda s: s.key)
     if specs:
-      yield from composites.image_composites(task, specs, stats, options)
+      examples, skips = composites.image_composites(task, specs, stats, options)
+      for reason, detail in skips:
+        beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, reason).inc()
+        logging.warning("skipped (%s) %s", reason, detail)
+      yield from examples
 
   @beam.ptransform_fn
   def build(pipeline):
-    stats = (pipeline | "tasks_for_stats" >> beam.Create(tasks)
-             | "statistics" >> beam.FlatMap(statistics))
+    stats = ((pipeline | "tasks_for_stats" >> beam.Create([(t, True) for t in tasks] +
+                                                          [(t, False) for t in reference_tasks]))
+             | "statistics" >> beam.FlatMapTuple(statistics))
     stats_dict = beam.pvalue.AsDict(stats)
     specs = (pipeline | "seed" >> beam.Create([None])
              | "plan" >> beam.FlatMap(plan, stats=stats_dict)

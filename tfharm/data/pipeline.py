@@ -29,7 +29,8 @@ def load_builder(data_dir: str, config: str = "256") -> tfds.core.DatasetBuilder
   return builder
 
 
-def _to_float(example: dict) -> dict:
+def to_float(example: dict) -> dict:
+  """uint8 images -> float32 in [0, 1] (the mask's 0/255 -> {0, 1}); other features as they are."""
   out = {k: v for k, v in example.items() if k not in _IMAGE_KEYS}
   for key in _IMAGE_KEYS:
     out[key] = tf.image.convert_image_dtype(example[key], tf.float32)  # uint8 -> [0, 1]
@@ -69,7 +70,7 @@ def make_dataset(data_dir: str, split: str, *, config: str = "256", batch_size: 
     ds = ds.repeat()
   if shuffle:
     ds = ds.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
-  ds = ds.map(_to_float, num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
   if augment:
     counter = tf.data.Dataset.counter()
     ds = tf.data.Dataset.zip((ds, counter)).map(

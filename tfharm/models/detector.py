@@ -399,7 +399,10 @@ class DetectorTask:
 
   def build_model(self) -> keras.Model:
     model = Detector(self.cfg, name="detector")
-    if self.init:
+    if self.init and is_head_file(self.init):  # fine-tuning a shipped detector
+      load_head_weights(model, self.init)
+      logging.info("Detector initialised from the head file %s.", self.init)
+    elif self.init:
       from tfharm.models import detector_aet  # pylint: disable=g-import-not-at-top
       detector_aet.load_trunk_weights(model, self.init)
       logging.info("Detector trunk initialised from %s.", self.init)
