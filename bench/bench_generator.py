@@ -51,6 +51,8 @@ def main(argv):
                 size=256, warmup=2, iters=5)
     r = measure.spawn_variant(os.path.join(os.path.dirname(__file__), "bench_models.py"), spec)
     print(f"harmoniser.train.float32.noxla.b8.images_per_s {r['images_per_s']:.2f} img/s")
+    print(f"harmoniser.train.float32.noxla.b8.images_per_cpu_s {r['images_per_cpu_s']:.2f} "
+          "img/CPU-s")
   print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 

@@ -25,7 +25,7 @@ from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
 from tfharm.metrics import lpips as lpips_lib
 from tfharm.weights import store
-from tfharm.models import correction
+from tfharm.models import abstention, baselines, correction
 from tfharm.models import detector as det
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise
 from tests.models.trained_weights import perturb_trained_layers
@@ -134,6 +134,26 @@ def test_graph_harmonises_the_same_inputs_with_each_mask_source(graph):
   for name, m in (("harmoniser_gt_mask", mask), ("detector_harmoniser", soft)):
     np.testing.assert_allclose(img[f"{name}_l_moments"], correction.apply_correction(
         "l_moments", composite, m, composite, m, alone[name]), atol=2e-5, err_msg=name)
+  np.testing.assert_allclose(img["ring_l_mean_gt_mask"], baselines.ring_l_mean(composite, mask),
+                             atol=2e-5)
+  # Without a gate the abstaining row is the plain soft-mask row.
+  np.testing.assert_allclose(img["detector_harmoniser_abstain_l_moments"],
+                             img["detector_harmoniser_l_moments"], atol=2e-5)
+
+
+def test_a_gate_that_abstains_returns_the_composite(graph):
+  composite, real, mask = _batch()
+  strict = runner.EvalGraph(graph.detector, graph.harmoniser, graph.lpips, jit_compile=False,
+                            gate=abstention.Gate(pixel_threshold=0.5, min_area=0.99))
+  out = strict.step(composite, real, mask)
+  np.testing.assert_allclose(out["images"]["detector_harmoniser_abstain_l_moments"], composite,
+                             atol=1e-6)
+  photos = strict.real_photo_step(real)
+  np.testing.assert_array_equal(photos["detector/abstained"], 1.0)
+  np.testing.assert_array_equal(photos["detector_harmoniser_abstain_l_moments/psnr"], 100.0)
+  soft = det.soft_mask(det.detection_channels(graph.detector(real))).numpy()
+  np.testing.assert_allclose(photos["detector/fire_fraction"], (soft > 0.5).mean(axis=(1, 2, 3)),
+                             atol=1e-6)
 
 
 def test_graph_metrics_equal_the_standalone_functions(graph):
@@ -290,8 +310,9 @@ def test_data_dir_without_the_dataset(tmp_path, weight_files):
 
 
 def test_unknown_split(demo_build, weight_files, tmp_path):
-  with pytest.raises(evaluation.EvaluationError, match=r"split 'validation'.*\['test', 'train'\]"):
-    evaluation.evaluate(_config(demo_build, weight_files, tmp_path, split="validation"))
+  with pytest.raises(evaluation.EvaluationError,
+                     match=r"split 'holdout'.*\['test', 'train', 'validation'\]"):
+    evaluation.evaluate(_config(demo_build, weight_files, tmp_path, split="holdout"))
 
 
 def test_harmoniser_weights_for_another_size(demo_build, weight_files, tmp_path):

@@ -32,6 +32,11 @@ _JIT_COMPILE = flags.DEFINE_bool(
     "jit_compile", None, "XLA for the evaluation graph. Default: on with a GPU, off on CPU "
     "(tfharm.metrics.device.default_jit_compile).")
 _THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Binarised-mask and IoU/F1 threshold.")
+_GATE_FILE = flags.DEFINE_string(
+    "gate_file", None, "Abstention gate of the abstaining rows (scripts/calibrate_gate.py). "
+    "Default: checkpoints/gate_256.json when present (it must match the weights), else none.")
+_REAL_PHOTOS = flags.DEFINE_bool("real_photos", True, "Also run the split's unedited photos "
+                                 "through the mask-free rows (do-no-harm section).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace results already in --output_dir.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar (examples/s).")
 flags.mark_flags_as_required(["data_dir", "output_dir"])
@@ -47,8 +52,8 @@ def main(argv):
       dataset_config=_DATASET_CONFIG.value, split=_SPLIT.value,
       detector_weights=_DETECTOR_WEIGHTS.value, harmoniser_weights=_HARMONISER_WEIGHTS.value,
       max_examples=_MAX_EXAMPLES.value, batch_size=_BATCH_SIZE.value, lpips_net=_LPIPS_NET.value,
-      jit_compile=_JIT_COMPILE.value, threshold=_THRESHOLD.value, overwrite=_OVERWRITE.value,
-      progress=_PROGRESS.value)
+      jit_compile=_JIT_COMPILE.value, threshold=_THRESHOLD.value, gate_file=_GATE_FILE.value,
+      real_photos=_REAL_PHOTOS.value, overwrite=_OVERWRITE.value, progress=_PROGRESS.value)
   try:
     metrics = evaluation.evaluate(cfg)
   except evaluation.EvaluationError as e:

@@ -4,6 +4,7 @@ wrapper; tests call this directly."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -35,7 +36,11 @@ def evaluate(cfg: EvalConfig) -> dict:
   harmoniser, harmoniser_path = runner.load_harmoniser(cfg.harmoniser_weights, size)
   detector, detector_path = runner.load_detector(cfg.detector_weights)
   lpips_model = lpips_lib.LPIPS(cfg.lpips_net, jit_compile=False)  # used inside our graph
-  graph = runner.EvalGraph(detector, harmoniser, lpips_model, cfg.threshold, cfg.jit_compile)
+  sha = {"detector": store.sha256_file(detector_path),
+         "harmoniser": store.sha256_file(harmoniser_path)}
+  gate, gate_path = runner.load_gate(cfg.gate_file, sha)
+  graph = runner.EvalGraph(detector, harmoniser, lpips_model, cfg.threshold, cfg.jit_compile,
+                           gate)
   setup_s = time.perf_counter() - t0
   logging.info("evaluating %d examples of %s/%s:%s at %dx%d (jit_compile=%s)", n,
                builder.name, cfg.dataset_config, cfg.split, size, size, graph.jit_compile)
@@ -55,11 +60,16 @@ def evaluate(cfg: EvalConfig) -> dict:
   gather_s = time.perf_counter() - t
 
   summary = report.summarise(results.per_image)
+  if cfg.real_photos:
+    t = time.perf_counter()
+    photos = runner.run_real_photos(graph, runner.make_eval_dataset(cfg), cfg.batch_size)
+    summary["real_photos"] = report.summarise_real_photos(photos)
+    real_photos_s = time.perf_counter() - t
   categories = report.per_category(results.per_image, names)
   provenance = {
-      "detector_weights": {"path": detector_path, "sha256": store.sha256_file(detector_path)},
-      "harmoniser_weights": {"path": harmoniser_path,
-                             "sha256": store.sha256_file(harmoniser_path)},
+      "detector_weights": {"path": detector_path, "sha256": sha["detector"]},
+      "harmoniser_weights": {"path": harmoniser_path, "sha256": sha["harmoniser"]},
+      "gate": {"path": gate_path, **dataclasses.asdict(gate)},
       "dataset": {"name": builder.name, "data_dir": os.path.abspath(cfg.data_dir),
                   "config": cfg.dataset_config,
                   "version": str(builder.info.version), "split": cfg.split,
@@ -71,7 +81,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                                         "C + m * (H - C) with m the mask the harmoniser got; "
                                         "*_l_moments = C with its L* moved onto H's mask-"
                                         "weighted L* mean/std, through m"},
-      "timing": {"setup_s": setup_s, **results.timing, "examples_gather_s": gather_s},
+      "timing": {"setup_s": setup_s, **results.timing, "examples_gather_s": gather_s,
+                 **({"real_photos_s": real_photos_s} if cfg.real_photos else {})},
       "environment": runner.environment(),
       "examples": chosen,
   }

@@ -14,7 +14,8 @@ from tfharm.evaluation.runner import IMAGE_METRICS, LOWER_IS_BETTER, METHODS  # 
 _SHORT = {"composite": "composite", "harmoniser_gt_mask": "C_s", "detector_harmoniser": "C_p",
           "harmoniser_binarised_pred_mask": "binarised", "harmoniser_empty_mask": "empty",
           "harmoniser_gt_mask_gated": "C_s gated", "detector_harmoniser_gated": "C_p gated",
-          "harmoniser_gt_mask_l_moments": "C_s L*", "detector_harmoniser_l_moments": "C_p L*"}
+          "harmoniser_gt_mask_l_moments": "C_s L*", "detector_harmoniser_l_moments": "C_p L*",
+          "detector_harmoniser_abstain_l_moments": "C_p gate L*", "ring_l_mean_gt_mask": "ring"}
 _TITLES = {"mse": "MSE", "psnr": "PSNR (dB)", "lpips": "LPIPS", "fmse": "fMSE", "ssim": "SSIM"}
 
 

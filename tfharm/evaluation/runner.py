@@ -29,6 +29,8 @@ from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
 from tfharm.metrics import lpips as lpips_lib
 from tfharm.metrics.device import default_jit_compile
+from tfharm.models import abstention
+from tfharm.models import baselines
 from tfharm.models import checkpoints
 from tfharm.models import correction
 from tfharm.models import detector as detector_lib
@@ -39,10 +41,14 @@ from tfharm.models import harmoniser as harmoniser_lib
 METHODS = ("composite", "harmoniser_gt_mask", "detector_harmoniser",
            "harmoniser_binarised_pred_mask", "harmoniser_empty_mask",
            "harmoniser_gt_mask_gated", "detector_harmoniser_gated",
-           "harmoniser_gt_mask_l_moments", "detector_harmoniser_l_moments")
-# The harmoniser's four inputs, in the order of its one 4B call.
+           "harmoniser_gt_mask_l_moments", "detector_harmoniser_l_moments",
+           "detector_harmoniser_abstain_l_moments", "ring_l_mean_gt_mask")
+# The harmoniser's five inputs, in the order of its one 5B call (the last: the gated mask).
 HARMONISER_METHODS = ("harmoniser_gt_mask", "detector_harmoniser",
-                      "harmoniser_binarised_pred_mask", "harmoniser_empty_mask")
+                      "harmoniser_binarised_pred_mask", "harmoniser_empty_mask",
+                      "detector_harmoniser_abstain")
+# Unedited photos through the mask-free path: output vs input (the do-no-harm check).
+REAL_PHOTO_METHODS = ("detector_harmoniser_l_moments", "detector_harmoniser_abstain_l_moments")
 IMAGE_METRICS = ("mse", "psnr", "lpips", "fmse", "ssim")
 DETECTOR_METRICS = ("iou", "f1", "ap")
 LOWER_IS_BETTER = {"mse": True, "psnr": False, "lpips": True, "fmse": True, "ssim": False}
@@ -50,6 +56,19 @@ ID_FIELDS = ("image_id", "object_id", "reference_image_id", "reference_object_id
 
 DETECTOR_256 = checkpoints.DETECTOR_256
 HARMONISER_256 = checkpoints.HARMONISER_256
+GATE_256 = os.path.join(checkpoints.CHECKPOINT_DIR, "gate_256.json")
+
+
+def load_gate(path: str | None, weights_sha256: dict[str, str]) -> tuple[abstention.Gate, str | None]:
+  """The gate for these weights; EvaluationError when a given or default file does not match."""
+  if path is None:
+    path = GATE_256 if os.path.exists(GATE_256) else None
+  if path is None:
+    return abstention.Gate(), None
+  try:
+    return abstention.load_gate(path, weights_sha256), os.path.abspath(path)
+  except (OSError, ValueError, KeyError) as e:
+    raise EvaluationError(f"gate file: {e}") from e
 
 
 class EvaluationError(Exception):
@@ -70,6 +89,10 @@ class EvalConfig:
   lpips_net: str = "alex"
   jit_compile: bool | None = None  # None: tfharm.metrics.device.default_jit_compile()
   threshold: float = 0.5  # binarised mask and IoU/F1
+  # The abstaining rows' gate (scripts/calibrate_gate.py); None: checkpoints/gate_256.json
+  # when it exists (it must match the weights), else no gate.
+  gate_file: str | None = None
+  real_photos: bool = True  # also score the split's unedited photos (do-no-harm)
   overwrite: bool = False
   progress: bool = True
 
@@ -127,11 +150,35 @@ class EvalGraph:
   """
 
   def __init__(self, detector, harmoniser, lpips_model: lpips_lib.LPIPS,
-               threshold: float = 0.5, jit_compile: bool | None = None):
+               threshold: float = 0.5, jit_compile: bool | None = None,
+               gate: abstention.Gate = abstention.Gate()):
     self.detector, self.harmoniser, self.lpips = detector, harmoniser, lpips_model
     self.threshold = float(threshold)
+    self.gate = gate
     self.jit_compile = default_jit_compile() if jit_compile is None else bool(jit_compile)
     self.step = tf.function(self.compute, jit_compile=self.jit_compile, reduce_retracing=True)
+    self.real_photo_step = tf.function(self.compute_real_photos, jit_compile=self.jit_compile,
+                                       reduce_retracing=True)
+
+  def compute_real_photos(self, photo: tf.Tensor) -> dict:
+    """Unedited (B, S, S, 3) photos through the mask-free rows: PSNR of output vs input, and
+    the fraction of pixels the detector fires on (soft mask > 0.5)."""
+    b = tf.shape(photo)[0]
+    detection = detector_lib.detection_channels(
+        tf.cast(self.detector(photo, training=False), tf.float32))
+    soft = detector_lib.soft_mask(detection)
+    gated = abstention.apply_gate(soft, self.gate)
+    masks = tf.concat([soft, gated], axis=0)
+    pred = harmoniser_lib.harmonise(self.harmoniser, tf.tile(photo, [2, 1, 1, 1]), masks)
+    out = {}
+    for i, name in enumerate(REAL_PHOTO_METHODS):
+      m = masks[i * b:(i + 1) * b]
+      image = correction.apply_correction("l_moments", photo, m, photo, m, pred[i * b:(i + 1) * b])
+      mse = image_metrics.mse(image, photo, value_range=(0.0, 1.0))
+      out[f"{name}/psnr"] = image_metrics.psnr_from_mse(mse, max_db=100.0)
+    out["detector/fire_fraction"] = tf.reduce_mean(tf.cast(soft > 0.5, tf.float32), axis=[1, 2, 3])
+    out["detector/abstained"] = tf.cast(tf.reduce_max(gated, axis=[1, 2, 3]) == 0, tf.float32)
+    return out
 
   def compute(self, composite: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict:
     """Pure TF; composite/real (B, S, S, 3) and mask (B, S, S, 1), all in [0, 1]."""
@@ -140,17 +187,21 @@ class EvalGraph:
     detection = detector_lib.detection_channels(tf.cast(probs, tf.float32))  # (B, S, S, 2)
     soft = detector_lib.soft_mask(detection)  # (B, S, S, 1)
     binarised = tf.cast(soft > self.threshold, tf.float32)
-    masks = tf.concat([mask, soft, binarised, tf.zeros_like(mask)], axis=0)  # (4B, S, S, 1)
-    harmonised = harmoniser_lib.harmonise(self.harmoniser, tf.tile(composite, [4, 1, 1, 1]),
-                                          masks)  # (4B, S, S, 3), raw output in [0, 1]
+    gated = abstention.apply_gate(soft, self.gate)
+    masks = tf.concat([mask, soft, binarised, tf.zeros_like(mask), gated], axis=0)  # (5B, ...)
+    k_h = len(HARMONISER_METHODS)
+    harmonised = harmoniser_lib.harmonise(self.harmoniser, tf.tile(composite, [k_h, 1, 1, 1]),
+                                          masks)  # (5B, S, S, 3), raw output in [0, 1]
     images = {"composite": composite}
-    for i, name in enumerate(HARMONISER_METHODS):
-      images[name] = harmonised[i * b:(i + 1) * b]
+    raw = {name: harmonised[i * b:(i + 1) * b] for i, name in enumerate(HARMONISER_METHODS)}
+    images.update({k: v for k, v in raw.items() if k in METHODS})
     images["harmoniser_gt_mask_gated"] = composite + mask * (images["harmoniser_gt_mask"] - composite)
     images["detector_harmoniser_gated"] = composite + soft * (images["detector_harmoniser"] - composite)
-    for name, m in (("harmoniser_gt_mask", mask), ("detector_harmoniser", soft)):
+    for name, m in (("harmoniser_gt_mask", mask), ("detector_harmoniser", soft),
+                    ("detector_harmoniser_abstain", gated)):
       images[f"{name}_l_moments"] = correction.apply_correction(
-          "l_moments", composite, m, composite, m, images[name])
+          "l_moments", composite, m, composite, m, raw[name])
+    images["ring_l_mean_gt_mask"] = baselines.ring_l_mean(composite, mask)
 
     k = len(METHODS)
     stacked = tf.concat([images[m] for m in METHODS], axis=0)  # (kB, S, S, 3)
@@ -274,6 +325,31 @@ def run(graph: EvalGraph, dataset: tf.data.Dataset, num_examples: int,
       "examples_per_s_after_first_batch": ((n - first_batch_size) / (total - first_batch)
                                            if n > first_batch_size else None)}, n,
       {k: np.concatenate(v) for k, v in kept.items()} if keep_images else None)
+
+
+def run_real_photos(graph: EvalGraph, dataset: tf.data.Dataset,
+                    batch_size: int) -> dict[str, np.ndarray]:
+  """Every distinct photo of the split (its `real` image, by image id) through
+  `graph.real_photo_step`; per-photo arrays, plus "image_id"."""
+  seen, pending, columns = set(), [], {}
+
+  def flush():
+    out = graph.real_photo_step(tf.stack([p for _, p in pending]))
+    columns.setdefault("image_id", []).append(np.array([i for i, _ in pending], np.int64))
+    for k, v in out.items():
+      columns.setdefault(k, []).append(np.asarray(v))
+    pending.clear()
+
+  for batch in dataset:
+    for image_id, photo in zip(batch["image_id"].numpy(), batch["real"]):
+      if int(image_id) not in seen:
+        seen.add(int(image_id))
+        pending.append((int(image_id), photo))
+      if len(pending) == batch_size:
+        flush()
+  if pending:
+    flush()
+  return {k: np.concatenate(v) for k, v in columns.items()}
 
 
 def select_examples(per_image: dict[str, np.ndarray], metric: str = "mse") -> dict[str, int]:
