@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 
-from absl import app, flags
+from absl import app, flags, logging
 import numpy as np
 import tensorflow as tf
 
@@ -53,11 +53,12 @@ def main(argv):
 
   composite_psnr, real_psnr = {g: [] for g in gates}, {g: [] for g in gates}
   base, seen = [], set()
-  for batch in pipeline.make_dataset(_DATA.value, "validation", batch_size=8):
+  for n, batch in enumerate(pipeline.make_dataset(_DATA.value, "validation", batch_size=8)):
+    logging.info("batch %d: %d gates", n, len(gates))
     comp, real = batch["composite"], batch["real"]
     fresh = [i for i, image_id in enumerate(batch["image_id"].numpy()) if int(image_id) not in seen]
     seen.update(int(i) for i in batch["image_id"].numpy())
-    photos = tf.gather(real, fresh)
+    photos = tf.gather(real, tf.constant(fresh, tf.int32))  # [] must stay an int index
     soft_c = detector_lib.soft_mask(detector_lib.detection_channels(detector(comp, training=False)))
     soft_p = (detector_lib.soft_mask(detector_lib.detection_channels(detector(photos, training=False)))
               if fresh else None)

@@ -21,6 +21,7 @@ import platform
 import time
 from typing import Any
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 
@@ -61,10 +62,14 @@ GATE_256 = os.path.join(checkpoints.CHECKPOINT_DIR, "gate_256.json")
 
 def load_gate(path: str | None, weights_sha256: dict[str, str]) -> tuple[abstention.Gate, str | None]:
   """The gate for these weights; EvaluationError when a given or default file does not match."""
-  if path is None:
-    path = GATE_256 if os.path.exists(GATE_256) else None
-  if path is None:
-    return abstention.Gate(), None
+  if path is None:  # the shipped gate, only for the weights it was calibrated for
+    if not os.path.exists(GATE_256):
+      return abstention.Gate(), None
+    try:
+      return abstention.load_gate(GATE_256, weights_sha256), GATE_256
+    except ValueError as e:
+      logging.warning("not using the shipped gate: %s", e)
+      return abstention.Gate(), None
   try:
     return abstention.load_gate(path, weights_sha256), os.path.abspath(path)
   except (OSError, ValueError, KeyError) as e:
