@@ -27,6 +27,7 @@ from tfharm.metrics import lpips as lpips_lib
 from tfharm.weights import store
 from tfharm.models import correction
 from tfharm.models import detector as det
+from tfharm.models import layer_files
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise
 from tests.models.trained_weights import perturb_trained_layers
 
@@ -47,7 +48,7 @@ def weight_files(tmp_path_factory):
            "detector": str(d / "detector_256.head.weights.h5"),
            "harmoniser_128": str(d / "harmoniser_128.weights.h5")}
   harmoniser.save_weights(paths["harmoniser"])
-  det.save_head_weights(detector, paths["detector"])
+  layer_files.save_head_weights(detector, paths["detector"])
   Harmoniser(HarmoniserConfig(image_size=128)).save_weights(paths["harmoniser_128"])
   paths["models"] = {"harmoniser": harmoniser, "detector": detector}  # what the files hold
   return paths

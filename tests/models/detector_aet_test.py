@@ -22,6 +22,7 @@ from tfharm import colour
 from tfharm import train
 from tfharm.models import detector as det
 from tfharm.models import detector_aet as aet
+from tfharm.models import layer_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NO_IMAGENET = det.DetectorConfig(imagenet_weights=False, freeze_encoder=False)
@@ -148,8 +149,8 @@ def test_network_shapes_parameters_and_shared_layer_names(aet_model):
   detector = det.Detector(NO_IMAGENET)
   # the Detector minus its classifier (64*3+3) plus aet_features (64*3+3) and aet_output (6+1)
   assert aet_model.count_params() == detector.count_params() + 7
-  names = [l.name for l in aet.trunk_layers(aet_model)]
-  assert names == [l.name for l in aet.trunk_layers(detector)]
+  names = [l.name for l in aet_model.trunk_layers()]
+  assert names == [l.name for l in detector.trunk_layers()]
   assert set(names) == {l.name for l in detector.layers if l.weights} - {"head_final"}
   # [L] trains the whole AET network, VGG16 included
   trainable = {v.path.split("/")[0] for v in aet_model.trainable_variables}
@@ -174,13 +175,13 @@ def _perturb(layers, seed=0):
 
 
 def test_trunk_file_loads_into_a_detector_exactly(tmp_path, aet_model):
-  _perturb(aet.trunk_layers(aet_model))
+  _perturb(aet_model.trunk_layers())
   path = str(tmp_path / "detector_aet.trunk.weights.h5")
   aet.DetectorAETTask(NO_IMAGENET).export(aet_model, str(tmp_path))
   task = det.DetectorTask(det.DetectorConfig(imagenet_weights=False, freeze_multiscale=True),
                           image_size=32, init=path)
   detector = task.build_model()
-  for layer in aet.trunk_layers(aet_model):
+  for layer in aet_model.trunk_layers():
     for a, b in zip(layer.weights, detector.get_layer(layer.name).weights):
       np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
   x = _object_batch(n=2, size=32)[0]
@@ -192,15 +193,15 @@ def test_trunk_file_loads_into_a_detector_exactly(tmp_path, aet_model):
                        for s in ("", "_bn")} | {"head_final"}
   # wrong files are refused with the reason, before anything is assigned
   head = str(tmp_path / "head.weights.h5")
-  det.save_head_weights(detector, head)
+  layer_files.save_head_weights(detector, head)
   with pytest.raises(ValueError, match="not an AET trunk file"):
-    aet.load_trunk_weights(detector, head)
+    layer_files.load_trunk_weights(detector, head)
   with h5py.File(path, "a") as f:
     del f["cv2_ucr2_bn"]
   _perturb([detector.get_layer("block1_conv1")], seed=5)
   before = [v.numpy() for v in detector.weights]
   with pytest.raises(ValueError, match="cv2_ucr2_bn"):
-    aet.load_trunk_weights(detector, path)
+    layer_files.load_trunk_weights(detector, path)
   for v, w in zip(detector.weights, before):
     np.testing.assert_array_equal(v.numpy(), w, err_msg=v.path)
   with pytest.raises(FileNotFoundError):
@@ -212,12 +213,12 @@ def test_head_only_export_only_while_the_backbone_is_imagenet(tmp_path):
   insufficient: save_head_weights refuses and the task's export skips it (the full
   detector.weights.h5 / .keras hold the model)."""
   source = aet.DetectorAET(det.DetectorConfig())  # ImageNet VGG16, frozen
-  _perturb([l for l in aet.trunk_layers(source) if l.name not in det.VGG_LAYERS], seed=1)
+  _perturb([l for l in source.trunk_layers() if l.name not in det.VGG_LAYERS], seed=1)
   frozen_vgg = str(tmp_path / "frozen.h5")
-  aet.save_trunk_weights(source, frozen_vgg)
+  layer_files.save_trunk_weights(source, frozen_vgg)
   task = det.DetectorTask(det.DetectorConfig(), image_size=32, init=frozen_vgg)
   model = task.build_model()
-  assert det.changed_backbone_layers(model) == []
+  assert model.changed_backbone_layers() == []
   task.export(model, str(tmp_path))
   head = tmp_path / "detector.head.weights.h5"
   x = _object_batch(n=1, size=32)[0]
@@ -225,11 +226,11 @@ def test_head_only_export_only_while_the_backbone_is_imagenet(tmp_path):
   head.unlink()
   _perturb([source.trunk.get_layer("block3_conv2")], seed=2)  # as if AET trained the encoder
   trained_vgg = str(tmp_path / "trained.h5")
-  aet.save_trunk_weights(source, trained_vgg)
-  aet.load_trunk_weights(model, trained_vgg)
-  assert det.changed_backbone_layers(model) == ["block3_conv2"]
+  layer_files.save_trunk_weights(source, trained_vgg)
+  layer_files.load_trunk_weights(model, trained_vgg)
+  assert model.changed_backbone_layers() == ["block3_conv2"]
   with pytest.raises(ValueError, match="differ from the ImageNet file"):
-    det.save_head_weights(model, str(head))
+    layer_files.save_head_weights(model, str(head))
   task.export(model, str(tmp_path))
   assert not head.exists()
 

@@ -1,4 +1,4 @@
-"""Detector: architecture, ImageNet backbone, save/reload, head-only file, labels, task, training.
+"""Detector: architecture, ImageNet backbone, save/reload, labels, task, training.
 
 Tiny inputs (16-64 px) throughout; needs the converted weights (`make weights`, which
 `make test` runs first).
@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -165,33 +164,6 @@ def test_keras_round_trip_is_bit_identical(tmp_path):
   for a, b in zip(m.weights, loaded.weights):
     np.testing.assert_array_equal(a.numpy(), b.numpy())
   assert all(not loaded.get_layer(n).trainable for n in det.VGG_LAYERS)
-
-
-def test_head_only_file_is_small_and_reloads_identically(tmp_path):
-  m = det.Detector()
-  perturb_trained_layers(m, seed=3)
-  x = _images((1, 32, 32, 3))
-  expected = m(x, training=False).numpy()
-  path = str(tmp_path / "detector.head.weights.h5")
-  det.save_head_weights(m, path)
-  size = os.path.getsize(path)
-  assert size < 10e6, size  # ~2.2 M float32 values; the full model would be ~68 MB
-  with h5py.File(path) as f:
-    assert not set(f.keys()) & set(det.VGG_LAYERS)
-  loaded = det.load_detector(path)
-  np.testing.assert_array_equal(loaded(x, training=False), expected)
-  # a fresh detector differs (so the comparison above can fail)
-  assert not np.array_equal(det.Detector()(x, training=False), expected)
-
-
-def test_head_file_with_a_missing_layer_is_refused(tmp_path):
-  m = det.Detector(det.DetectorConfig(imagenet_weights=False))
-  path = str(tmp_path / "h.weights.h5")
-  det.save_head_weights(m, path)
-  with h5py.File(path, "a") as f:
-    del f["head_final"]
-  with pytest.raises(ValueError, match="head_final"):
-    det.load_head_weights(m, path)
 
 
 # --- labels -------------------------------------------------------------------------

@@ -6,12 +6,10 @@ and near-initial weights give ~uniform probabilities; both detector and pipeline
 
 import numpy as np
 
-from tfharm.models import detector as det
-
 
 def perturb_trained_layers(model, seed: int = 0) -> None:
   rng = np.random.default_rng(seed)
-  for layer in det.trained_layers(model):
+  for layer in model.head_layers():
     for v in layer.weights:
       if "variance" in v.path:
         v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))

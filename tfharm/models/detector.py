@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from tfharm.metrics import localisation
 from tfharm.models import detector_labels as labels_lib
+from tfharm.models import layer_files
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,7 +52,8 @@ _BRANCH_STRIDES = (4, 2, 1, 1)  # block1_pool (H/2) ... block4_pool (H/8) -> H/8
 MULTISCALE_LAYERS = tuple(
     [f"branch{b}_conv{i}{s}" for b in range(1, 5) for i in (1, 2, 3) for s in ("", "_bn")]
     + [f"head_conv{i}{s}" for i in (1, 2) for s in ("", "_bn")] + ["head_output"])
-HEAD_FORMAT = "tfharm-detector-head-v1"
+TRUNK_OUTPUT = "cv2_ucr2_relu"  # the last decoder activation: AET's trunk ends here
+CLASSIFIER_LAYERS = ("final_dropout", "head_final")  # the layers after the trunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +152,27 @@ class Detector(keras.Model):
     for name, (kernel, bias) in arrays.items():
       self.get_layer(name).set_weights([kernel, bias])
 
+  def head_layers(self) -> list[keras.layers.Layer]:
+    """Every layer with weights except the VGG16 convs (which come from the ImageNet file):
+    what a head file (tfharm.models.layer_files) holds."""
+    return [l for l in self.layers if l.weights and l.name not in VGG_LAYERS]
+
+  def trunk_layers(self) -> list[keras.layers.Layer]:
+    """Every layer with weights up to the last decoder activation: what AET pre-trains."""
+    return [l for l in self.layers if l.weights and l.name not in CLASSIFIER_LAYERS]
+
+  def changed_backbone_layers(self) -> list[str]:
+    """VGG16 convs whose weights differ from the ImageNet file (trained by AET, or with
+    freeze_encoder=False): a head file cannot reproduce them. [] if the model was built
+    without ImageNet weights (its head file is refused at load time anyway)."""
+    if not self.cfg.imagenet_weights:
+      return []
+    from tfharm import weights  # pylint: disable=g-import-not-at-top
+    reference = weights.load_vgg16_imagenet()
+    return [name for name in VGG_LAYERS
+            if not all(np.array_equal(keras.ops.convert_to_numpy(v), r)
+                       for v, r in zip(self.get_layer(name).weights, reference[name]))]
+
   def get_config(self):
     return {"cfg": dataclasses.asdict(self.cfg), "name": self.name, "trainable": self.trainable}
 
@@ -219,111 +242,9 @@ def detect_any_size(model: keras.Model, image, method: str = "pad") -> tf.Tensor
   raise ValueError(f"method must be 'pad' or 'resize', got {method!r}")
 
 
-# --- head-only weights file -------------------------------------------------------
-def trained_layers(model: Detector) -> list[keras.layers.Layer]:
-  """Every layer with weights except the VGG16 convs (which come from the ImageNet file)."""
-  return [l for l in model.layers if l.weights and l.name not in VGG_LAYERS]
-
-
-def _vgg_sha256() -> str:
-  from tfharm.weights import store  # pylint: disable=g-import-not-at-top
-  return store.sha256_file(store.verified_path("vgg"))
-
-
-def changed_backbone_layers(model: Detector) -> list[str]:
-  """VGG16 convs whose weights differ from the ImageNet file (trained by AET, or with
-  freeze_encoder=False): a head-only file cannot reproduce them. [] if the model was built
-  without ImageNet weights (its head file is refused at load time anyway)."""
-  if not model.cfg.imagenet_weights:
-    return []
-  from tfharm import weights  # pylint: disable=g-import-not-at-top
-  reference = weights.load_vgg16_imagenet()
-  return [name for name in VGG_LAYERS
-          if not all(np.array_equal(keras.ops.convert_to_numpy(v), r)
-                     for v, r in zip(model.get_layer(name).weights, reference[name]))]
-
-
-def save_head_weights(model: Detector, path: str) -> None:
-  """Writes only the non-backbone layers (incl. BN moving statistics) to an HDF5 file.
-
-  Layout: one group per layer name, datasets "0", "1", ... in `layer.weights` order; root
-  attributes: format tag, the DetectorConfig as JSON, and the SHA-256 of the VGG16 file
-  it was trained on. About 9 MB for the default detector (2.2 M float32 values).
-  Refuses (ValueError) a model whose VGG16 convs are no longer the ImageNet ones: the file
-  would silently reload the wrong backbone; save the full model (.weights.h5 / .keras) instead.
-  """
-  changed = changed_backbone_layers(model)
-  if changed:
-    raise ValueError(f"the VGG16 convs {changed} differ from the ImageNet file (AET-initialised "
-                     "or unfrozen encoder): a head-only file would reload the wrong backbone; "
-                     "save the whole model (model.save_weights / .keras) instead")
-  write_layer_groups(path, trained_layers(model), {
-      "format": HEAD_FORMAT, "config": json.dumps(dataclasses.asdict(model.cfg)),
-      "vgg16_sha256": _vgg_sha256() if model.cfg.imagenet_weights else ""})
-
-
-def write_layer_groups(path: str, layers_: list[keras.layers.Layer],
-                       attrs: Mapping[str, str]) -> None:
-  """Writes one HDF5 group per layer ("0", "1", ... in `layer.weights` order, the layout
-  `read_layer_groups` checks) plus root attributes, to a temporary name first: a kill never
-  leaves a half-written file under `path`."""
-  import h5py  # pylint: disable=g-import-not-at-top
-  tmp = f"{path}.tmp"
-  with h5py.File(tmp, "w") as f:
-    for key, value in attrs.items():
-      f.attrs[key] = value
-    for layer in layers_:
-      group = f.create_group(layer.name)
-      for i, v in enumerate(layer.weights):
-        group.create_dataset(str(i), data=np.asarray(keras.ops.convert_to_numpy(v)))
-  os.replace(tmp, path)
-
-
-def is_head_file(path: str) -> bool:
-  import h5py  # pylint: disable=g-import-not-at-top
-  try:
-    with h5py.File(path, "r") as f:
-      return f.attrs.get("format") == HEAD_FORMAT
-  except OSError:
-    return False
-
-
-def load_head_weights(model: Detector, path: str) -> None:
-  """Loads a `save_head_weights` file into `model`; every trained layer must be present."""
-  import h5py  # pylint: disable=g-import-not-at-top
-  with h5py.File(path, "r") as f:
-    if f.attrs.get("format") != HEAD_FORMAT:
-      raise ValueError(f"{path} is not a detector head file ({HEAD_FORMAT})")
-    pairs = read_layer_groups(f, trained_layers(model), path)
-  for var, value in pairs:
-    var.assign(value)
-
-
-def read_layer_groups(f, layers_: list[keras.layers.Layer], path: str) -> list[tuple[Any, Any]]:
-  """(variable, array) pairs from an HDF5 file with one group per layer ("0", "1", ... in
-  `layer.weights` order), after checking the layer set, the counts and every shape: a
-  wrong file fails before anything is assigned."""
-  names = {l.name for l in layers_}
-  if set(f.keys()) != names:
-    raise ValueError(f"{path}: layers differ from the model: missing "
-                     f"{sorted(names - set(f.keys()))}, extra {sorted(set(f.keys()) - names)}")
-  pairs = []
-  for layer in layers_:
-    group = f[layer.name]
-    values = [group[str(i)][()] for i in range(len(group))]
-    if len(values) != len(layer.weights):
-      raise ValueError(f"{path}: layer {layer.name} has {len(values)} arrays, "
-                       f"the model {len(layer.weights)}")
-    for var, value in zip(layer.weights, values):
-      if tuple(var.shape) != value.shape:
-        raise ValueError(f"{path}: {var.path} has shape {value.shape}, model {var.shape}")
-      pairs.append((var, value))
-  return pairs
-
-
 def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) -> Detector:
-  """One call for every detector file: a `.keras` model, a head-only file
-  (`save_head_weights`; the backbone is rebuilt from the ImageNet file, whose hash is
+  """One call for every detector file: a `.keras` model, a head file
+  (tfharm.models.layer_files; the backbone is rebuilt from the ImageNet file, whose hash is
   checked against the one recorded at training time), or a full Keras `.weights.h5`.
   Without a path: the detector shipped in checkpoints/."""
   if path is None:
@@ -339,20 +260,19 @@ def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) ->
     return model
   if not os.path.exists(path):
     raise FileNotFoundError(path)
-  if is_head_file(path):
-    import h5py  # pylint: disable=g-import-not-at-top
-    with h5py.File(path, "r") as f:
-      stored = DetectorConfig(**json.loads(f.attrs["config"]))
-      trained_on = str(f.attrs.get("vgg16_sha256", ""))
+  if layer_files.is_head_file(path):
+    attrs = layer_files.read_attrs(path)
+    stored = DetectorConfig(**json.loads(attrs["config"]))
+    trained_on = attrs.get("vgg16_sha256", "")
     if not stored.imagenet_weights:
       raise ValueError(f"{path} was trained without the ImageNet backbone; its backbone "
                        "weights are not in the head file")
     model = Detector(cfg or stored)
-    if trained_on and trained_on != _vgg_sha256():
+    if trained_on and trained_on != layer_files.vgg_sha256():
       from tfharm import weights  # pylint: disable=g-import-not-at-top
       raise weights.WeightsError(f"{path} was trained on a VGG16 file with SHA-256 {trained_on}, "
                                  f"the local one differs; {weights.SETUP_HINT} with --force")
-    load_head_weights(model, path)
+    layer_files.load_head_weights(model, path)
     return model
   model = Detector(cfg or DetectorConfig())
   model.load_weights(path)
@@ -389,7 +309,7 @@ class DetectorTask:
   # (tfharm.data.composites.min_area_fraction), so a smaller detection is not an object.
   silent_area: float = 0.01
   name: str = "detector"
-  # AET trunk file (detector_aet.save_trunk_weights) loaded into the model at build time; a
+  # AET trunk or head file (tfharm.models.layer_files) loaded into the model at build time; a
   # checkpoint restored afterwards (resume) overrides it.
   init: str | None = None
   # Training on random crops of the labelled images (None: whole images). The labels are made
@@ -399,12 +319,11 @@ class DetectorTask:
 
   def build_model(self) -> keras.Model:
     model = Detector(self.cfg, name="detector")
-    if self.init and is_head_file(self.init):  # fine-tuning a shipped detector
-      load_head_weights(model, self.init)
+    if self.init and layer_files.is_head_file(self.init):  # fine-tuning a shipped detector
+      layer_files.load_head_weights(model, self.init)
       logging.info("Detector initialised from the head file %s.", self.init)
     elif self.init:
-      from tfharm.models import detector_aet  # pylint: disable=g-import-not-at-top
-      detector_aet.load_trunk_weights(model, self.init)
+      layer_files.load_trunk_weights(model, self.init)
       logging.info("Detector trunk initialised from %s.", self.init)
     return model
 
@@ -500,13 +419,13 @@ class DetectorTask:
   def export(self, model: keras.Model, workdir: str) -> None:
     """Called by tfharm.train after the run: the small head-only file, unless the VGG16 convs
     changed (AET init, unfrozen encoder); then only <name>.weights.h5 / .keras hold the model."""
-    changed = changed_backbone_layers(model)
+    changed = model.changed_backbone_layers()
     if changed:
       logging.warning("No %s.head.weights.h5: the VGG16 convs differ from the ImageNet file "
                       "(%d changed); use %s.weights.h5 or %s.keras (load_detector reads both).",
                       self.name, len(changed), self.name, self.name)
       return
-    save_head_weights(model, os.path.join(workdir, f"{self.name}.head.weights.h5"))
+    layer_files.save_head_weights(model, os.path.join(workdir, f"{self.name}.head.weights.h5"))
 
 
 def crop_labelled_batch(batch: Batch, size: int, seed: tf.Tensor,

@@ -18,14 +18,13 @@ Graph (DetectorAET; shapes at H x W, B pairs):
   Conv1x1 1, linear, float32 (`aet_output`)               -> (B, H, W, 1)  the offset map
 
 Stage 2 (the classifier) is `--model=detector --detector_init=<workdir>/detector_aet.trunk.weights.h5`:
-`DetectorTask.build_model` loads the trunk file with `load_trunk_weights`; [L]'s best freeze
+`DetectorTask.build_model` loads the trunk file (tfharm.models.layer_files); [L]'s best freeze
 point ("the entire encoder") is `--detector_freeze_encoder --detector_freeze_multiscale`.
 Decisions and deviations from [L]: BUILD_NOTES.md, "Detector AET pre-training".
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Mapping
@@ -36,12 +35,10 @@ import tensorflow as tf
 
 from tfharm import colour
 from tfharm.models import detector as det
+from tfharm.models import layer_files
 
 Batch = Mapping[str, tf.Tensor]
 
-TRUNK_OUTPUT = "cv2_ucr2_relu"  # [L] classifier.py: output_layer_name='rl2_ucr2'
-CLASSIFIER_LAYERS = ("final_dropout", "head_final")  # the Detector's layers after the trunk
-TRUNK_FORMAT = "tfharm-detector-trunk-v1"
 # [L] trains the whole AET network, VGG16 included (aet.py: freeze_first=None).
 AET_CONFIG = det.DetectorConfig(freeze_encoder=False)
 _WEYL = (math.sqrt(5.0) - 1.0) / 2.0  # golden-ratio step: well-spread validation offsets
@@ -102,7 +99,7 @@ def make_pair(real: tf.Tensor, mask: tf.Tensor, log2_factor: tf.Tensor) -> dict[
 # --- the network --------------------------------------------------------------------
 def trunk_of(detector: keras.Model) -> keras.Model:
   """The Detector up to its last decoder activation (B, H, W, 64), sharing its layers."""
-  return keras.Model(detector.input, detector.get_layer(TRUNK_OUTPUT).output, name="trunk")
+  return keras.Model(detector.input, detector.get_layer(det.TRUNK_OUTPUT).output, name="trunk")
 
 
 @keras.saving.register_keras_serializable(package="tfharm")
@@ -135,6 +132,10 @@ class DetectorAET(keras.Model):
   def trunk(self) -> keras.Model:
     return self.get_layer("trunk")
 
+  def trunk_layers(self) -> list[keras.layers.Layer]:
+    """The trunk's layers with weights, named as in a Detector (tfharm.models.layer_files)."""
+    return [l for l in self.trunk.layers if l.weights]
+
   def get_config(self):
     return {"cfg": dataclasses.asdict(self.cfg), "dropout": self.dropout, "name": self.name,
             "trainable": self.trainable}
@@ -143,40 +144,6 @@ class DetectorAET(keras.Model):
   def from_config(cls, config):
     config = dict(config)
     return cls(det.DetectorConfig(**config.pop("cfg")), **config)
-
-
-# --- trunk file: AET -> Detector -----------------------------------------------------
-def trunk_layers(model: keras.Model) -> list[keras.layers.Layer]:
-  """Layers with weights of a Detector, its trunk or a DetectorAET's trunk, minus the classifier."""
-  if isinstance(model, DetectorAET):
-    model = model.trunk
-  return [l for l in model.layers if l.weights and l.name not in CLASSIFIER_LAYERS]
-
-
-def save_trunk_weights(model: det.Detector | DetectorAET, path: str) -> None:
-  """Writes every trunk layer (VGG16 included: AET may have trained it) to an HDF5 file.
-
-  Same layout as detector.save_head_weights (one group per layer name, datasets "0", "1", ...
-  in `layer.weights` order, BN moving statistics included); root attributes: format tag and
-  the DetectorConfig as JSON. ~68 MB for the default detector.
-  """
-  det.write_layer_groups(path, trunk_layers(model), {
-      "format": TRUNK_FORMAT, "config": json.dumps(dataclasses.asdict(model.cfg))})
-
-
-def load_trunk_weights(model: keras.Model, path: str) -> None:
-  """Loads a `save_trunk_weights` file into a Detector (or DetectorAET): every trunk layer must
-  be in the file with matching shapes; the classifier head keeps its initial weights."""
-  import h5py  # pylint: disable=g-import-not-at-top
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"no AET trunk file at {path}")
-  with h5py.File(path, "r") as f:
-    if f.attrs.get("format") != TRUNK_FORMAT:
-      raise ValueError(f"{path} is not an AET trunk file ({TRUNK_FORMAT}); train one with "
-                       "python -m tfharm.train --flagfile=configs/train_detector_aet.flags")
-    pairs = det.read_layer_groups(f, trunk_layers(model), path)  # all checked first
-  for var, value in pairs:
-    var.assign(value)
 
 
 # --- training task (tfharm.train --model=detector_aet) --------------------------------
@@ -275,7 +242,7 @@ class DetectorAETTask:
 
   def export(self, model: keras.Model, workdir: str) -> None:
     """Called by tfharm.train after the run: the trunk file for `--detector_init`."""
-    save_trunk_weights(model, os.path.join(workdir, f"{self.name}.trunk.weights.h5"))
+    layer_files.save_trunk_weights(model, os.path.join(workdir, f"{self.name}.trunk.weights.h5"))
 
 
 def make_task() -> DetectorAETTask:
