@@ -27,6 +27,7 @@ from tfharm.metrics import lpips as lpips_lib
 from tfharm.weights import store
 from tfharm.models import correction
 from tfharm.models import detector as det
+from tfharm.models.detector_labels import LabelConfig
 from tfharm.models import layer_files
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise
 from tests.models.trained_weights import perturb_trained_layers
@@ -199,8 +200,9 @@ def test_metrics_json_schema(eval_run, weight_files):
   assert set(on_disk["detector"]) == {"iou", "f1", "ap"}
   with open(os.path.join(out, "per_image.csv")) as f:
     ratios = np.array([float(r["luminance_ratio"]) for r in csv.DictReader(f)])
+  labels = LabelConfig()
   assert on_disk["detector_suprathreshold"]["num_examples"] == int(
-      ((ratios < 0.845) | (ratios > 1.174)).sum())
+      ((ratios < labels.tau_neg) | (ratios > labels.tau_pos)).sum())
   prov = on_disk["provenance"]
   for which in ("detector", "harmoniser"):
     assert prov[f"{which}_weights"]["path"] == os.path.abspath(weight_files[which])
