@@ -12,18 +12,15 @@ Prints one line per figure, `name value unit`:
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 
 from absl import app, flags, logging
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tfharm import colour  # pylint: disable=wrong-import-position
-from tfharm.data import coco, composites, generation  # pylint: disable=wrong-import-position
+from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb
+from tfharm import colour
+from tfharm.data import coco, composites, generation
 
 _ROOT = flags.DEFINE_string("coco_root", os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data",

@@ -28,7 +28,6 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _detect(precision: str, out: str) -> None:
   import keras  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, _REPO)
   from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
   from tfharm.models import detector  # pylint: disable=g-import-not-at-top
   keras.mixed_precision.set_global_policy(precision)

@@ -217,7 +217,7 @@ def main(argv) -> None:
           f"{lp.default_jit_compile()})")
 
   # --- fast mode deviation from the golden values (and exact mode's, for scale)
-  golden = os.path.join(REPO, "..", "shared", "lpips", "reference.json")
+  golden = os.path.join(REPO, "tests", "metrics", "testdata", "lpips", "reference.json")
   if os.path.isfile(golden):
     from PIL import Image
     with open(golden) as f:
@@ -292,7 +292,6 @@ if __name__ == "__main__":
   if "--official_worker" in sys.argv:
     _worker()
   else:
-    sys.path.insert(0, REPO)
     from absl import app, flags
     flags.DEFINE_string("official_python", "/work/benchenv/bin/python",
                         "Python of a venv with torch==2.14.1 torchvision==0.29.1 lpips==0.1.4.")

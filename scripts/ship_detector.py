@@ -22,7 +22,7 @@ import numpy as np
 
 from tfharm import validation
 from tfharm.data import pipeline
-from tfharm.models import checkpoints, detector
+from tfharm.models import checkpoints, detector, layer_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
 _OUT = flags.DEFINE_string("output", checkpoints.DETECTOR_256, "Shipped head weights file.")
@@ -56,7 +56,7 @@ def main(argv):
     latest = checkpoints.restore_training_checkpoint(
         model, os.path.join(_WORKDIR.value, "checkpoints"), _CHECKPOINT.value)
     tmp = _OUT.value + ".tmp"
-    detector.save_head_weights(model, tmp)
+    layer_files.save_head_weights(model, tmp)
     shipped = detector.load_detector(tmp)
     for a, b in zip(model.weights, shipped.weights):  # the file holds exactly these weights
       np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

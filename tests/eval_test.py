@@ -27,6 +27,8 @@ from tfharm.metrics import lpips as lpips_lib
 from tfharm.weights import store
 from tfharm.models import abstention, baselines, correction
 from tfharm.models import detector as det
+from tfharm.models.detector_labels import LabelConfig
+from tfharm.models import layer_files
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise
 from tests.models.trained_weights import perturb_trained_layers
 
@@ -47,7 +49,7 @@ def weight_files(tmp_path_factory):
            "detector": str(d / "detector_256.head.weights.h5"),
            "harmoniser_128": str(d / "harmoniser_128.weights.h5")}
   harmoniser.save_weights(paths["harmoniser"])
-  det.save_head_weights(detector, paths["detector"])
+  layer_files.save_head_weights(detector, paths["detector"])
   Harmoniser(HarmoniserConfig(image_size=128)).save_weights(paths["harmoniser_128"])
   paths["models"] = {"harmoniser": harmoniser, "detector": detector}  # what the files hold
   return paths
@@ -218,8 +220,9 @@ def test_metrics_json_schema(eval_run, weight_files):
   assert set(on_disk["detector"]) == {"iou", "f1", "ap"}
   with open(os.path.join(out, "per_image.csv")) as f:
     ratios = np.array([float(r["luminance_ratio"]) for r in csv.DictReader(f)])
+  labels = LabelConfig()
   assert on_disk["detector_suprathreshold"]["num_examples"] == int(
-      ((ratios < 0.845) | (ratios > 1.174)).sum())
+      ((ratios < labels.tau_neg) | (ratios > labels.tau_pos)).sum())
   prov = on_disk["provenance"]
   for which in ("detector", "harmoniser"):
     assert prov[f"{which}_weights"]["path"] == os.path.abspath(weight_files[which])

@@ -21,6 +21,7 @@ def save_weights(directory: str) -> tuple[str, str]:
   sys.path.insert(0, os.path.join(REPO, "tests", "models"))
   from trained_weights import perturb_trained_layers  # pylint: disable=g-import-not-at-top
   from tfharm.models import detector as det  # pylint: disable=g-import-not-at-top
+  from tfharm.models import layer_files  # pylint: disable=g-import-not-at-top
   from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig  # pylint: disable=g-import-not-at-top
   detector = det.Detector(det.DetectorConfig())
   perturb_trained_layers(detector, 0)
@@ -33,7 +34,7 @@ def save_weights(directory: str) -> tuple[str, str]:
       v.assign(v.numpy() + rng.normal(0, 0.01, v.shape).astype("float32"))
   paths = (os.path.join(directory, "detector.head.weights.h5"),
            os.path.join(directory, "harmoniser.weights.h5"))
-  det.save_head_weights(detector, paths[0])
+  layer_files.save_head_weights(detector, paths[0])
   harmoniser.save_weights(paths[1])
   return paths
 

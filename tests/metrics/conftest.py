@@ -6,25 +6,21 @@ import os
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHARED_LPIPS = os.path.join(REPO, "..", "shared", "lpips")
+GOLDEN_LPIPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata", "lpips")
 
 
 @pytest.fixture(scope="session")
 def golden():
-  """(reference.json dict, loader of its PNGs as uint8 RGB, folder path)."""
-  path = os.path.join(SHARED_LPIPS, "reference.json")
-  if not os.path.isfile(path):
-    pytest.skip(f"LPIPS golden data not found at {os.path.abspath(SHARED_LPIPS)} "
-                "(the shared/ folder beside the repo; CI provides it)")
-  with open(path) as f:
+  """(reference.json dict, loader of its PNGs as uint8 RGB, folder path): the official
+  package's outputs committed in testdata/lpips (its README says how they were made)."""
+  with open(os.path.join(GOLDEN_LPIPS, "reference.json")) as f:
     ref = json.load(f)
   from PIL import Image
 
   def load(rel):
-    return np.asarray(Image.open(os.path.join(SHARED_LPIPS, rel)).convert("RGB"))
+    return np.asarray(Image.open(os.path.join(GOLDEN_LPIPS, rel)).convert("RGB"))
 
-  return ref, load, SHARED_LPIPS
+  return ref, load, GOLDEN_LPIPS
 
 
 @pytest.fixture(scope="session")

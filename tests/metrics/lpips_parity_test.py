@@ -1,4 +1,4 @@
-"""Parity with the official PyTorch lpips 0.1.4 (golden files in ../shared/lpips), atol 1e-5."""
+"""Parity with the official PyTorch lpips 0.1.4 (golden files in testdata/lpips), atol 1e-5."""
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ def test_every_pair_matches_official(golden, models, net):
     a, b = lpips.from_uint8(load(pair["file_a"])), lpips.from_uint8(load(pair["file_b"]))
     got.append(float(model(a, b)))
     want.append(pair[net])
-  assert len(got) == 20
+  assert len(got) == 13  # every committed pair (testdata/lpips/README.md)
   np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
 
 
@@ -49,7 +49,8 @@ def test_jit_compiled_path_matches_official(golden, models):
   """XLA (the GPU default) must give the same numbers as the default CPU path."""
   ref, load, _ = golden
   model = models("alex", jit_compile=True)
-  for pair in ref["pairs"][:3] + ref["pairs"][12:13]:
+  for pair in [p for p in ref["pairs"] if p["name"] in ("p01_64_lumrect", "p02_64_gamma",
+                                                       "p03_64_blur", "p13_97x131_lumrect")]:
     d = float(model(lpips.from_uint8(load(pair["file_a"])), lpips.from_uint8(load(pair["file_b"]))))
     assert abs(d - pair["alex"]) <= ATOL, pair["name"]
 

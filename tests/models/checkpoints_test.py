@@ -14,6 +14,10 @@ def test_float16_storage_round_trips_to_float16_precision(tmp_path):
   model = Harmoniser(HarmoniserConfig(image_size=16))
   path = str(tmp_path / "h.weights.h5")
   checkpoints.save_float16_weights(model, path)
+  assert os.listdir(tmp_path) == ["h.weights.h5"]  # no temporaries left
+  umask = os.umask(0)
+  os.umask(umask)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # readable like any file, not 0600
   loaded = load_harmoniser(path, HarmoniserConfig(image_size=16))
   for a, b in zip(model.weights, loaded.weights):
     assert b.dtype == "float32"

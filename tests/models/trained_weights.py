@@ -6,14 +6,18 @@ and near-initial weights give ~uniform probabilities; both detector and pipeline
 
 import numpy as np
 
-from tfharm.models import detector as det
 
-
-def perturb_trained_layers(model, seed: int = 0) -> None:
+def perturb(layers, seed: int = 0) -> None:
+  """Kernels and biases + N(0, 0.05); BatchNorm variances drawn from U(0.5, 2)."""
   rng = np.random.default_rng(seed)
-  for layer in det.trained_layers(model):
+  for layer in layers:
     for v in layer.weights:
       if "variance" in v.path:
         v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
       else:
         v.assign(v.numpy() + rng.normal(0, 0.05, v.shape).astype("float32"))
+
+
+def perturb_trained_layers(model, seed: int = 0) -> None:
+  """`perturb` on a Detector's layers outside the ImageNet VGG16 (what a head file holds)."""
+  perturb(model.head_layers(), seed)

@@ -8,7 +8,6 @@ Keras casts each stored array to its variable's dtype on load, so the model runs
 from __future__ import annotations
 
 import os
-import tempfile
 
 from absl import logging
 import h5py
@@ -16,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfharm.models import layer_files
 from tfharm.weight_average import WeightAverage
 
 CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -26,38 +26,32 @@ DETECTOR_256 = os.path.join(CHECKPOINT_DIR, "detector_256.head.weights.h5")
 
 
 def save_float16_weights(model: keras.Model, path: str) -> None:
-  """`model.save_weights` with every float32 array stored as float16; atomic (tmp + rename)."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".weights.h5", dir=directory)
-  os.close(fd)
-  try:
-    model.save_weights(tmp)
-    with h5py.File(tmp, "r+") as f:
-      arrays = []
-      f.visititems(lambda name, obj: arrays.append(name)
-                   if isinstance(obj, h5py.Dataset) and obj.dtype == np.float32 else None)
-      for name in arrays:
-        value = f[name][()]
-        if np.any(np.abs(value) > np.finfo(np.float16).max):
-          raise ValueError(f"{name} does not fit in float16 (max |x| = {np.abs(value).max()})")
-        del f[name]
-        f.create_dataset(name, data=value.astype(np.float16))
-    # h5py leaves the freed space inside the file; copying it out compacts it.
-    compact = tmp + ".compact"
-    with h5py.File(tmp, "r") as src, h5py.File(compact, "w") as dst:
-      for key in src:
-        src.copy(src[key], dst, name=key)
-      for key, value in src.attrs.items():
-        dst.attrs[key] = value
-    umask = os.umask(0)  # mkstemp/h5py files would otherwise keep 0600
-    os.umask(umask)
-    os.chmod(compact, 0o666 & ~umask)
-    os.replace(compact, path)
-  finally:
-    for leftover in (tmp, tmp + ".compact"):
-      if os.path.exists(leftover):
-        os.remove(leftover)
+  """`model.save_weights` with every float32 array stored as float16; atomic
+  (tfharm.models.layer_files.atomic_path)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with layer_files.atomic_path(path, ".h5") as out:
+    scratch = out + ".weights.h5"  # Keras's own file, converted in place, then compacted to `out`
+    try:
+      model.save_weights(scratch)
+      with h5py.File(scratch, "r+") as f:
+        arrays = []
+        f.visititems(lambda name, obj: arrays.append(name)
+                     if isinstance(obj, h5py.Dataset) and obj.dtype == np.float32 else None)
+        for name in arrays:
+          value = f[name][()]
+          if np.any(np.abs(value) > np.finfo(np.float16).max):
+            raise ValueError(f"{name} does not fit in float16 (max |x| = {np.abs(value).max()})")
+          del f[name]
+          f.create_dataset(name, data=value.astype(np.float16))
+      # h5py leaves the freed space inside the file; copying it out compacts it.
+      with h5py.File(scratch, "r") as src, h5py.File(out, "w") as dst:
+        for key in src:
+          src.copy(src[key], dst, name=key)
+        for key, value in src.attrs.items():
+          dst.attrs[key] = value
+    finally:
+      if os.path.exists(scratch):
+        os.remove(scratch)
 
 
 def restore_training_checkpoint(model: keras.Model, checkpoint_dir: str,

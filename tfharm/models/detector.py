@@ -28,17 +28,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
-
-from absl import flags
-from absl import logging
 import keras
 from keras import layers, ops
 import numpy as np
 import tensorflow as tf
 
-from tfharm.metrics import localisation
 from tfharm.models import detector_labels as labels_lib
+from tfharm.models import layer_files
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,7 +47,8 @@ _BRANCH_STRIDES = (4, 2, 1, 1)  # block1_pool (H/2) ... block4_pool (H/8) -> H/8
 MULTISCALE_LAYERS = tuple(
     [f"branch{b}_conv{i}{s}" for b in range(1, 5) for i in (1, 2, 3) for s in ("", "_bn")]
     + [f"head_conv{i}{s}" for i in (1, 2) for s in ("", "_bn")] + ["head_output"])
-HEAD_FORMAT = "tfharm-detector-head-v1"
+TRUNK_OUTPUT = "cv2_ucr2_relu"  # the last decoder activation: AET's trunk ends here
+CLASSIFIER_LAYERS = ("final_dropout", "head_final")  # the layers after the trunk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +147,27 @@ class Detector(keras.Model):
     for name, (kernel, bias) in arrays.items():
       self.get_layer(name).set_weights([kernel, bias])
 
+  def head_layers(self) -> list[keras.layers.Layer]:
+    """Every layer with weights except the VGG16 convs (which come from the ImageNet file):
+    what a head file (tfharm.models.layer_files) holds."""
+    return [l for l in self.layers if l.weights and l.name not in VGG_LAYERS]
+
+  def trunk_layers(self) -> list[keras.layers.Layer]:
+    """Every layer with weights up to the last decoder activation: what AET pre-trains."""
+    return [l for l in self.layers if l.weights and l.name not in CLASSIFIER_LAYERS]
+
+  def changed_backbone_layers(self) -> list[str]:
+    """VGG16 convs whose weights differ from the ImageNet file (trained by AET, or with
+    freeze_encoder=False): a head file cannot reproduce them. [] if the model was built
+    without ImageNet weights (its head file is refused at load time anyway)."""
+    if not self.cfg.imagenet_weights:
+      return []
+    from tfharm import weights  # pylint: disable=g-import-not-at-top
+    reference = weights.load_vgg16_imagenet()
+    return [name for name in VGG_LAYERS
+            if not all(np.array_equal(keras.ops.convert_to_numpy(v), r)
+                       for v, r in zip(self.get_layer(name).weights, reference[name]))]
+
   def get_config(self):
     return {"cfg": dataclasses.asdict(self.cfg), "name": self.name, "trainable": self.trainable}
 
@@ -219,111 +237,9 @@ def detect_any_size(model: keras.Model, image, method: str = "pad") -> tf.Tensor
   raise ValueError(f"method must be 'pad' or 'resize', got {method!r}")
 
 
-# --- head-only weights file -------------------------------------------------------
-def trained_layers(model: Detector) -> list[keras.layers.Layer]:
-  """Every layer with weights except the VGG16 convs (which come from the ImageNet file)."""
-  return [l for l in model.layers if l.weights and l.name not in VGG_LAYERS]
-
-
-def _vgg_sha256() -> str:
-  from tfharm.weights import store  # pylint: disable=g-import-not-at-top
-  return store.sha256_file(store.verified_path("vgg"))
-
-
-def changed_backbone_layers(model: Detector) -> list[str]:
-  """VGG16 convs whose weights differ from the ImageNet file (trained by AET, or with
-  freeze_encoder=False): a head-only file cannot reproduce them. [] if the model was built
-  without ImageNet weights (its head file is refused at load time anyway)."""
-  if not model.cfg.imagenet_weights:
-    return []
-  from tfharm import weights  # pylint: disable=g-import-not-at-top
-  reference = weights.load_vgg16_imagenet()
-  return [name for name in VGG_LAYERS
-          if not all(np.array_equal(keras.ops.convert_to_numpy(v), r)
-                     for v, r in zip(model.get_layer(name).weights, reference[name]))]
-
-
-def save_head_weights(model: Detector, path: str) -> None:
-  """Writes only the non-backbone layers (incl. BN moving statistics) to an HDF5 file.
-
-  Layout: one group per layer name, datasets "0", "1", ... in `layer.weights` order; root
-  attributes: format tag, the DetectorConfig as JSON, and the SHA-256 of the VGG16 file
-  it was trained on. About 9 MB for the default detector (2.2 M float32 values).
-  Refuses (ValueError) a model whose VGG16 convs are no longer the ImageNet ones: the file
-  would silently reload the wrong backbone; save the full model (.weights.h5 / .keras) instead.
-  """
-  changed = changed_backbone_layers(model)
-  if changed:
-    raise ValueError(f"the VGG16 convs {changed} differ from the ImageNet file (AET-initialised "
-                     "or unfrozen encoder): a head-only file would reload the wrong backbone; "
-                     "save the whole model (model.save_weights / .keras) instead")
-  write_layer_groups(path, trained_layers(model), {
-      "format": HEAD_FORMAT, "config": json.dumps(dataclasses.asdict(model.cfg)),
-      "vgg16_sha256": _vgg_sha256() if model.cfg.imagenet_weights else ""})
-
-
-def write_layer_groups(path: str, layers_: list[keras.layers.Layer],
-                       attrs: Mapping[str, str]) -> None:
-  """Writes one HDF5 group per layer ("0", "1", ... in `layer.weights` order, the layout
-  `read_layer_groups` checks) plus root attributes, to a temporary name first: a kill never
-  leaves a half-written file under `path`."""
-  import h5py  # pylint: disable=g-import-not-at-top
-  tmp = f"{path}.tmp"
-  with h5py.File(tmp, "w") as f:
-    for key, value in attrs.items():
-      f.attrs[key] = value
-    for layer in layers_:
-      group = f.create_group(layer.name)
-      for i, v in enumerate(layer.weights):
-        group.create_dataset(str(i), data=np.asarray(keras.ops.convert_to_numpy(v)))
-  os.replace(tmp, path)
-
-
-def is_head_file(path: str) -> bool:
-  import h5py  # pylint: disable=g-import-not-at-top
-  try:
-    with h5py.File(path, "r") as f:
-      return f.attrs.get("format") == HEAD_FORMAT
-  except OSError:
-    return False
-
-
-def load_head_weights(model: Detector, path: str) -> None:
-  """Loads a `save_head_weights` file into `model`; every trained layer must be present."""
-  import h5py  # pylint: disable=g-import-not-at-top
-  with h5py.File(path, "r") as f:
-    if f.attrs.get("format") != HEAD_FORMAT:
-      raise ValueError(f"{path} is not a detector head file ({HEAD_FORMAT})")
-    pairs = read_layer_groups(f, trained_layers(model), path)
-  for var, value in pairs:
-    var.assign(value)
-
-
-def read_layer_groups(f, layers_: list[keras.layers.Layer], path: str) -> list[tuple[Any, Any]]:
-  """(variable, array) pairs from an HDF5 file with one group per layer ("0", "1", ... in
-  `layer.weights` order), after checking the layer set, the counts and every shape: a
-  wrong file fails before anything is assigned."""
-  names = {l.name for l in layers_}
-  if set(f.keys()) != names:
-    raise ValueError(f"{path}: layers differ from the model: missing "
-                     f"{sorted(names - set(f.keys()))}, extra {sorted(set(f.keys()) - names)}")
-  pairs = []
-  for layer in layers_:
-    group = f[layer.name]
-    values = [group[str(i)][()] for i in range(len(group))]
-    if len(values) != len(layer.weights):
-      raise ValueError(f"{path}: layer {layer.name} has {len(values)} arrays, "
-                       f"the model {len(layer.weights)}")
-    for var, value in zip(layer.weights, values):
-      if tuple(var.shape) != value.shape:
-        raise ValueError(f"{path}: {var.path} has shape {value.shape}, model {var.shape}")
-      pairs.append((var, value))
-  return pairs
-
-
 def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) -> Detector:
-  """One call for every detector file: a `.keras` model, a head-only file
-  (`save_head_weights`; the backbone is rebuilt from the ImageNet file, whose hash is
+  """One call for every detector file: a `.keras` model, a head file
+  (tfharm.models.layer_files; the backbone is rebuilt from the ImageNet file, whose hash is
   checked against the one recorded at training time), or a full Keras `.weights.h5`.
   Without a path: the detector shipped in checkpoints/."""
   if path is None:
@@ -339,249 +255,30 @@ def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) ->
     return model
   if not os.path.exists(path):
     raise FileNotFoundError(path)
-  if is_head_file(path):
-    import h5py  # pylint: disable=g-import-not-at-top
-    with h5py.File(path, "r") as f:
-      stored = DetectorConfig(**json.loads(f.attrs["config"]))
-      trained_on = str(f.attrs.get("vgg16_sha256", ""))
+  if layer_files.is_head_file(path):
+    attrs = layer_files.read_attrs(path)
+    stored = DetectorConfig(**json.loads(attrs["config"]))
+    trained_on = attrs.get("vgg16_sha256", "")
     if not stored.imagenet_weights:
       raise ValueError(f"{path} was trained without the ImageNet backbone; its backbone "
                        "weights are not in the head file")
     model = Detector(cfg or stored)
-    if trained_on and trained_on != _vgg_sha256():
+    if trained_on and trained_on != layer_files.vgg_sha256():
       from tfharm import weights  # pylint: disable=g-import-not-at-top
       raise weights.WeightsError(f"{path} was trained on a VGG16 file with SHA-256 {trained_on}, "
                                  f"the local one differs; {weights.SETUP_HINT} with --force")
-    load_head_weights(model, path)
+    layer_files.load_head_weights(model, path)
     return model
   model = Detector(cfg or DetectorConfig())
   model.load_weights(path)
   return model
 
 
-# --- training task (tfharm.train --model=detector) --------------------------------
-Batch = Mapping[str, tf.Tensor]
-
-
-def nan_where(cond, value) -> tf.Tensor:
-  """`value` as float32 with NaN where `cond`: metrics that do not apply to an image are left
-  out of the means (validation averages with nanmean)."""
-  return tf.where(cond, tf.fill(tf.shape(value), float("nan")), tf.cast(value, tf.float32))
-
-
-@dataclasses.dataclass(frozen=True)
-class DetectorTask:
-  """Weighted softmax cross-entropy (+ optional soft Dice on p_neg + p_pos).
-
-  class_weights: None = per batch from the label frequencies (detector_labels.class_weights),
-  else fixed (w_negative, w_positive, w_none).
-  """
-
-  cfg: DetectorConfig = DetectorConfig()
-  label_cfg: labels_lib.LabelConfig = labels_lib.LabelConfig()
-  image_size: int | None = 256  # static size for tf.data/XLA; None: any multiple of 8
-  class_weights: tuple[float, float, float] | None = None
-  max_class_weight: float = 10.0
-  dice_weight: float = 0.0
-  threshold: float = 0.5  # on max(p_neg, p_pos) for IoU/F1/silence
-  # near_silence: a subthreshold composite whose detected area stays below this fraction of
-  # the image counts as (nearly) silent: the data's smallest object covers 1 % of its image
-  # (tfharm.data.composites.min_area_fraction), so a smaller detection is not an object.
-  silent_area: float = 0.01
-  name: str = "detector"
-  # AET trunk file (detector_aet.save_trunk_weights) loaded into the model at build time; a
-  # checkpoint restored afterwards (resume) overrides it.
-  init: str | None = None
-  # Training on random crops of the labelled images (None: whole images). The labels are made
-  # on the whole image first, so an object's class never depends on the crop.
-  train_crop: int | None = None
-  crop_on_object: float = 0.75  # fraction of crops centred (with jitter) on the target object
-
-  def build_model(self) -> keras.Model:
-    model = Detector(self.cfg, name="detector")
-    if self.init and is_head_file(self.init):  # fine-tuning a shipped detector
-      load_head_weights(model, self.init)
-      logging.info("Detector initialised from the head file %s.", self.init)
-    elif self.init:
-      from tfharm.models import detector_aet  # pylint: disable=g-import-not-at-top
-      detector_aet.load_trunk_weights(model, self.init)
-      logging.info("Detector trunk initialised from %s.", self.init)
-    return model
-
-  def transform(self, batch: Batch) -> Batch:
-    s = self.image_size
-    if s is not None:
-      if s % OUTPUT_STRIDE:
-        raise ValueError(f"detector image_size must be a multiple of 8, got {s}")
-      static = batch["composite"].shape[1:3]
-      if static.is_fully_defined() and tuple(static) != (s, s):
-        raise ValueError(f"dataset images are {tuple(static)}, not {s}x{s}: make --image_size "
-                         "match --dataset_config")
-      out = {k: tf.ensure_shape(batch[k], (None, s, s, c))
-             for k, c in (("composite", 3), ("real", 3), ("mask", 1))}
-    else:
-      out = {k: batch[k] for k in ("composite", "real", "mask")}
-    out.update(labels_lib.make_labels(out["composite"], out["real"], out["mask"],
-                                      self.label_cfg))
-    return out
-
-  def train_transform(self, batch: Batch, seed: tf.Tensor) -> Batch:
-    """`transform`, then (if `train_crop`) one seeded random crop per example."""
-    out = self.transform(batch)
-    if not self.train_crop:
-      return out
-    return crop_labelled_batch(out, self.train_crop, seed, self.crop_on_object)
-
-  def inputs(self, batch: Batch) -> tf.Tensor:
-    return batch["composite"]
-
-  def loss(self, batch: Batch, outputs) -> dict[str, tf.Tensor]:
-    probs = tf.cast(outputs, tf.float32)
-    y = batch["labels"]
-    p_y = tf.reduce_sum(probs * tf.one_hot(y, labels_lib.NUM_CLASSES), axis=-1)  # (B, H, W)
-    ce = -tf.math.log(tf.clip_by_value(p_y, 1e-7, 1.0))
-    if self.class_weights is None:
-      w = labels_lib.class_weights(y, self.max_class_weight)
-    else:
-      w = tf.constant(self.class_weights, tf.float32)
-    wce = tf.reduce_mean(tf.gather(w, y) * ce, axis=[1, 2])  # (B,)
-    losses = {"loss": wce, "weighted_ce": wce, "ce": tf.reduce_mean(ce, axis=[1, 2])}
-    if self.dice_weight:
-      m = probs[..., labels_lib.NEGATIVE] + probs[..., labels_lib.POSITIVE]  # (B, H, W)
-      g = batch["target"][..., 0]
-      dice = 1.0 - (2.0 * tf.reduce_sum(m * g, [1, 2]) + 1.0) / (
-          tf.reduce_sum(m, [1, 2]) + tf.reduce_sum(g, [1, 2]) + 1.0)
-      losses.update(loss=wce + self.dice_weight * dice, dice=dice)
-    return losses
-
-  def metrics(self, batch: Batch, outputs) -> dict[str, tf.Tensor]:
-    """Per image; NaN where a metric does not apply (left out of the split's mean).
-
-    iou/f1/ap: thresholded / soft max(p0, p1) vs the suprathreshold object, on images that
-    have one. sign_accuracy: on those images, whether sum(p_pos) vs sum(p_neg) over the
-    object picks the object's class. silence: on subthreshold images (empty target), 1 if no
-    pixel reaches the threshold; near_silence: 1 if under `silent_area` of the pixels do.
-    pixel_accuracy: argmax vs labels, every image.
-    """
-    probs = tf.cast(outputs, tf.float32)
-    m = soft_mask(probs)  # (B, H, W, 1)
-    target = batch["target"]
-    supra = tf.reduce_sum(target, axis=[1, 2, 3]) > 0  # (B,)
-    loc = localisation.localisation_metrics(m, target, threshold=self.threshold)
-    out = {k: nan_where(~supra, v) for k, v in loc.items()}
-    s_neg = tf.reduce_sum(probs[..., 0:1] * target, axis=[1, 2, 3])
-    s_pos = tf.reduce_sum(probs[..., 1:2] * target, axis=[1, 2, 3])
-    pred_sign = tf.where(s_pos > s_neg, labels_lib.POSITIVE, labels_lib.NEGATIVE)
-    correct = tf.cast(pred_sign == batch["sign"], tf.float32)
-    out["sign_accuracy"] = nan_where(~supra | (batch["sign"] == labels_lib.NONE), correct)
-    fired = tf.reduce_max(m, axis=[1, 2, 3]) >= self.threshold
-    out["silence"] = nan_where(supra, 1.0 - tf.cast(fired, tf.float32))
-    fired_area = tf.reduce_mean(tf.cast(m >= self.threshold, tf.float32), axis=[1, 2, 3])
-    out["near_silence"] = nan_where(supra, tf.cast(fired_area < self.silent_area, tf.float32))
-    out["false_alarm_fraction"] = nan_where(supra, fired_area)
-    pred = tf.argmax(probs, axis=-1, output_type=tf.int32)
-    out["pixel_accuracy"] = tf.reduce_mean(tf.cast(pred == batch["labels"], tf.float32), [1, 2])
-    out["ce"] = self.loss(batch, probs)["ce"]
-    return out
-
-  def baseline(self, batch: Batch) -> dict[str, tf.Tensor]:
-    """A detector that always says 'none' (silent everywhere)."""
-    none = tf.one_hot(tf.fill(tf.shape(batch["labels"]), labels_lib.NONE), labels_lib.NUM_CLASSES)
-    return self.metrics(batch, none * 0.98 + 0.01)
-
-  def images(self, batch: Batch, outputs) -> dict[str, tf.Tensor]:
-    probs = tf.cast(outputs, tf.float32)
-    zeros = tf.zeros_like(probs[..., :1])
-    # red = positive (brighter), blue = negative (darker)
-    signed = tf.concat([probs[..., 1:2], zeros, probs[..., 0:1]], axis=-1)
-    return {"composite": batch["composite"], "real": batch["real"],
-            "target": batch["target"], "soft_mask": soft_mask(probs), "detection": signed}
-
-  def export(self, model: keras.Model, workdir: str) -> None:
-    """Called by tfharm.train after the run: the small head-only file, unless the VGG16 convs
-    changed (AET init, unfrozen encoder); then only <name>.weights.h5 / .keras hold the model."""
-    changed = changed_backbone_layers(model)
-    if changed:
-      logging.warning("No %s.head.weights.h5: the VGG16 convs differ from the ImageNet file "
-                      "(%d changed); use %s.weights.h5 or %s.keras (load_detector reads both).",
-                      self.name, len(changed), self.name, self.name)
-      return
-    save_head_weights(model, os.path.join(workdir, f"{self.name}.head.weights.h5"))
-
-
-def crop_labelled_batch(batch: Batch, size: int, seed: tf.Tensor,
-                        on_object: float = 0.75) -> Batch:
-  """Crops every per-pixel tensor of a labelled batch to size x size at one offset per example.
-
-  Why: the detector is fully convolutional, so a 128^2 crop of a 256^2 composite teaches the
-  same thing at the same scale for a quarter of the FLOPs (our CPU-training recipe). With
-  probability `on_object` the window is centred on the mask's centroid, jittered by up to
-  size/4; otherwise it is uniform over the image (mostly background: it teaches silence).
-  Exact pixel copies (gathers), seeded (stateless), XLA-safe. Per-example scalars (ratio,
-  sign) keep their whole-object values; `target` is cropped, so a crop that misses the object
-  becomes a silent example.
-  """
-  if size % OUTPUT_STRIDE:
-    raise ValueError(f"crop size must be a multiple of {OUTPUT_STRIDE}, got {size}")
-  image = batch["composite"]
-  b = tf.shape(image)[0]
-  h, w = tf.shape(image)[1], tf.shape(image)[2]
-  tf.debugging.assert_greater_equal(tf.minimum(h, w), size,
-                                    message=f"images smaller than the {size} crop")
-  seeds = tf.random.split(tf.cast(seed, tf.int64), 3)
-  mask = tf.cast(batch["mask"][..., 0] >= 0.5, tf.float32)  # (B, H, W)
-  area = tf.reduce_sum(mask, [1, 2])
-  ys = tf.cast(tf.range(h), tf.float32)[None, :, None]
-  xs = tf.cast(tf.range(w), tf.float32)[None, None, :]
-  hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-  cy = tf.where(area > 0, tf.reduce_sum(mask * ys, [1, 2]) / tf.maximum(area, 1.0), hf / 2)
-  cx = tf.where(area > 0, tf.reduce_sum(mask * xs, [1, 2]) / tf.maximum(area, 1.0), wf / 2)
-  jitter = tf.random.stateless_uniform([b, 2], seeds[0], -size / 4, size / 4)
-  anywhere = tf.random.stateless_uniform([b, 2], seeds[1], 0.0, 1.0)
-  pick = tf.random.stateless_uniform([b], seeds[2]) < on_object
-  limit = tf.stack([hf - size, wf - size])[None, :]  # (1, 2)
-  centred = tf.stack([cy, cx], axis=1) + jitter - size / 2
-  offset = tf.where(pick[:, None], centred, anywhere * (limit + 1.0))
-  offset = tf.cast(tf.clip_by_value(tf.floor(offset), 0.0, limit), tf.int32)  # (B, 2)
-  rows = offset[:, :1] + tf.range(size)[None, :]  # (B, size)
-  cols = offset[:, 1:] + tf.range(size)[None, :]
-
-  def crop(x):
-    x = tf.gather(x, rows, axis=1, batch_dims=1)
-    return tf.gather(x, cols, axis=2, batch_dims=1)
-
-  out = dict(batch)
-  for key, value in batch.items():
-    if value.shape.rank is not None and value.shape.rank >= 3:
-      out[key] = crop(value)
-  return out
-
-
-def _flag(name: str, default: Any) -> Any:
-  """A flag defined in tfharm/train.py if parsed there, else `default` (library use)."""
-  fl = flags.FLAGS
-  if name in fl and fl.is_parsed():
-    return fl[name].value
-  return default
-
-
-def make_task() -> DetectorTask:
-  """The Task for `python -m tfharm.train --model=detector` (flags: detector_* in train.py)."""
-  weights = _flag("detector_class_weights", "auto")
-  if weights in ("", "auto", None):
-    class_weights = None
-  else:
-    class_weights = tuple(float(v) for v in weights.split(","))
-    if len(class_weights) != 3:
-      raise ValueError(f"--detector_class_weights needs 3 values (neg,pos,none), got {weights!r}")
-  cfg = DetectorConfig(freeze_encoder=_flag("detector_freeze_encoder", True),
-                       freeze_multiscale=_flag("detector_freeze_multiscale", False))
-  label_cfg = labels_lib.LabelConfig(tau_neg=_flag("detector_tau_neg", 0.845),
-                                     tau_pos=_flag("detector_tau_pos", 1.174),
-                                     mode=_flag("detector_label_mode", "object"))
-  return DetectorTask(cfg, label_cfg, image_size=_flag("image_size", 256),
-                      class_weights=class_weights,
-                      max_class_weight=_flag("detector_max_class_weight", 10.0),
-                      dice_weight=_flag("detector_dice_weight", 0.0),
-                      train_crop=_flag("detector_train_crop", 0) or None,
-                      init=_flag("detector_init", "") or None)
+def __getattr__(name: str):
+  """`DetectorTask` moved to tfharm.training.tasks.detector; this forward (PEP 562, imported
+  only when used) remains for tfharm/validation.py's `DetectorTask(image_size=None)` until that
+  module imports from there."""
+  if name == "DetectorTask":
+    from tfharm.training.tasks import detector as task_lib  # pylint: disable=g-import-not-at-top
+    return lambda **kwargs: task_lib.DetectorTask(task_lib.DetectorTaskConfig(**kwargs))
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,64 @@
+"""No import cycles between the modules of tfharm/ (every import statement counts, also the
+ones inside functions): the layers data -> models -> training -> evaluation stay one-way."""
+import ast
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The one known back-edge: tfharm/validation.py still asks tfharm.models.detector for
+# `DetectorTask`, which that module forwards (lazily) to the training task.
+ALLOWED = {("tfharm.models.detector", "tfharm.training.tasks.detector")}
+
+
+def _modules() -> dict[str, str]:
+  out = {}
+  for directory, _, files in os.walk(os.path.join(REPO, "tfharm")):
+    for name in files:
+      if name.endswith(".py"):
+        path = os.path.join(directory, name)
+        module = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+        out[module.removesuffix(".__init__")] = path
+  return out
+
+
+def _imports(path: str, modules) -> set[str]:
+  found = set()
+  for node in ast.walk(ast.parse(open(path).read())):
+    if isinstance(node, ast.Import):
+      found.update(a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+      subs = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+      found.update(subs)
+      if len(subs) < len(node.names):
+        found.add(node.module)
+  return found & modules.keys()
+
+
+def import_graph() -> dict[str, set[str]]:
+  modules = _modules()
+  return {m: _imports(p, modules) - {m} for m, p in modules.items()}
+
+
+def test_no_import_cycles():
+  graph = import_graph()
+  for a, b in ALLOWED:
+    graph[a].discard(b)
+  state, cycles = {}, []
+
+  def visit(node, stack):
+    state[node] = "open"
+    for nxt in sorted(graph[node]):
+      if state.get(nxt) == "open":
+        cycles.append(stack[stack.index(nxt):] + [nxt])
+      elif nxt not in state:
+        visit(nxt, stack + [nxt])
+    state[node] = "done"
+
+  for node in sorted(graph):
+    if node not in state:
+      visit(node, [node])
+  assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_scan_sees_lazy_imports():
+  """The allowed back-edge is an import inside a function: the scan must find it."""
+  assert "tfharm.training.tasks.detector" in import_graph()["tfharm.models.detector"]
