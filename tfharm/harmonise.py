@@ -143,22 +143,29 @@ def main(argv):
       logging.error("skipped: %s", e)
       logging.info("harmonised 0 image(s); skipped 1 {'%s': 1}", e.reason)
       return program.SKIPPED
-  runner, module, key = _runner(paths, flags.FLAGS.verbosity >= 1)
-  harmoniser = files.FileHarmoniser(runner)
+  started = {}
+
+  def harmoniser():  # models are loaded once an image has been decoded
+    if not started:
+      started["runner"], started["module"], started["key"] = _runner(
+          paths, flags.FLAGS.verbosity >= 1)
+      started["harmoniser"] = files.FileHarmoniser(started["runner"])
+    return started["harmoniser"]
+
   if folder:
     counts = files.harmonise_jobs(harmoniser, jobs, _MASK_SCALE.value, progress=True)
   else:
     counts = {"done": 0}
     try:
-      harmoniser.write(*decoded, jobs[0].dst, jobs[0].save_mask)
+      harmoniser().write(*decoded, jobs[0].dst, jobs[0].save_mask)
       counts["done"] = 1
       logging.info("wrote %s", jobs[0].dst)
     except files.HarmoniseError as e:
       logging.error("skipped: %s", e)
       counts[e.reason] = 1
-  if module is not None and key:
+  if started.get("module") is not None and started["key"]:
     from tfharm.serving import cache  # pylint: disable=g-import-not-at-top
-    cache.save(module, key)
+    cache.save(started["module"], started["key"])
   skipped = {k: v for k, v in counts.items() if k != "done"}
   if folder or skipped:
     logging.info("harmonised %d image(s)%s; skipped %d %s; ignored %d non-image file(s)",

@@ -101,6 +101,26 @@ def runner_from_module(module) -> Runner:
   return Runner(module.harmonise_uint8, module.harmonise_with_mask, "in-process")
 
 
+def runner_from_signatures(module) -> Runner:
+  """From the two exported signatures of any ServingModule-like object (serving_default's
+  float mask rounded to uint8 as the graph does: round half to even)."""
+  def predicted(image):
+    out = module.serving_default(image=image)
+    mask = np.round(np.clip(out["mask"].numpy(), 0.0, 1.0) * 255.0).astype(np.uint8)
+    return {"harmonised": out["harmonised"], "mask": _Array(mask)}
+  return Runner(predicted, module.harmonise_with_mask, "signatures")
+
+
+class _Array:
+  """A numpy array where the Runner expects a tensor (`.numpy()`)."""
+
+  def __init__(self, value: np.ndarray):
+    self.value = value
+
+  def numpy(self) -> np.ndarray:
+    return self.value
+
+
 def load(entry_key: str) -> Runner | None:
   """The cached functions for `entry_key`, or None if there is no (complete) entry."""
   path = os.path.join(cache_dir(), entry_key)

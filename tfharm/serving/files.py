@@ -37,7 +37,7 @@ _ORIENTATIONS = {  # EXIF value -> (what is done to the stored pixels, the numpy
     4: ("mirrored top-bottom", lambda a: a[::-1]),
     5: ("transposed", lambda a: a.swapaxes(0, 1)),
     6: ("rotated 90 degrees clockwise", lambda a: np.rot90(a, -1)),
-    7: ("transversed", lambda a: np.rot90(a, -1)[:, ::-1]),
+    7: ("transversed", lambda a: a[::-1, ::-1].swapaxes(0, 1)),
     8: ("rotated 90 degrees counter-clockwise", lambda a: np.rot90(a, 1)),
 }
 
@@ -316,9 +316,13 @@ def write_image(path: str, rgb: np.ndarray, alpha: np.ndarray | None = None) -> 
 
 # ----------------------------------------------------------------------------- running
 class FileHarmoniser:
-  """Runs the serving functions (a tfharm.serving.cache.Runner) on decoded files."""
+  """Runs the serving functions on decoded files: a tfharm.serving.cache.Runner, or anything
+  with a ServingModule's `serving_default` and `harmonise_with_mask` (e.g. a ServingModule)."""
 
   def __init__(self, runner):
+    if not hasattr(runner, "predicted"):
+      from tfharm.serving import cache  # pylint: disable=g-import-not-at-top
+      runner = cache.runner_from_signatures(runner)
     self.runner = runner
 
   def harmonise(self, rgb: np.ndarray, mask: np.ndarray | None = None,
@@ -340,11 +344,6 @@ class FileHarmoniser:
       out = np.where(transparent[..., None], rgb, out)
       used = np.where(transparent, np.uint8(0), used)
     return out, used
-
-  def run(self, job: Job, mask_scale: str = "auto") -> None:
-    """Decodes, harmonises and writes one job (outputs atomically); HarmoniseError if bad."""
-    decoded, mask = load_inputs(job.src, job.mask, mask_scale)
-    self.write(decoded, mask, job.dst, job.save_mask)
 
   def write(self, decoded: Decoded, mask: np.ndarray | None, dst: str,
             save_mask: str | None = None) -> None:
@@ -375,15 +374,21 @@ def load_inputs(src: str, mask_path: str | None = None,
   return decoded, mask
 
 
-def harmonise_jobs(harmoniser: FileHarmoniser, jobs: list[Job], mask_scale: str = "auto",
+def harmonise_jobs(harmoniser, jobs: list[Job], mask_scale: str = "auto",
                    progress: bool = True) -> collections.Counter:
   """Runs every job; returns counts: `done` and one key per skip reason (unreadable,
-  missing_mask, mask_size_mismatch, write_failed, ...; each logged)."""
+  missing_mask, mask_size_mismatch, write_failed, ...; each logged). `harmoniser` is a
+  FileHarmoniser or a function returning one, called when the first image has been decoded
+  (a folder of unreadable files never starts TensorFlow)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   counts = collections.Counter()
   for job in tqdm(jobs, unit="image", disable=not progress):
     try:
-      harmoniser.run(job, mask_scale)
+      decoded, mask = load_inputs(job.src, job.mask, mask_scale)
+      if not isinstance(harmoniser, FileHarmoniser):
+        harmoniser = harmoniser()
+      harmoniser.write(decoded, mask, job.dst, job.save_mask)
+      del decoded, mask
       counts["done"] += 1
     except HarmoniseError as e:
       counts[e.reason] += 1
