@@ -179,9 +179,12 @@ def correct_in_bands(correction: str, image: tf.Tensor, mask_rows, parameters: d
   _, out, masks = tf.while_loop(lambda i, *_: i < n, body, (0, out, masks),
                                 parallel_iterations=1)
   harmonised = tf.transpose(out.concat(), [1, 0, 2, 3])  # (B, H, W, 3)
+  harmonised.set_shape(image.shape)  # lost in the loop; the signatures declare it
   if not mask_out:
     return harmonised
-  return harmonised, tf.transpose(masks.concat(), [1, 0, 2, 3])
+  mask = tf.transpose(masks.concat(), [1, 0, 2, 3])  # (B, H, W, 1)
+  mask.set_shape(image.shape[:-1].concatenate([1]))
+  return harmonised, mask
 
 
 def harmonise_uint8(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
