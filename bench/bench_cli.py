@@ -61,6 +61,7 @@ def _median(values):
 
 def bench(repo: str, label: str, work: str, photo640: str, photo24: str | None) -> dict:
   env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave the checkouts as they are
   cache = tempfile.mkdtemp(prefix="cache-", dir=work)
   env["TFHARM_CACHE_DIR"] = cache
   harmonise = ["-m", "tfharm.harmonise", f"--input={photo640}"]

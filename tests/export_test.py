@@ -131,8 +131,9 @@ def test_serving_default_equals_the_in_process_end_to_end_model(reference, image
     assert served[f"{key}_harmonised"].shape == (1, h, w, 3)
     assert served[f"{key}_mask"].shape == (1, h, w, 1) and served[f"{key}_mask"].dtype == np.float32
     assert served[f"{key}_detection"].shape == (1, h, w, 2)
-    np.testing.assert_allclose(served[f"{key}_detection"], ref["detection"], atol=1e-5)
-    np.testing.assert_allclose(served[f"{key}_mask"], ref["mask"], atol=1e-5)
+    # Graph (the shrink inside a while loop) vs eager float32: ~1e-5 apart in probabilities.
+    np.testing.assert_allclose(served[f"{key}_detection"], ref["detection"], atol=5e-5)
+    np.testing.assert_allclose(served[f"{key}_mask"], ref["mask"], atol=5e-5)
     # The mask is max(p_neg, p_pos) at S, upsampled: the one that gated the correction. Bilinear
     # upsampling is a convex combination, so it is >= the max of the upsampled channels, and
     # equal where one channel dominates the neighbourhood.
