@@ -344,3 +344,13 @@ def test_decoding_matches_as_rgb_and_notes_every_conversion(inputs, tmp_path):
     files.read_mask(str(tmp_path / "deep.png"), (10, 12))
   with pytest.raises(files.HarmoniseError, match="output must end in"):
     files.write_image(str(tmp_path / "x.gif"), decoded.rgb)
+
+
+def test_mask_scale_choices_equal_the_library_ones():
+  """harmonise.py spells the --mask_scale choices out; they must equal files.MASK_SCALES."""
+  import ast  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  tree = ast.parse(open(os.path.join(helpers.REPO, "tfharm", "harmonise.py")).read())
+  (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args
+             and isinstance(n.args[0], ast.Constant) and n.args[0].value == "mask_scale"]
+  assert tuple(ast.literal_eval(call.args[2])) == files.MASK_SCALES
