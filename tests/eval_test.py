@@ -413,6 +413,24 @@ def test_interrupted_run_never_leaves_a_metrics_json(demo_build, weight_files, t
     assert left == []
 
 
+def test_a_rerun_removes_the_staging_dirs_of_killed_runs(demo_build, weight_files, tmp_path,
+                                                        monkeypatch):
+  out = tmp_path / "out"
+  stale = [f"{artifacts.STAGING_PREFIX}999999999-abc", f"{artifacts.STAGING_PREFIX}xyz"]  # gone
+  running = f"{artifacts.STAGING_PREFIX}{os.getpid()}-live"  # a run still going: kept
+  for name in (*stale, running):
+    os.makedirs(out / name)
+    (out / name / "per_image.csv").write_text("partial")
+  monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
+  stub = lambda path, *a: (keras.Sequential([keras.layers.Identity()]), os.path.abspath(path))
+  monkeypatch.setattr(runner, "load_detector", stub)
+  monkeypatch.setattr(runner, "load_harmoniser", stub)
+  monkeypatch.setattr(figures, "plot_examples", _interrupt)
+  with pytest.raises(KeyboardInterrupt):
+    evaluation.evaluate(_config(demo_build, weight_files, out))
+  assert sorted(os.listdir(out)) == [running]
+
+
 def test_commit_replaces_old_results_and_moves_metrics_json_last(tmp_path, monkeypatch):
   out = tmp_path / "out"
   out.mkdir()
@@ -464,6 +482,22 @@ def test_cli_flagfile_parses_and_bad_data_exits_with_a_message(tmp_path):
   assert proc.returncode == 2, proc.stderr[-2000:]
   assert "error: no prepared luminance_composites/256" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_cli_checks_the_output_dir_before_any_work(tmp_path):
+  """A file in the way, a read-only or a full file system: exit 2 with the reason, before
+  TensorFlow starts (it used to come after the whole evaluation, as a traceback)."""
+  from tests import serving_helpers as helpers  # pylint: disable=g-import-not-at-top
+  (tmp_path / "afile").write_text("x")
+  cases = [(str(tmp_path / "afile"), "is a file, not a directory")]
+  with helpers.tmpfs(tmp_path / "ro", "size=1m,ro") as ro, helpers.full_disk(tmp_path / "full") as full:
+    cases += [(f"{ro}/eval", "read-only file system"), (str(full), "no space left on the device")]
+    for output_dir, message in cases:
+      proc = _cli("--flagfile=configs/eval_coco.flags", f"--data_dir={tmp_path}",
+                  f"--output_dir={output_dir}")
+      assert proc.returncode == 2, proc.stderr[-2000:]
+      assert message in proc.stderr and "Traceback" not in proc.stderr
+      assert helpers.noise_lines(proc.stderr) == []  # TensorFlow was never started
 
 
 @pytest.mark.slow

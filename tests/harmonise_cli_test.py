@@ -1,10 +1,13 @@
-"""`python -m tfharm.harmonise` on real JPEG and PNG files: a folder (grey, RGBA, unreadable and
-empty files, a non-image), a single image with a mask, and the errors of bad input."""
+"""`python -m tfharm.harmonise` on real JPEG and PNG files: a folder (grey, RGBA with transparent
+pixels, an EXIF-rotated JPEG, unreadable, corrupt and empty files, a non-image), single images
+with masks (soft, 0/1 binary), the cache, and everything refused before any work: colliding
+paths, unwritable or full output folders."""
 import os
 import re
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps
 import pytest
 
 from tests import serving_helpers as helpers
@@ -16,8 +19,36 @@ def weights(tmp_path_factory):
   return helpers.save_weights(str(tmp_path_factory.mktemp("weights")))
 
 
+@pytest.fixture(scope="module")
+def cache_env(tmp_path_factory):
+  """One cache for the module: the first run fills it, later runs load it."""
+  return {"TFHARM_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))}
+
+
 def _flags(weights):
   return [f"--detector_weights={weights[0]}", f"--harmoniser_weights={weights[1]}"]
+
+
+def _harmonise(*args, env=None):
+  return helpers.run(["-m", "tfharm.harmonise", *args], env=env)
+
+
+def _scrambled_jpeg(photo: np.ndarray) -> bytes:
+  """A JPEG whose entropy-coded data has 200 random bytes: OpenCV decodes it (with garbage
+  blocks) and says nothing; libjpeg warns of corrupt data."""
+  ok, buf = cv2.imencode(".jpg", photo[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+  data = bytearray(buf.tobytes())
+  rng = np.random.default_rng(0)
+  for i in rng.integers(len(data) // 3, 2 * len(data) // 3, 200):
+    data[i] = rng.integers(0, 256)
+  assert cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_UNCHANGED) is not None
+  return bytes(data)
+
+
+def _save_with_orientation(path, rgb_stored: np.ndarray, orientation: int) -> None:
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  Image.fromarray(rgb_stored).save(path, quality=95, exif=exif)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +60,11 @@ def inputs(tmp_path_factory):
   cv2.imwrite(str(d / "grey.png"), grey)
   rgb = helpers.val_image("000000099053.jpg")[:101, :77]
   alpha = np.tile(np.linspace(0, 255, 77).astype(np.uint8), (101, 1))
+  alpha[:, :10] = 0  # fully transparent columns
   cv2.imwrite(str(d / "rgba.png"), np.dstack([rgb[..., ::-1], alpha]))
+  # Stored sideways (as a camera held upright writes it), tagged Orientation=6.
+  _save_with_orientation(d / "exif6.jpg", np.rot90(photo[:160, :120], 1).copy(), 6)
+  (d / "scrambled.jpg").write_bytes(_scrambled_jpeg(photo))
   (d / "broken.jpg").write_bytes(np.random.default_rng(0).bytes(2000))
   (d / "empty.png").write_bytes(b"")  # a zero-sized file
   (d / "notes.txt").write_text("not an image")
@@ -37,41 +72,75 @@ def inputs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def folder_run(weights, inputs, tmp_path_factory):
+def folder_run(weights, inputs, cache_env, tmp_path_factory):
   out = tmp_path_factory.mktemp("out")
-  proc = helpers.run(["-m", "tfharm.harmonise", f"--input={inputs}", f"--output={out}/images",
-                      f"--save_mask={out}/masks", *_flags(weights)])
+  proc = _harmonise(f"--input={inputs}", f"--output={out}/images", f"--save_mask={out}/masks",
+                    *_flags(weights), env=cache_env)
   return proc, out
 
 
 def test_folder_writes_every_readable_image_and_counts_the_skips(folder_run, inputs):
   proc, out = folder_run
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert sorted(os.listdir(out / "images")) == ["grey.png", "photo.jpg", "rgba.png"]  # no temps
-  assert sorted(os.listdir(out / "masks")) == ["grey.png", "photo.png", "rgba.png"]
-  assert re.search(r"harmonised 3 image\(s\) into .*; skipped 2 \{'unreadable': 2\}; "
+  assert proc.returncode == 1, proc.stderr[-3000:]  # some images skipped
+  assert sorted(os.listdir(out / "images")) == ["exif6.jpg", "grey.png", "photo.jpg", "rgba.png"]
+  assert sorted(os.listdir(out / "masks")) == ["exif6.png", "grey.png", "photo.png", "rgba.png"]
+  assert re.search(r"harmonised 4 image\(s\) into .*; skipped 3 \{'unreadable': 3\}; "
                    r"ignored 1 non-image", proc.stderr), proc.stderr[-3000:]
   assert "broken.jpg: not a readable JPEG or PNG image" in proc.stderr
   assert "empty.png: not a readable JPEG or PNG image" in proc.stderr
+  assert re.search(r"scrambled.jpg: not a readable JPEG or PNG image \(corrupt data", proc.stderr)
   assert "grey.png: grayscale converted to RGB" in proc.stderr
-  assert "rgba.png: alpha channel dropped" in proc.stderr
-  assert "5/5" in proc.stderr  # the progress bar: every .jpg/.png tried
+  assert "7/7" in proc.stderr  # the progress bar: every .jpg/.png tried
   photo = cv2.imread(str(out / "images" / "photo.jpg"))
   assert photo.shape == (213, 317, 3)
   umask = os.umask(0)
   os.umask(umask)
   for written in (out / "images" / "photo.jpg", out / "masks" / "photo.png"):
     assert os.stat(written).st_mode & 0o777 == 0o666 & ~umask, written  # not mkstemp's 0600
+
+
+def test_folder_run_is_quiet(folder_run):
+  """Only tfharm's own lines: no CUDA, cpu_feature_guard or absl pre-init noise, no
+  library INFO lines (TensorFlow's logging is on, as a user has it)."""
+  proc, _ = folder_run
+  assert helpers.noise_lines(proc.stderr) == [], proc.stderr[:3000]
+  log_lines = [l for l in proc.stderr.splitlines() if re.match(r"[IWEF]\d{4} ", l)]
+  assert log_lines and all(re.search(r" (harmonise|files|cache)\.py:\d+\]", l) for l in log_lines), (
+      log_lines)
+  assert max(len(l) for l in proc.stderr.splitlines()) < 1000
+
+
+def test_alpha_is_kept_and_transparent_pixels_are_unchanged(folder_run, inputs):
+  proc, out = folder_run
+  assert proc.returncode == 1, proc.stderr[-3000:]
   rgba_in = cv2.imread(str(inputs / "rgba.png"), cv2.IMREAD_UNCHANGED)
   rgba_out = cv2.imread(str(out / "images" / "rgba.png"), cv2.IMREAD_UNCHANGED)
   assert rgba_out.shape == (101, 77, 4)
-  np.testing.assert_array_equal(rgba_out[..., 3], rgba_in[..., 3])  # alpha kept in PNG output
+  np.testing.assert_array_equal(rgba_out[..., 3], rgba_in[..., 3])  # alpha kept
+  transparent = rgba_in[..., 3] == 0
+  np.testing.assert_array_equal(rgba_out[transparent], rgba_in[transparent])
+  assert np.abs(rgba_out[~transparent].astype(int) - rgba_in[~transparent]).max() > 0
+  saved = cv2.imread(str(out / "masks" / "rgba.png"), cv2.IMREAD_UNCHANGED)
+  assert saved[transparent].max() == 0 and saved[~transparent].max() > 0
+
+
+def test_exif_orientation_is_applied(folder_run, inputs, weights):
+  """The tagged JPEG comes out upright (tag gone) and equals harmonising the upright pixels."""
+  proc, out = folder_run
+  assert "exif6.jpg: EXIF orientation 6 applied" in proc.stderr
+  stored = cv2.imread(str(inputs / "exif6.jpg"), cv2.IMREAD_UNCHANGED)[..., ::-1]  # sideways
+  upright = np.rot90(stored, -1)
+  got = cv2.imread(str(out / "images" / "exif6.jpg"), cv2.IMREAD_UNCHANGED)
+  assert got.shape == (160, 120, 3)  # (H, W) as the user sees it, not the stored (120, 160)
+  assert Image.open(out / "images" / "exif6.jpg").getexif().get(0x0112) is None
+  mask = cv2.imread(str(out / "masks" / "exif6.png"), cv2.IMREAD_UNCHANGED)
+  ref = load_pipeline(*weights).any_size(upright[None].astype(np.float32) / 255.0)
+  assert np.abs(mask.astype(int) - np.round(ref["mask"].numpy()[0, ..., 0] * 255)).max() <= 1
 
 
 def test_folder_output_equals_the_end_to_end_model(folder_run, inputs, weights):
   """The grey PNG (lossless out): pixels and saved mask equal HarmonisationPipeline.any_size."""
   proc, out = folder_run
-  assert proc.returncode == 0, proc.stderr[-3000:]
   grey = cv2.imread(str(inputs / "grey.png"), cv2.IMREAD_UNCHANGED)
   ref = load_pipeline(*weights).any_size(grey[None, ..., None].astype(np.float32) / 255.0)
   got = cv2.imread(str(out / "images" / "grey.png"), cv2.IMREAD_COLOR)[..., ::-1]
@@ -82,39 +151,177 @@ def test_folder_output_equals_the_end_to_end_model(folder_run, inputs, weights):
   assert np.abs(mask.astype(int) - np.round(ref["mask"].numpy()[0, ..., 0] * 255)).max() <= 1
 
 
-def test_single_jpeg_with_a_mask_keeps_everything_outside_it(weights, inputs, tmp_path):
+def test_single_jpeg_with_a_mask_keeps_everything_outside_it_cached_or_not(
+    weights, inputs, cache_env, folder_run, tmp_path):
+  """The second run loads the model the folder run cached; --nocache builds it in-process:
+  byte-identical outputs."""
   photo = cv2.imread(str(inputs / "photo.jpg"))  # BGR, decoded as the CLI decodes it
   mask = helpers.box_mask(*photo.shape[:2])
   mask8 = np.round(mask[..., 0] * 255).astype(np.uint8)
   cv2.imwrite(str(tmp_path / "mask.png"), mask8)
-  proc = helpers.run(["-m", "tfharm.harmonise", f"--input={inputs}/photo.jpg",
-                      f"--output={tmp_path}/out.png", f"--mask={tmp_path}/mask.png",
-                      f"--save_mask={tmp_path}/used.png", *_flags(weights)])
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  out = cv2.imread(str(tmp_path / "out.png"))
+  runs = {}
+  for name, extra in (("cached", []), ("built", ["--nocache"])):
+    runs[name] = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/{name}.png",
+                            f"--mask={tmp_path}/mask.png", f"--save_mask={tmp_path}/{name}_m.png",
+                            *_flags(weights), *extra, env=cache_env)
+    assert runs[name].returncode == 0, runs[name].stderr[-3000:]
+  assert "model from the cache" in runs["cached"].stderr
+  assert "model from the cache" not in runs["built"].stderr
+  assert (tmp_path / "cached.png").read_bytes() == (tmp_path / "built.png").read_bytes()
+  out = cv2.imread(str(tmp_path / "cached.png"))
   outside = mask8 == 0
   np.testing.assert_array_equal(out[outside], photo[outside])
   assert np.abs(out[~outside].astype(int) - photo[~outside]).max() > 10
-  np.testing.assert_array_equal(cv2.imread(str(tmp_path / "used.png"), cv2.IMREAD_UNCHANGED), mask8)
-  assert sorted(os.listdir(tmp_path)) == ["mask.png", "out.png", "used.png"]
+  np.testing.assert_array_equal(cv2.imread(str(tmp_path / "cached_m.png"), cv2.IMREAD_UNCHANGED),
+                                mask8)
+  assert sorted(os.listdir(tmp_path)) == ["built.png", "built_m.png", "cached.png", "cached_m.png",
+                                          "mask.png"]
+
+
+def test_a_binary_0_1_mask_means_harmonise_fully(weights, inputs, cache_env, folder_run, tmp_path):
+  photo = cv2.imread(str(inputs / "photo.jpg"))
+  binary = (helpers.box_mask(*photo.shape[:2])[..., 0] > 0).astype(np.uint8)  # values 0 and 1
+  cv2.imwrite(str(tmp_path / "m01.png"), binary)
+  cv2.imwrite(str(tmp_path / "m255.png"), binary * 255)
+  procs = {}
+  for name in ("m01", "m255"):
+    procs[name] = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/{name}_out.png",
+                             f"--mask={tmp_path}/{name}.png", *_flags(weights), env=cache_env)
+    assert procs[name].returncode == 0, procs[name].stderr[-3000:]
+  assert "binary 0/1 mask" in procs["m01"].stderr
+  assert "binary 0/1 mask" not in procs["m255"].stderr
+  a, b = (cv2.imread(str(tmp_path / f"{n}_out.png")) for n in ("m01", "m255"))
+  np.testing.assert_array_equal(a, b)
+  assert np.abs(a[binary == 1].astype(int) - photo[binary == 1]).max() > 10
+
+
+def test_unreadable_and_corrupt_single_files_are_skips(weights, inputs, tmp_path):
+  for name in ("broken.jpg", "scrambled.jpg"):
+    proc = _harmonise(f"--input={inputs}/{name}", f"--output={tmp_path}/out.jpg", *_flags(weights))
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"{name}: not a readable JPEG or PNG image" in proc.stderr
+    assert "skipped 1 {'unreadable': 1}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_folder_where_every_image_is_skipped_exits_1_and_cleans_stale_temporaries(
+    weights, inputs, tmp_path):
+  src, dst = tmp_path / "src", tmp_path / "dst"
+  src.mkdir()
+  dst.mkdir()
+  for name in ("broken.jpg", "empty.png", "scrambled.jpg"):
+    (src / name).write_bytes((inputs / name).read_bytes())
+  stale = dst / ".broken.jpg.tfharm-999999999-abc.tmp"  # a killed run's temporary (pid gone)
+  stale.write_bytes(b"half")
+  proc = _harmonise(f"--input={src}", f"--output={dst}", *_flags(weights))
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "harmonised 0 image(s)" in proc.stderr and "skipped 3 {'unreadable': 3}" in proc.stderr
+  assert os.listdir(dst) == []  # the stale temporary is gone, nothing else written
+  assert helpers.noise_lines(proc.stderr) == []  # TensorFlow was never started
+
+
+def _refused(proc, *messages):
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  for m in messages:
+    assert m in proc.stderr, proc.stderr[-2000:]
+
+
+def test_collisions_are_refused_before_any_work(weights, inputs, tmp_path):
+  """No output or saved mask may replace an input or another output; the files are named."""
+  photo = tmp_path / "photo.png"
+  photo.write_bytes(cv2.imencode(".png", cv2.imread(str(inputs / "photo.jpg")))[1].tobytes())
+  before = photo.read_bytes()
+  _refused(_harmonise(f"--input={photo}", f"--output={tmp_path}/out.png", f"--save_mask={photo}",
+                      *_flags(weights)), f"mask {photo} would replace the input {photo}")
+  _refused(_harmonise(f"--input={photo}", f"--output={tmp_path}/x.png",
+                      f"--save_mask={tmp_path}/x.png", *_flags(weights)),
+           f"mask {tmp_path}/x.png would overwrite the output of {photo}")
+  _refused(_harmonise(f"--input={photo}", f"--output={photo}", *_flags(weights)),
+           "would replace the input")
+  # Folder mode: masks saved into the input folder would replace its <stem>.png inputs.
+  _refused(_harmonise(f"--input={inputs}", f"--output={tmp_path}/o", f"--save_mask={inputs}",
+                      *_flags(weights)), f"mask {inputs}/grey.png would replace the input")
+  # a.jpg and a.png: both masks would be a.png.
+  pair = tmp_path / "pair"
+  pair.mkdir()
+  for name in ("a.jpg", "a.png"):
+    (pair / name).write_bytes(photo.read_bytes())
+  _refused(_harmonise(f"--input={pair}", f"--output={tmp_path}/po", f"--save_mask={tmp_path}/pm",
+                      *_flags(weights)),
+           f"mask {tmp_path}/pm/a.png would overwrite the mask of {pair}/a.jpg")
+  assert photo.read_bytes() == before
+  assert sorted(os.listdir(tmp_path)) == ["pair", "photo.png"]  # nothing created
+
+
+def test_unwritable_outputs_are_refused_before_the_models_load(weights, inputs, tmp_path):
+  (tmp_path / "afile").write_text("in the way")
+  _refused(_harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/afile/out.png",
+                      *_flags(weights)), "afile is a file, not a directory")
+  with helpers.tmpfs(tmp_path / "ro", "size=1m,ro") as ro:
+    _refused(_harmonise(f"--input={inputs}/photo.jpg", f"--output={ro}/out.png", *_flags(weights)),
+             "read-only file system")
+    # Folder mode: an unwritable --save_mask folder stops the run before the first image.
+    proc = _harmonise(f"--input={inputs}", f"--output={tmp_path}/imgs", f"--save_mask={ro}/m",
+                      *_flags(weights))
+    _refused(proc, "--save_mask", "read-only file system")
+    assert not os.listdir(tmp_path / "imgs")
+  with helpers.full_disk(tmp_path / "full") as full:
+    _refused(_harmonise(f"--input={inputs}/photo.jpg", f"--output={full}/out.png",
+                        *_flags(weights)), "--output")
 
 
 def test_single_file_errors(weights, inputs, tmp_path):
   wrong = np.zeros((50, 60), np.uint8)
   cv2.imwrite(str(tmp_path / "wrong.png"), wrong)
-  proc = helpers.run(["-m", "tfharm.harmonise", f"--input={inputs}/photo.jpg",
-                      f"--output={tmp_path}/out.jpg", f"--mask={tmp_path}/wrong.png",
-                      *_flags(weights)])
-  assert proc.returncode != 0
+  proc = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.jpg",
+                    f"--mask={tmp_path}/wrong.png", *_flags(weights))
+  assert proc.returncode == 1
   assert "mask is 60x50, the image 317x213 (width x height); they must match" in proc.stderr
-  proc = helpers.run(["-m", "tfharm.harmonise", f"--input={inputs}/broken.jpg",
-                      f"--output={tmp_path}/out.jpg", *_flags(weights)])
-  assert proc.returncode != 0 and "broken.jpg: not a readable JPEG or PNG image" in proc.stderr
-  proc = helpers.run(["-m", "tfharm.harmonise", f"--input={inputs}/photo.jpg",
-                      f"--output={tmp_path}/out.jpg", f"--detector_weights={tmp_path}/none.h5",
-                      f"--harmoniser_weights={weights[1]}"])
-  assert proc.returncode != 0 and f"missing weights: {tmp_path}/none.h5" in proc.stderr
+  proc = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.jpg",
+                    f"--detector_weights={tmp_path}/none.h5", f"--harmoniser_weights={weights[1]}")
+  _refused(proc, f"missing weights: {tmp_path}/none.h5")
+  _refused(_harmonise(f"--input={tmp_path}/none.jpg", f"--output={tmp_path}/out.jpg"),
+           "--input", "does not exist")
+  _refused(_harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.gif",
+                      *_flags(weights)), "must end in .jpg, .jpeg or .png")
   assert sorted(os.listdir(tmp_path)) == ["wrong.png"]  # nothing written, not even a temp
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientations_match_pillow(tmp_path, orientation):
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  stored = helpers.val_image("000000099053.jpg")[:40, :64]
+  path = tmp_path / "o.png"  # lossless, so the pixels can be compared exactly
+  exif = Image.Exif()
+  exif[0x0112] = orientation
+  Image.fromarray(stored).save(path, exif=exif)
+  expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+  decoded = files.read_image(str(path))
+  np.testing.assert_array_equal(decoded.rgb, expected)
+  assert bool([n for n in decoded.notes if "EXIF orientation" in n]) == (orientation != 1)
+
+
+def test_mask_scales(tmp_path):
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  binary = np.zeros((6, 8), np.uint8)
+  binary[2:4, 3:6] = 1
+  cv2.imwrite(str(tmp_path / "b.png"), binary)
+  mask, notes = files.read_mask(str(tmp_path / "b.png"), (6, 8))
+  np.testing.assert_array_equal(mask[..., 0], binary.astype(np.float32))
+  assert any("binary 0/1 mask" in n for n in notes)
+  mask, notes = files.read_mask(str(tmp_path / "b.png"), (6, 8), scale="255")
+  np.testing.assert_allclose(mask[..., 0], binary / 255.0)
+  assert not notes
+  soft = (np.arange(48).reshape(6, 8) * 5).astype(np.uint8)
+  cv2.imwrite(str(tmp_path / "s.png"), soft)
+  np.testing.assert_allclose(files.read_mask(str(tmp_path / "s.png"), (6, 8))[0][..., 0],
+                             soft / 255.0)
+  deep = (np.arange(48).reshape(6, 8) * 1000).astype(np.uint16)
+  cv2.imwrite(str(tmp_path / "d.png"), deep)
+  np.testing.assert_allclose(files.read_mask(str(tmp_path / "d.png"), (6, 8))[0][..., 0],
+                             deep / 65535.0, rtol=1e-6)
 
 
 def test_decoding_matches_as_rgb_and_notes_every_conversion(inputs, tmp_path):
@@ -137,3 +344,13 @@ def test_decoding_matches_as_rgb_and_notes_every_conversion(inputs, tmp_path):
     files.read_mask(str(tmp_path / "deep.png"), (10, 12))
   with pytest.raises(files.HarmoniseError, match="output must end in"):
     files.write_image(str(tmp_path / "x.gif"), decoded.rgb)
+
+
+def test_mask_scale_choices_equal_the_library_ones():
+  """harmonise.py spells the --mask_scale choices out; they must equal files.MASK_SCALES."""
+  import ast  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  tree = ast.parse(open(os.path.join(helpers.REPO, "tfharm", "harmonise.py")).read())
+  (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args
+             and isinstance(n.args[0], ast.Constant) and n.args[0].value == "mask_scale"]
+  assert tuple(ast.literal_eval(call.args[2])) == files.MASK_SCALES

@@ -4,6 +4,7 @@ The committed checkpoints may not exist yet, so the tests save a randomly initia
 harmoniser and an ImageNet-backbone detector, both moved off their initial values (so their
 outputs are not trivial), and pass the paths explicitly.
 """
+import contextlib
 import os
 import subprocess
 import sys
@@ -65,16 +66,55 @@ def assert_uint8_matches(got: np.ndarray, reference01: np.ndarray, max_ties: flo
   assert np.abs(diff).max() <= 1 and np.mean(diff != 0) <= max_ties
 
 
-_ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+# The commands' own environment: no TF_CPP_MIN_LOG_LEVEL, so the tests see what a user sees.
+_ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+# Lines that must never reach a user's terminal on a CPU machine (tfharm.cli.quiet).
+NOISE = ("cudart_stub", "cpu_feature_guard", "absl::InitializeLog", "cuInit", "cuda_",
+         "To enable the following instructions")
 
 
-def run(args, program: str = PYTHON, **kwargs) -> subprocess.CompletedProcess:
+def run(args, program: str = PYTHON, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
   """A fresh process (by default Python: `-m ...` or a script), output captured."""
-  return subprocess.run([program, *args], cwd=REPO, env=_ENV, capture_output=True, text=True,
-                        timeout=600, **kwargs)
+  return subprocess.run([program, *args], cwd=REPO, env={**_ENV, **(env or {})},
+                        capture_output=True, text=True, timeout=600, **kwargs)
 
 
 def start(args, program: str = PYTHON) -> subprocess.Popen:
   """Like run() but in the background; collect with .communicate()."""
   return subprocess.Popen([program, *args], cwd=REPO, env=_ENV, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
+
+
+def noise_lines(stderr: str) -> list[str]:
+  return [line for line in stderr.splitlines() if any(n in line for n in NOISE)]
+
+
+@contextlib.contextmanager
+def tmpfs(path, options: str):
+  """A tmpfs mounted at `path` (e.g. "size=1m,ro" for a read-only file system, which stops
+  even root); skips the test where mounting is not allowed."""
+  import pytest  # pylint: disable=g-import-not-at-top
+  os.makedirs(path, exist_ok=True)
+  proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                        capture_output=True, text=True)
+  if proc.returncode:
+    pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()[:100]})")
+  try:
+    yield path
+  finally:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+@contextlib.contextmanager
+def full_disk(path):
+  """A tiny tmpfs at `path`, filled to the last byte."""
+  with tmpfs(path, "size=256k") as mounted:
+    fd = os.open(os.path.join(mounted, "filler"), os.O_WRONLY | os.O_CREAT)
+    try:
+      while True:
+        os.write(fd, b"\0" * 4096)
+    except OSError:
+      pass
+    finally:
+      os.close(fd)
+    yield mounted

@@ -5,14 +5,17 @@
 
 Writes metrics.json, per_image.csv, per_category.csv, table.md, fig_distributions.png,
 fig_differentials.png, examples.png and tensorboard/ into --output_dir (all or nothing), and
-prints the summary table. Flags are defined here only: this module is only run as a program.
+prints the summary table. --output_dir is checked first (a file in the way, no permission, a
+full disk: an error within a second, before TensorFlow starts); staging directories of
+interrupted runs are removed. Exit status: 0 done, 2 usage or setup error, 3 internal error.
+Flags are defined here only: this module is only run as a program.
 """
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags
+
+from tfharm.cli import program
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites.")
 _DATASET_CONFIG = flags.DEFINE_string("dataset_config", "256", "Builder config (256, paper_256, ...).")
@@ -45,6 +48,10 @@ flags.mark_flags_as_required(["data_dir", "output_dir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from tfharm.cli import outputs, quiet  # pylint: disable=g-import-not-at-top (no TensorFlow)
+  # Before TensorFlow starts (~5 s): the results must be writable (evaluator repeats this).
+  outputs.check_directory(_OUTPUT_DIR.value, "--output_dir", 20 << 20)
+  quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
   from tfharm import evaluation  # pylint: disable=g-import-not-at-top (TF import after parsing)
   from tfharm.evaluation import report  # pylint: disable=g-import-not-at-top
   cfg = evaluation.EvalConfig(
@@ -57,14 +64,14 @@ def main(argv):
   try:
     metrics = evaluation.evaluate(cfg)
   except evaluation.EvaluationError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    raise program.SetupError(str(e)) from e
   print()
   print(report.terminal_table(metrics))
   timing = metrics["provenance"]["timing"]
   print(f"{metrics['num_examples']} examples in {timing['loop_s']:.1f} s "
         f"({timing['examples_per_s']:.2f} examples/s); results in {cfg.output_dir}")
+  return program.SUCCESS
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

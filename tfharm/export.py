@@ -4,10 +4,17 @@
   python -m tfharm.export --flagfile=configs/export.flags
 
 Writes `<export_dir>/<N>/` with the signatures `serving_default` (uint8 image -> harmonised,
-mask, detection) and `harmonise_with_mask`; see tfharm/serving/signatures.py and
-notes/serving.md (REST and gRPC examples).
+mask, detection) and `harmonise_with_mask`; see tfharm/serving/signatures.py and README.md,
+"Serving" (REST and gRPC examples). The export directory is checked (created, written to,
+free space) before any model is loaded; temporaries of a killed export are removed.
+Exit status: 0 exported, 2 usage or setup error (nothing written), 3 internal error.
 """
-from absl import app, flags, logging
+from absl import flags, logging
+
+from tfharm.cli import program
+
+# A SavedModel of the two networks is ~100 MB; a little more is needed while it is written.
+_EXPORT_BYTES = 150 << 20
 
 
 def _define_flags() -> None:
@@ -31,25 +38,33 @@ def _define_flags() -> None:
 
 
 def main(argv):
+  from absl import app  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from tfharm.cli import outputs  # pylint: disable=g-import-not-at-top
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
-  try:  # cheap checks before TensorFlow is imported: missing weights, an existing version
+  # Cheap checks before TensorFlow is imported: weights, the version, the directory.
+  try:
     paths = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
     version, _ = paths_lib.target(_EXPORT_DIR.value, _VERSION.value, _OVERWRITE.value)
   except (FileNotFoundError, paths_lib.VersionExistsError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
+    raise program.SetupError(str(e)) from e
+  outputs.check_directory(_EXPORT_DIR.value, "--export_dir", _EXPORT_BYTES)
+  paths_lib.clean_interrupted(_EXPORT_DIR.value)
+  from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
+  quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
   from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
   try:
     pipeline = exporter.load_serving_pipeline(*paths, correction=_CORRECTION.value)
     path = exporter.export(pipeline, _EXPORT_DIR.value, version,
                            overwrite=_OVERWRITE.value, jit_compile=_JIT.value)
   except (FileNotFoundError, exporter.VersionExistsError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
+    raise program.SetupError(str(e)) from e
   logging.info("Exported %s (signatures serving_default, harmonise_with_mask)", path)
   print(path)
+  return program.SUCCESS
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  program.run(main, fast_exit=True)

@@ -5,25 +5,37 @@
   python -m tfharm.harmonise --flagfile=configs/harmonise.flags --input=... --output=...
 
 Without --mask the detector finds the region (soft mask = max of its two channels); with one
-(grey image, 0 = leave alone, 255 = harmonise; in folder mode masks/<stem>.png) only the
-harmoniser runs. Any size; the networks run at 256x256 and the correction is brought back to
-full resolution (notes/serving.md). Runs the in-process pipeline through the same functions as
-the exported SavedModel, so results equal the served model's.
+(grey image, 0 = leave alone, 255 = harmonise, or a 0/1 binary mask: see --mask_scale; in folder
+mode masks/<stem>.png) only the harmoniser runs. Any size; the networks run at 256x256 and the
+correction is brought back to full resolution. The EXIF orientation is applied (outputs are
+written upright), pixels with alpha 0 are returned unchanged and alpha is kept in PNG outputs.
+Runs the same functions as the exported SavedModel (README "Serving"), so results equal the
+served model's.
+
+Nothing is started if an output or saved mask would replace an input or another output, or if
+an output folder cannot be written. Exit status: 0 all done, 1 some images skipped (reasons
+logged, counts at the end), 2 usage or setup error (nothing done), 3 internal error.
 """
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from tfharm.cli import program
 
 
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES: "Flags live only in programs")."""
   global _INPUT, _OUTPUT, _MASK, _SAVE_MASK, _DETECTOR, _HARMONISER, _JIT, _CORRECTION
+  global _MASK_SCALE, _CACHE
   _INPUT = flags.DEFINE_string("input", None, "An image (.jpg/.jpeg/.png) or a folder of them.")
   _OUTPUT = flags.DEFINE_string("output", None, "Output image (format from its extension), or "
                                 "a folder when --input is one (same file names).")
   _MASK = flags.DEFINE_string("mask", None, "Optional mask image (folder mode: a folder of "
                               "<stem>.png); skips the detector.")
+  _MASK_SCALE = flags.DEFINE_enum(
+      "mask_scale", "auto", ["auto", "1", "255", "65535"],
+      "The mask value meaning 'harmonise fully'. auto: 255 (8-bit) or 65535 (16-bit), except "
+      "that an integer mask whose maximum is 1 is a 0/1 binary mask (logged).")
   _SAVE_MASK = flags.DEFINE_string("save_mask", None, "Also write the mask used as an 8-bit PNG "
                                    "(folder mode: a folder).")
   _DETECTOR = flags.DEFINE_string(
@@ -37,56 +49,131 @@ def _define_flags() -> None:
   _CORRECTION = flags.DEFINE_enum(
       "correction", "l_moments", ["l_moments", "residual"],
       "How the 256x256 prediction corrects the full-size image (tfharm/models/correction.py).")
+  _CACHE = flags.DEFINE_boolean(
+      "cache", True, "Keep the traced model in $TFHARM_CACHE_DIR (default "
+      "~/.cache/tfharm/harmonise) so later runs start in a few seconds (docs/cli.md).")
   flags.mark_flags_as_required(["input", "output"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  src, dst = _INPUT.value, _OUTPUT.value
+def _plan(src: str, dst: str):
+  """(jobs, ignored files, output folders), or UsageError/SetupError; no TensorFlow."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  mask, save_mask = _MASK.value, _SAVE_MASK.value
   if not os.path.exists(src):
     raise app.UsageError(f"--input {src} does not exist")
   folder = os.path.isdir(src)
-  if folder and os.path.isfile(dst):
-    raise app.UsageError(f"--input is a folder, so --output must be one; {dst} is a file")
-  if _MASK.value and folder != os.path.isdir(_MASK.value):
+  if mask and not os.path.exists(mask):
+    raise app.UsageError(f"--mask {mask} does not exist")
+  if mask and folder != os.path.isdir(mask):
     raise app.UsageError(f"--mask must be a {'folder' if folder else 'file'} like --input")
+  if folder:
+    if os.path.isfile(dst):
+      raise app.UsageError(f"--input is a folder, so --output must be one; {dst} is a file")
+    if save_mask and os.path.isfile(save_mask):
+      raise app.UsageError(f"--input is a folder, so --save_mask must be one; {save_mask} is a file")
+    jobs, ignored = files.plan_folder(src, dst, mask, save_mask)
+    if not jobs:
+      raise program.SetupError(f"--input {src} holds no .jpg, .jpeg or .png file")
+    folders = [("--output", dst)] + ([("--save_mask", save_mask)] if save_mask else [])
+  else:
+    if os.path.isdir(dst):
+      dst = os.path.join(dst, os.path.basename(src))
+    if not files.is_image_path(dst):
+      raise app.UsageError(f"--output {dst} must end in .jpg, .jpeg or .png")
+    if save_mask and os.path.isdir(save_mask):
+      save_mask = os.path.join(save_mask, os.path.splitext(os.path.basename(src))[0] + ".png")
+    if save_mask and not files.is_image_path(save_mask):
+      raise app.UsageError(f"--save_mask {save_mask} must end in .png, .jpg or .jpeg")
+    jobs, ignored = [files.Job(src, dst, mask, save_mask)], []
+    folders = [("--output", os.path.dirname(os.path.abspath(dst)))]
+    if save_mask:
+      folders.append(("--save_mask", os.path.dirname(os.path.abspath(save_mask))))
+  files.check_collisions(jobs)
+  return jobs, ignored, folders
+
+
+def _runner(paths, verbose: bool):
+  """(Runner, ServingModule to cache or None, cache key or None): from the cache if there is
+  an entry for these weights and this code, else built in-process."""
+  from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import cache  # pylint: disable=g-import-not-at-top
+  quiet.start_tensorflow(verbose, keras=False)
+  from tfharm.metrics.device import default_jit_compile  # pylint: disable=g-import-not-at-top
+  jit = default_jit_compile() if _JIT.value is None else bool(_JIT.value)
+  key = cache.key(*paths, _CORRECTION.value, jit) if _CACHE.value else None
+  if key:
+    runner = cache.load(key)
+    if runner is not None:
+      logging.info("model from the cache %s", runner.source)
+      return runner, None, None
+  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+  from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
+  module = ServingModule(exporter.load_serving_pipeline(*paths, correction=_CORRECTION.value),
+                         jit_compile=jit)
+  return cache.runner_from_module(module), module, key
+
+
+def main(argv):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from tfharm.cli import outputs  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
+  src, dst = _INPUT.value, _OUTPUT.value
+  folder = os.path.isdir(src)
+  jobs, ignored, folders = _plan(src, dst)
   try:
     paths = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
   except FileNotFoundError as e:
-    raise app.UsageError(str(e)) from e
-  from tfharm.serving import files  # pylint: disable=g-import-not-at-top  (no TensorFlow)
-  try:
-    if not folder:  # decode first: a bad file fails before TensorFlow starts
-      if os.path.isdir(dst):
-        dst = os.path.join(dst, os.path.basename(src))
-      if os.path.realpath(dst) == os.path.realpath(src):
-        raise files.HarmoniseError("bad_output", "--output must differ from --input")
-      if not files.is_image_path(dst):
-        raise files.HarmoniseError("bad_output", f"--output {dst} must end in .jpg, .jpeg or .png")
-      inputs = files.load_inputs(src, _MASK.value)
-    # Heavy imports after the cheap checks: TensorFlow takes seconds to start.
-    from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
-    from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
-    harmoniser = files.FileHarmoniser(
-        ServingModule(exporter.load_serving_pipeline(*paths, correction=_CORRECTION.value),
-                      jit_compile=_JIT.value))
-    if folder:
-      counts = files.harmonise_folder(harmoniser, src, dst, _MASK.value, _SAVE_MASK.value,
-                                      progress=True)
-      skipped = {k: v for k, v in counts.items() if k not in ("done", "not_an_image")}
-      logging.info("harmonised %d image(s) into %s; skipped %d %s; ignored %d non-image file(s)",
-                   counts["done"], dst, sum(skipped.values()), dict(sorted(skipped.items())),
-                   counts["not_an_image"])
-    else:
-      harmoniser.write(*inputs, dst, _SAVE_MASK.value)
-      logging.info("wrote %s", dst)
-  except files.HarmoniseError as e:
-    logging.error("%s", e)
-    sys.exit(f"error: {e}")
+    raise program.SetupError(str(e)) from e
+  need = sum(os.path.getsize(j.src) for j in jobs)  # outputs are about the inputs' size
+  for flag, directory in folders:
+    outputs.check_directory(directory, flag, need)
+    files.clean_stale_temporaries(directory)
+  for path in ignored:
+    logging.info("ignored (not .jpg/.jpeg/.png): %s", path)
+
+  decoded = None
+  if not folder:  # decode first: a bad file is reported before TensorFlow starts
+    try:
+      decoded = files.load_inputs(jobs[0].src, jobs[0].mask, _MASK_SCALE.value)
+    except files.HarmoniseError as e:
+      logging.error("skipped: %s", e)
+      logging.info("harmonised 0 image(s); skipped 1 {'%s': 1}", e.reason)
+      return program.SKIPPED
+  started = {}
+
+  def harmoniser():  # models are loaded once an image has been decoded
+    if not started:
+      started["runner"], started["module"], started["key"] = _runner(
+          paths, flags.FLAGS.verbosity >= 1)
+      started["harmoniser"] = files.FileHarmoniser(started["runner"])
+    return started["harmoniser"]
+
+  if folder:
+    counts = files.harmonise_jobs(harmoniser, jobs, _MASK_SCALE.value, progress=True)
+  else:
+    counts = {"done": 0}
+    try:
+      harmoniser().write(*decoded, jobs[0].dst, jobs[0].save_mask)
+      counts["done"] = 1
+      logging.info("wrote %s", jobs[0].dst)
+    except files.HarmoniseError as e:
+      logging.error("skipped: %s", e)
+      counts[e.reason] = 1
+  if started.get("module") is not None and started["key"]:
+    from tfharm.serving import cache  # pylint: disable=g-import-not-at-top
+    cache.save(started["module"], started["key"])
+  skipped = {k: v for k, v in counts.items() if k != "done"}
+  if folder or skipped:
+    logging.info("harmonised %d image(s)%s; skipped %d %s; ignored %d non-image file(s)",
+                 counts["done"], f" into {dst}" if folder else "", sum(skipped.values()),
+                 dict(sorted(skipped.items())), len(ignored))
+  return program.SKIPPED if skipped else program.SUCCESS
 
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  program.run(main, fast_exit=True)

@@ -37,3 +37,35 @@ def test_two_images_and_directory_mode(golden, tmp_path):
   assert abs(float(res.stdout.split("Distance:")[1]) - pairs[0]["vgg"]) < 1e-5
   res = _run(str(d0 / "p01_64_lumrect.png"), str(d1 / "p13_97x131_lumrect.png"))
   assert res.returncode != 0 and "shapes differ" in res.stderr
+
+
+def _corrupt_png(path_in, path_out):
+  data = bytearray(open(path_in, "rb").read())
+  data[len(data) // 2:len(data) // 2 + 40] = bytes(40)  # zeros over the compressed data
+  open(path_out, "wb").write(bytes(data))
+
+
+def test_skips_are_counted_and_exit_1_usage_errors_exit_2(golden, tmp_path):
+  ref, _, root = golden
+  p = next(p for p in ref["pairs"] if p["name"] == "p01_64_lumrect")
+  d0, d1 = tmp_path / "d0", tmp_path / "d1"
+  d0.mkdir()
+  d1.mkdir()
+  for d, key in ((d0, "file_a"), (d1, "file_b")):
+    shutil.copy(os.path.join(root, p[key]), d / "good.png")
+    _corrupt_png(os.path.join(root, p[key]), d / "bad.png")
+  shutil.copy(os.path.join(root, p["file_a"]), d0 / "lonely.png")  # no partner in d1
+  out = tmp_path / "dists.txt"
+  res = _run(str(d0), str(d1), f"--out={out}")
+  assert res.returncode == 1, res.stderr[-2000:]
+  assert out.read_text().splitlines()[0].startswith("good.png: ")
+  assert len(out.read_text().splitlines()) == 1
+  assert "skipped 2 {'no_partner': 1, 'unreadable': 1}" in res.stderr
+  res = _run(str(d0 / "bad.png"), str(d1 / "good.png"))
+  assert res.returncode == 1 and "bad.png: not a readable image" in res.stderr
+  res = _run(str(d0 / "good.png"))
+  assert res.returncode == 2 and res.stderr.startswith("error: expected two images")
+  (tmp_path / "afile").write_text("x")
+  res = _run(str(d0), str(d1), f"--out={tmp_path}/afile/dists.txt")
+  assert res.returncode == 2 and "is a file, not a directory" in res.stderr
+  assert "Traceback" not in res.stderr

@@ -18,10 +18,20 @@ from tfharm.weights import store
 
 
 def check_output_dir(cfg: EvalConfig) -> None:
+  """Before any work: no results there unless overwrite, and the directory can be written."""
+  from tfharm.cli.program import SetupError  # pylint: disable=g-import-not-at-top
+  if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
+    raise EvaluationError(f"--output_dir {os.path.abspath(cfg.output_dir)} is a file, not a "
+                          "directory")
   found = artifacts.existing_results(cfg.output_dir)
   if found and not cfg.overwrite:
     raise EvaluationError(f"{cfg.output_dir} already holds evaluation results ({', '.join(found)}); "
                           "pass --overwrite to replace them, or choose another --output_dir")
+  try:
+    artifacts.check_writable(cfg.output_dir)
+  except SetupError as e:
+    raise EvaluationError(str(e)) from e
+  artifacts.clean_stale_staging(cfg.output_dir)
 
 
 def evaluate(cfg: EvalConfig) -> dict:

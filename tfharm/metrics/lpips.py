@@ -17,6 +17,9 @@ about 1e-3-1e-2.
 CLI (like the official lpips_2imgs.py / lpips_2dirs.py):
   python -m tfharm.metrics.lpips IMG0 IMG1 [--net=alex|vgg]
   python -m tfharm.metrics.lpips DIR0 DIR1 [--out=dists.txt]   # one "name: distance" per pair
+Exit status: 0 all pairs scored; 1 some pairs skipped (unreadable, sizes differ, no partner;
+each logged, counts at the end); 2 usage or setup error (bad arguments, --out not writable,
+weights not set up), found before TensorFlow starts where possible; 3 internal error.
 """
 
 from __future__ import annotations
@@ -24,6 +27,48 @@ from __future__ import annotations
 import functools
 import os
 import sys
+
+MODES = ("exact", "fast")
+
+
+# ----------------------------------------------------------------------------- the command
+# Defined before the TensorFlow import below, which `python -m` never reaches: the checks run
+# first and TensorFlow starts quietly (tfharm.cli.quiet); then this module is imported as
+# tfharm.metrics.lpips and its `main` runs.
+def _define_flags() -> None:
+  from absl import flags
+  flags.DEFINE_enum("net", "alex", ["alex", "vgg"], "Backbone.")
+  flags.DEFINE_enum("mode", "exact", list(MODES), "exact: float32; fast: bfloat16 convolutions.")
+  flags.DEFINE_string("out", None, "Directory mode: also write the lines to this file.")
+
+
+def _command(argv: list[str]) -> int:
+  """`python -m tfharm.metrics.lpips`: usage errors and --out checked first, then TensorFlow
+  started quietly, then this module imported (the __main__ copy stops before its TF import)."""
+  from absl import app, flags
+  from tfharm.cli import outputs, quiet
+  if len(argv) != 3:
+    raise app.UsageError("expected two images or two directories: python -m "
+                         "tfharm.metrics.lpips IMG0 IMG1 | DIR0 DIR1 [--net=alex|vgg] "
+                         "[--mode=exact|fast] [--out=FILE]")
+  for path in argv[1:]:
+    if not os.path.exists(path):
+      raise app.UsageError(f"{path} does not exist")
+  if os.path.isdir(argv[1]) != os.path.isdir(argv[2]):
+    raise app.UsageError("give two images or two directories")
+  if flags.FLAGS.out:
+    if not os.path.isdir(argv[1]):
+      raise app.UsageError("--out is for directory mode")
+    outputs.check_file(flags.FLAGS.out, "--out")
+  quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
+  from tfharm.metrics import lpips as module  # pylint: disable=g-import-not-at-top
+  return module.main(argv)
+
+
+if __name__ == "__main__":
+  from tfharm.cli import program as _program
+  _define_flags()
+  _program.run(_command, fast_exit=True)
 
 import numpy as np
 import tensorflow as tf
@@ -34,7 +79,6 @@ from tfharm.weights import nets, store
 _SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)  # ScalingLayer of lpips v0.1
 _SCALE = np.array([0.458, 0.448, 0.450], np.float32)
 _EPS = 1e-10  # lpips.normalize_tensor
-MODES = ("exact", "fast")
 
 
 def min_size(net: str) -> int:
@@ -195,7 +239,12 @@ def load_image(path: str) -> np.ndarray:
   """Any PNG/JPEG/... -> uint8 (H, W, 3) RGB; grayscale and RGBA are converted with a warning."""
   from PIL import Image  # only the CLI and tests read files
   from absl import logging
-  with Image.open(path) as im:
+  try:
+    im = Image.open(path)
+    im.load()
+  except (OSError, SyntaxError, ValueError) as e:  # unreadable, truncated or corrupt data
+    raise OSError(f"{path}: not a readable image ({e})") from e
+  with im:
     if im.mode != "RGB":
       note = {"L": "grayscale, replicated to 3 channels", "RGBA": "RGBA, alpha dropped",
               "LA": "grayscale+alpha, alpha dropped", "P": "palette, expanded"}.get(im.mode, im.mode)
@@ -205,58 +254,56 @@ def load_image(path: str) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _pairs(dir0: str, dir1: str) -> list[tuple[str, str, str]]:
+def _pairs(dir0: str, dir1: str) -> tuple[list[tuple[str, str, str]], list[str]]:
+  """(name, path0, path1) for every image of dir0 with a partner of the same name in dir1,
+  and the names without one."""
   names0 = sorted(n for n in os.listdir(dir0) if n.lower().endswith(IMAGE_EXTS))
   names1 = set(os.listdir(dir1))
-  missing = [n for n in names0 if n not in names1]
-  if missing:
-    raise FileNotFoundError(f"{len(missing)} image(s) of {dir0} have no partner in {dir1}: "
-                            f"{missing[:5]}")
-  if not names0:
-    raise FileNotFoundError(f"no images in {dir0}")
-  return [(n, os.path.join(dir0, n), os.path.join(dir1, n)) for n in names0]
+  return ([(n, os.path.join(dir0, n), os.path.join(dir1, n)) for n in names0 if n in names1],
+          [n for n in names0 if n not in names1])
 
 
-def main(argv: list[str]) -> None:
-  from absl import flags
+def _distance(model: "LPIPS", p0: str, p1: str) -> float:
+  return float(model(from_uint8(load_image(p0)), from_uint8(load_image(p1))))
+
+
+def main(argv: list[str]) -> int:
+  """The command, after the checks of `_command`; returns the exit code."""
+  from absl import flags, logging
+  from tfharm.cli import program
   flags_ = flags.FLAGS
-  if len(argv) != 3:
-    raise SystemExit("usage: python -m tfharm.metrics.lpips IMG0 IMG1 | DIR0 DIR1 "
-                     "[--net=alex|vgg] [--mode=exact|fast] [--out=FILE]")
   a, b = argv[1], argv[2]
   try:
     model = LPIPS(flags_.net, mode=flags_.mode)
   except store.WeightsError as e:
-    raise SystemExit(f"error: {e}")
-  if os.path.isdir(a) and os.path.isdir(b):
-    lines = []
-    for name, p0, p1 in _pairs(a, b):
-      img0, img1 = load_image(p0), load_image(p1)
-      d = float(model(from_uint8(img0), from_uint8(img1)))
-      lines.append(f"{name}: {d:.6f}")
-      print(lines[-1], flush=True)
-    if flags_.out:
-      with open(flags_.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-  elif os.path.isdir(a) or os.path.isdir(b):
-    raise SystemExit("error: give two images or two directories")
-  else:
-    img0, img1 = load_image(a), load_image(b)
-    print(f"Distance: {float(model(from_uint8(img0), from_uint8(img1))):.6f}")
-
-
-def _define_flags() -> None:
-  from absl import flags
-  flags.DEFINE_enum("net", "alex", ["alex", "vgg"], "Backbone.")
-  flags.DEFINE_enum("mode", "exact", list(MODES), "exact: float32; fast: bfloat16 convolutions.")
-  flags.DEFINE_string("out", None, "Directory mode: also write the lines to this file.")
-
-
-if __name__ == "__main__":
-  from absl import app
-  _define_flags()
-  try:
-    app.run(main)
-  except (ValueError, FileNotFoundError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    raise program.SetupError(str(e)) from e
+  if not os.path.isdir(a):
+    try:
+      print(f"Distance: {_distance(model, a, b):.6f}")
+    except (ValueError, OSError) as e:  # unreadable, corrupt, sizes differ
+      logging.error("skipped: %s", e)
+      return program.SKIPPED
+    return program.SUCCESS
+  pairs, unpaired = _pairs(a, b)
+  skipped = {"no_partner": len(unpaired)} if unpaired else {}
+  for n in unpaired:
+    logging.warning("skipped %s: no %s", n, os.path.join(b, n))
+  lines = []
+  for name, p0, p1 in pairs:
+    try:
+      d = _distance(model, p0, p1)
+    except (ValueError, OSError) as e:
+      reason = "size_mismatch" if "differ" in str(e) else "unreadable"
+      skipped[reason] = skipped.get(reason, 0) + 1
+      logging.warning("skipped %s: %s", name, e)
+      continue
+    lines.append(f"{name}: {d:.6f}")
+    print(lines[-1], flush=True)
+  if flags_.out:
+    tmp = f"{flags_.out}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+      f.write("\n".join(lines) + ("\n" if lines else ""))
+    os.replace(tmp, flags_.out)
+  logging.info("scored %d pair(s); skipped %d %s", len(lines), sum(skipped.values()),
+               dict(sorted(skipped.items())))
+  return program.SKIPPED if skipped else program.SUCCESS

@@ -69,23 +69,51 @@ def reinhard_l_transfer_tf(image: tf.Tensor, mask: tf.Tensor, source: tuple[tf.T
   return image + mask * (moved - image)
 
 
+def sanitise_mask(mask: tf.Tensor) -> tf.Tensor:
+  """NaN -> 0, then clipped to [0, 1] (a NaN would reach every pixel through the moments)."""
+  return tf.clip_by_value(tf.where(tf.math.is_nan(mask), 0.0, mask), 0.0, 1.0)
+
+
+def correction_parameters(correction: str, image_s: tf.Tensor, mask_s: tf.Tensor,
+                          pred_s: tf.Tensor) -> dict[str, tf.Tensor]:
+  """What the correction reads off the prediction at S (small tensors): for "l_moments" the
+  mask-weighted L* moments of composite and prediction, for "residual" the difference at S.
+  `mask_s` must be sanitised already."""
+  check_correction(correction)
+  if correction == "residual":
+    return {"delta_s": pred_s - image_s}  # (B, S, S, 3)
+  # Both moments at S, where the prediction lives: the shrink lowers the std of composite and
+  # prediction alike, so their ratio is what carries over to full resolution.
+  (mu_s, sigma_s), (mu_t, sigma_t) = (weighted_l_moments(image_s, mask_s),
+                                      weighted_l_moments(pred_s, mask_s))
+  return {"source_mean": mu_s, "source_std": sigma_s, "target_mean": mu_t, "target_std": sigma_t}
+
+
+def correct_pixels(correction: str, image: tf.Tensor, mask: tf.Tensor,
+                   parameters: dict[str, tf.Tensor], delta: tf.Tensor | None = None) -> tf.Tensor:
+  """The per-pixel part of the correction: any block of full-resolution rows gives the same
+  values as the whole image (every op is element-wise). image (B, h, W, 3), sanitised mask
+  (B, h, W, 1); for "residual", `delta` is the upsampled difference at those pixels."""
+  if correction == "residual":
+    return tf.clip_by_value(image + mask * delta, 0.0, 1.0)
+  source = (parameters["source_mean"], parameters["source_std"])
+  target = (parameters["target_mean"], parameters["target_std"])
+  return tf.clip_by_value(reinhard_l_transfer_tf(image, mask, source, target), 0.0, 1.0)
+
+
 def apply_correction(correction: str, image: tf.Tensor, mask: tf.Tensor, image_s: tf.Tensor,
                      mask_s: tf.Tensor, pred_s: tf.Tensor) -> tf.Tensor:
   """The output at full resolution from the prediction at S.
 
   image (B, H, W, 3) and mask (B, H, W, 1) in [0, 1] at full resolution; image_s, mask_s and
   pred_s (the harmoniser's output, [0, 1]) at S. H, W may equal S. Masks are clipped to [0, 1]
-  with NaN read as 0.
+  with NaN read as 0. The whole image at once; `full_resolution.correct_in_bands` computes the
+  same values a block of rows at a time.
   """
   check_correction(correction)
-  # A NaN in a mask would reach every pixel through the moments (0 * NaN is NaN).
-  mask, mask_s = (tf.clip_by_value(tf.where(tf.math.is_nan(m), 0.0, m), 0.0, 1.0)
-                  for m in (mask, mask_s))
+  mask, mask_s = sanitise_mask(mask), sanitise_mask(mask_s)
+  parameters = correction_parameters(correction, image_s, mask_s, pred_s)
+  delta = None
   if correction == "residual":
-    delta = tf.image.resize(pred_s - image_s, tf.shape(image)[1:3], method="bilinear")
-    return tf.clip_by_value(image + mask * delta, 0.0, 1.0)
-  # Both moments at S, where the prediction lives: the shrink lowers the std of composite and
-  # prediction alike, so their ratio is what carries over to full resolution.
-  source = weighted_l_moments(image_s, mask_s)
-  target = weighted_l_moments(pred_s, mask_s)
-  return tf.clip_by_value(reinhard_l_transfer_tf(image, mask, source, target), 0.0, 1.0)
+    delta = tf.image.resize(parameters["delta_s"], tf.shape(image)[1:3], method="bilinear")
+  return correct_pixels(correction, image, mask, parameters, delta)

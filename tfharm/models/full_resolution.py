@@ -74,3 +74,135 @@ def harmonise_any_size(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
     out_s = out_s["image"]
   pred_s = tf.clip_by_value((tf.cast(out_s, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
   return correction_lib.apply_correction(correction, image, mask, image_s, mask_s, pred_s)
+
+
+# ----------------------------------------------------------------------------- in bands
+# The path above holds several float32 copies of the full-size image at once (the image, its
+# L*a*b*, the moved L*, ...: ~116 bytes per pixel at the served signature). The functions below
+# compute the same values with only uint8 images and the small S x S tensors at full size:
+# the shrink reads the uint8 image a block of columns at a time (each block's contraction over
+# H is complete, as in `shrink`), and the correction, element-wise, a block of rows at a time.
+BAND_PIXELS = 1 << 19  # pixels per block (about 25 MB of float32 temporaries in the correction)
+
+
+def _band_count(total, step):
+  return (total + step - 1) // step
+
+
+def resize_rows(x: tf.Tensor, out_h, out_w, y0, y1) -> tf.Tensor:
+  """Rows [y0, y1) of tf.image.resize(x, (out_h, out_w), "bilinear") (half-pixel centres, no
+  antialiasing), computed with the same float32 operations as TensorFlow's kernel, so the
+  values are bit-identical (tested) without building the (B, out_h, out_w, C) tensor."""
+  def taps(start, stop, in_size, out_size):
+    scale = tf.cast(in_size, tf.float32) / tf.cast(out_size, tf.float32)
+    pos = (tf.cast(tf.range(start, stop), tf.float32) + 0.5) * scale - 0.5
+    floor = tf.floor(pos)
+    lower = tf.maximum(tf.cast(floor, tf.int32), 0)
+    upper = tf.minimum(tf.cast(tf.math.ceil(pos), tf.int32), in_size - 1)
+    return lower, upper, pos - floor
+
+  y_lo, y_hi, y_lerp = taps(y0, y1, tf.shape(x)[1], out_h)
+  x_lo, x_hi, x_lerp = taps(0, out_w, tf.shape(x)[2], out_w)
+  x_lerp = x_lerp[None, None, :, None]
+
+  def across(rows):  # (B, h, in_w, C) -> (B, h, out_w, C)
+    left, right = tf.gather(rows, x_lo, axis=2), tf.gather(rows, x_hi, axis=2)
+    return left + (right - left) * x_lerp
+
+  top, bottom = across(tf.gather(x, y_lo, axis=1)), across(tf.gather(x, y_hi, axis=1))
+  return top + (bottom - top) * y_lerp[None, :, None, None]
+
+
+def shrink_in_bands(x: tf.Tensor, size: int, prepare, band_pixels: int = BAND_PIXELS):
+  """`clip(shrink(prepare(x), size), 0, 1)` for a (B, H, W, C) tensor (e.g. uint8) read a block
+  of columns at a time: `prepare` (element-wise, e.g. uint8 -> [0, 1]) never sees more than
+  ~band_pixels pixels per image."""
+  h, w = tf.shape(x)[1], tf.shape(x)[2]
+  rows = resize_matrix(h, size)  # (S, H)
+  cols = resize_matrix(w, size)  # (S, W)
+  step = tf.maximum(band_pixels // h, 1)
+  n = _band_count(w, step)
+  parts = tf.TensorArray(tf.float32, size=n, infer_shape=False)
+
+  def body(i, parts):
+    block = prepare(x[:, :, i * step:tf.minimum((i + 1) * step, w), :])  # (B, H, wb, C)
+    part = tf.einsum("sh,bhwc->bswc", rows, block)  # (B, S, wb, C)
+    return i + 1, parts.write(i, tf.transpose(part, [2, 0, 1, 3]))  # (wb, B, S, C)
+
+  _, parts = tf.while_loop(lambda i, _: i < n, body, (0, parts), parallel_iterations=1)
+  channels = x.shape[-1]
+  x = tf.transpose(parts.concat(), [1, 2, 0, 3])  # (B, S, W, C)
+  out = tf.clip_by_value(tf.einsum("tw,bswc->bstc", cols, x), 0.0, 1.0)  # (B, S, S, C)
+  # The static shape is lost in the loop; Keras's convolution needs the channels (without them
+  # it falls back to an XLA-compiled kernel).
+  out.set_shape([None, size, size, channels])
+  return out
+
+
+def uint8_to_unit(image: tf.Tensor) -> tf.Tensor:
+  """uint8 -> float32 [0, 1] as u / 255 (the served signatures' conversion)."""
+  return tf.cast(image, tf.float32) / 255.0
+
+
+def unit_to_uint8(x: tf.Tensor) -> tf.Tensor:
+  """[0, 1] float -> uint8 as round(clip(x, 0, 1) * 255), ties to even (as np.round)."""
+  return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)
+
+
+def correct_in_bands(correction: str, image: tf.Tensor, mask_rows, parameters: dict,
+                     band_pixels: int = BAND_PIXELS, mask_out: bool = False):
+  """The full-resolution correction of a uint8 (B, H, W, 3) image, a block of rows at a time,
+  returned as uint8: equal to unit_to_uint8(correction.apply_correction(...)) on the float
+  image (the same element-wise operations per pixel, tested).
+
+  mask_rows(y0, y1) gives the sanitised gating mask of rows [y0, y1), (B, h, W, 1) float32.
+  With mask_out, also returns that mask as uint8 (B, H, W, 1).
+  """
+  h, w = tf.shape(image)[1], tf.shape(image)[2]
+  step = tf.maximum(band_pixels // w, 1)
+  n = _band_count(h, step)
+  delta_s = parameters.get("delta_s")
+  out = tf.TensorArray(tf.uint8, size=n, infer_shape=False)
+  masks = tf.TensorArray(tf.uint8, size=n, infer_shape=False)
+
+  def body(i, out, masks):
+    y0, y1 = i * step, tf.minimum((i + 1) * step, h)
+    mask = mask_rows(y0, y1)  # (B, h, W, 1)
+    delta = None if delta_s is None else resize_rows(delta_s, h, w, y0, y1)
+    band = correction_lib.correct_pixels(correction, uint8_to_unit(image[:, y0:y1]), mask,
+                                         parameters, delta)
+    out = out.write(i, tf.transpose(unit_to_uint8(band), [1, 0, 2, 3]))  # (h, B, W, 3)
+    if mask_out:
+      masks = masks.write(i, tf.transpose(unit_to_uint8(mask), [1, 0, 2, 3]))
+    return i + 1, out, masks
+
+  _, out, masks = tf.while_loop(lambda i, *_: i < n, body, (0, out, masks),
+                                parallel_iterations=1)
+  harmonised = tf.transpose(out.concat(), [1, 0, 2, 3])  # (B, H, W, 3)
+  harmonised.set_shape(image.shape)  # lost in the loop; the signatures declare it
+  if not mask_out:
+    return harmonised
+  mask = tf.transpose(masks.concat(), [1, 0, 2, 3])  # (B, H, W, 1)
+  mask.set_shape(image.shape[:-1].concatenate([1]))
+  return harmonised, mask
+
+
+def harmonise_uint8(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
+                    correction: str = correction_lib.DEFAULT_CORRECTION,
+                    band_pixels: int = BAND_PIXELS) -> tf.Tensor:
+  """`unit_to_uint8(harmonise_any_size(model, image / 255, mask))` for a uint8 (B, H, W, 3)
+  image and a float (B, H, W, 1) mask, in bands (uint8 out, float32 temporaries only per block).
+  """
+  correction_lib.check_correction(correction)
+  size = int(model.input["image"].shape[1]) if isinstance(model.input, dict) else int(
+      model.input[0].shape[1])
+  image_s = shrink_in_bands(image, size, uint8_to_unit, band_pixels)  # (B, S, S, 3)
+  mask_s = shrink_in_bands(mask, size, correction_lib.sanitise_mask, band_pixels)
+  out_s = model({"image": image_s * 2.0 - 1.0, "mask": mask_s}, training=False)
+  if isinstance(out_s, dict):
+    out_s = out_s["image"]
+  pred_s = tf.clip_by_value((tf.cast(out_s, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
+  parameters = correction_lib.correction_parameters(correction, image_s,
+                                                    correction_lib.sanitise_mask(mask_s), pred_s)
+  return correct_in_bands(correction, image, lambda y0, y1: correction_lib.sanitise_mask(
+      mask[:, y0:y1]), parameters, band_pixels)

@@ -3,7 +3,8 @@
 Layout: `<export_dir>/<version>/` (saved_model.pb, variables/), the layout
 tensorflow_model_server watches. The SavedModel is written under a non-numeric temporary name
 in `<export_dir>` and renamed into place, so a server polling the directory never sees a
-half-written version.
+half-written version. A killed export's temporaries are cleaned by the next one
+(paths.clean_interrupted).
 """
 from __future__ import annotations
 
@@ -39,9 +40,15 @@ def export(pipeline: HarmonisationPipeline, export_dir: str, version: int | None
   module = ServingModule(pipeline, jit_compile=jit_compile)
   try:
     tf.saved_model.save(module, tmp, signatures=module.signatures())
-    if os.path.exists(final):
+    replaced = os.path.exists(final)
+    if replaced:
       os.rename(final, old)
-    os.rename(tmp, final)
+    try:
+      os.rename(tmp, final)
+    except BaseException:
+      if replaced:  # put the old version back rather than lose it
+        os.rename(old, final)
+      raise
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(old, ignore_errors=True)

@@ -1,32 +1,49 @@
-"""Harmonise image files: decoding, channel conversion, atomic writes, folders with skips.
+"""Harmonise image files: the plan (which file goes where, refused if anything collides),
+decoding (EXIF orientation, corrupt data, masks' scale, alpha), atomic writes, folders with
+counted skips.
 
-The library part of `python -m tfharm.harmonise`. It runs the in-process pipeline through the
-same `ServingModule` functions that are exported, so a file harmonised here gets exactly the
-served model's pixels (uint8 in, uint8 out). Decoding and writing need no TensorFlow (imported
-only by FileHarmoniser), so a bad file is reported in a second.
+The library part of `python -m tfharm.harmonise`. It runs the same functions as the exported
+SavedModel (uint8 in, uint8 out: tfharm.serving.signatures), in-process or from the cached
+SavedModel (tfharm.serving.cache). Everything here but `FileHarmoniser.harmonise` works without
+TensorFlow, so a bad file, a collision or an unwritable folder is reported in a second.
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import os
+import re
 import tempfile
-from typing import TYPE_CHECKING
+from typing import Iterable
 
 from absl import logging
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:
-  from tfharm.serving.signatures import ServingModule
+from tfharm.cli import outputs, program
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _WRITE_PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
                  ".png": [cv2.IMWRITE_PNG_COMPRESSION, 3]}
+# Temporary files of write_image: ".<name>.tfharm-<pid>-<random>.tmp" (hidden; the pid tells a
+# later run whether the writer is gone, so it can remove what a killed run left).
+_TEMP_RE = re.compile(r"^\..+\.tfharm-(\d+)-[^.]+\.tmp$")
+MASK_SCALES = ("auto", "1", "255", "65535")
+_EXIF_ORIENTATION = 0x0112
+_ORIENTATIONS = {  # EXIF value -> (what is done to the stored pixels, the numpy transform)
+    2: ("mirrored left-right", lambda a: a[:, ::-1]),
+    3: ("rotated 180 degrees", lambda a: a[::-1, ::-1]),
+    4: ("mirrored top-bottom", lambda a: a[::-1]),
+    5: ("transposed", lambda a: a.swapaxes(0, 1)),
+    6: ("rotated 90 degrees clockwise", lambda a: np.rot90(a, -1)),
+    7: ("transversed", lambda a: a[::-1, ::-1].swapaxes(0, 1)),
+    8: ("rotated 90 degrees counter-clockwise", lambda a: np.rot90(a, 1)),
+}
 
 
 class HarmoniseError(ValueError):
-  """A file that cannot be harmonised (unreadable, bad mask, ...); a skip in folder mode."""
+  """A file that cannot be harmonised (unreadable, bad mask, ...): a counted skip."""
 
   def __init__(self, reason: str, message: str):
     super().__init__(message)
@@ -35,15 +52,84 @@ class HarmoniseError(ValueError):
 
 @dataclasses.dataclass
 class Decoded:
-  rgb: np.ndarray  # (H, W, 3) uint8
+  rgb: np.ndarray  # (H, W, 3) uint8, in the orientation the user sees
   alpha: np.ndarray | None  # (H, W) of the input, re-attached to PNG outputs
   notes: list[str]  # conversions made (logged)
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One image to harmonise: where it is read and where its results go."""
+  src: str
+  dst: str
+  mask: str | None = None  # the mask to use (else the detector's)
+  save_mask: str | None = None  # where the mask used goes
 
 
 def is_image_path(path: str) -> bool:
   return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
+# ----------------------------------------------------------------------------- the plan
+def _identity(path: str):
+  """What makes two paths the same file: the device and inode when it exists (hard links,
+  symlinks), else the resolved path (case kept: Linux file systems are case-sensitive)."""
+  try:
+    st = os.stat(path)
+    return ("inode", st.st_dev, st.st_ino)
+  except OSError:
+    return ("path", os.path.realpath(path))
+
+
+def check_collisions(jobs: list[Job], other_inputs: Iterable[str] = ()) -> None:
+  """Refuses (SetupError) a plan in which a file written (output or saved mask) is also read
+  (an image or a mask), or two written files are one. Names the colliding files."""
+  reads: dict = {}
+  for job in jobs:
+    for path in (job.src, job.mask):
+      if path:
+        reads.setdefault(_identity(path), path)
+  for path in other_inputs:
+    reads.setdefault(_identity(path), path)
+  writes: dict = {}
+  problems = []
+  for job in jobs:
+    for what, path in (("output", job.dst), ("mask", job.save_mask)):
+      if not path:
+        continue
+      ident = _identity(path)
+      if ident in reads:
+        problems.append(f"{what} {path} would replace the input {reads[ident]}")
+      if ident in writes:
+        problems.append(f"{what} {path} would overwrite the {writes[ident][0]} of "
+                        f"{writes[ident][1]}")
+      else:
+        writes[ident] = (what, job.src)
+  if problems:
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    raise program.SetupError("refusing to run, files would collide: " + "; ".join(problems[:5])
+                             + more + ". Nothing was written; choose other --output/--save_mask "
+                             "paths.")
+
+
+def plan_folder(src_dir: str, dst_dir: str, mask_dir: str | None = None,
+                save_mask_dir: str | None = None) -> tuple[list[Job], list[str]]:
+  """Every JPEG/PNG directly in src_dir -> dst_dir/<same name>; masks mask_dir/<stem>.png;
+  saved masks save_mask_dir/<stem>.png. Returns (jobs, ignored non-image files)."""
+  names = sorted(n for n in os.listdir(src_dir) if os.path.isfile(os.path.join(src_dir, n)))
+  jobs, ignored = [], []
+  for name in names:
+    if not is_image_path(name):
+      ignored.append(os.path.join(src_dir, name))
+      continue
+    stem = os.path.splitext(name)[0]
+    jobs.append(Job(os.path.join(src_dir, name), os.path.join(dst_dir, name),
+                    None if mask_dir is None else os.path.join(mask_dir, stem + ".png"),
+                    None if save_mask_dir is None else os.path.join(save_mask_dir, stem + ".png")))
+  return jobs, ignored
+
+
+# ----------------------------------------------------------------------------- reading
 def to_rgb(image: np.ndarray) -> np.ndarray:
   """(H, W, C) uint8, C = 1 / 3 / 4 -> (H, W, 3): grey repeated, alpha dropped. The numpy twin
   of tfharm.models.detector.as_rgb (equal on uint8 images, tested), kept TF-free."""
@@ -56,14 +142,51 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
   return image
 
 
+def _read_bytes(path: str, reason: str, what: str) -> np.ndarray:
+  try:
+    data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
+  except OSError as e:
+    raise HarmoniseError(reason, f"{path}: cannot read it ({e.strerror})") from e
+  if data is None or not data.size:
+    raise HarmoniseError(reason, f"{path}: not a readable {what}")
+  return data
+
+
+def _check_and_orientation(path: str, data: np.ndarray, reason: str, what: str) -> int:
+  """Decodes the file once more with Pillow, which turns libjpeg's warnings about corrupt
+  data (that OpenCV decodes past, silently) into errors; JPEGs at 1/8 scale (the entropy-coded
+  data is read in full, the inverse DCT is cheap). Returns the EXIF orientation (1 if none)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(io.BytesIO(data.tobytes())) as im:
+      orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+      if im.format == "JPEG":
+        im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+      im.load()
+  except (OSError, SyntaxError, ValueError) as e:  # Pillow's "broken data stream", truncation
+    raise HarmoniseError(reason, f"{path}: not a readable {what} (corrupt data: {e})") from e
+  return orientation if orientation in _ORIENTATIONS or orientation == 1 else 1
+
+
+def _orient(image: np.ndarray, orientation: int, notes: list[str]) -> np.ndarray:
+  if orientation in _ORIENTATIONS:
+    what, transform = _ORIENTATIONS[orientation]
+    notes.append(f"EXIF orientation {orientation} applied (stored pixels {what}); the output is "
+                 "written upright, without the tag")
+    image = transform(image)
+  return image
+
+
 def read_image(path: str) -> Decoded:
-  """JPEG/PNG -> RGB uint8. Grey is repeated, alpha dropped (kept aside), 16 bit scaled to 8;
-  every conversion is noted. EXIF orientation is not applied: the output keeps the stored
-  pixel order."""
-  data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
-  image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+  """JPEG/PNG -> RGB uint8 as the user sees it: the EXIF orientation is applied, grey is
+  repeated, alpha dropped (kept aside), 16 bit scaled to 8; every conversion is noted. A file
+  with corrupt data (any decoder warning) is unreadable."""
+  data = _read_bytes(path, "unreadable", "JPEG or PNG image")
+  image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # no EXIF rotation with IMREAD_UNCHANGED
   if image is None or image.size == 0:
     raise HarmoniseError("unreadable", f"{path}: not a readable JPEG or PNG image")
+  orientation = _check_and_orientation(path, data, "unreadable", "JPEG or PNG image")
+  del data
   notes = []
   if image.dtype == np.uint16:
     image = np.round(image / 257.0).astype(np.uint8)
@@ -73,30 +196,80 @@ def read_image(path: str) -> Decoded:
   if image.ndim == 2:
     image = image[..., None]
     notes.append("grayscale converted to RGB (channel repeated)")
+  image = _orient(image, orientation, notes)
   alpha = None
   if image.shape[-1] == 3:
-    image = image[..., ::-1]  # BGR -> RGB
+    image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_BGR2RGB)
   elif image.shape[-1] == 4:
-    alpha = image[..., 3]
-    image = image[..., [2, 1, 0, 3]]  # BGRA -> RGBA
-    notes.append("alpha channel dropped for the model (kept for PNG output)")
-  return Decoded(np.ascontiguousarray(to_rgb(image)), alpha, notes)  # (H, W, 3)
+    image = np.ascontiguousarray(image)
+    alpha = image[..., 3].copy()
+    image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    transparent = int(np.count_nonzero(alpha == 0))
+    notes.append("alpha channel kept aside (re-attached to PNG output"
+                 + (f"; its {transparent} fully transparent pixel(s) are returned unchanged"
+                    if transparent else "") + ")")
+  else:
+    image = to_rgb(image)
+  return Decoded(np.ascontiguousarray(image), alpha, notes)  # (H, W, 3)
 
 
-def read_mask(path: str, shape: tuple[int, int]) -> np.ndarray:
-  """Grey (or colour: converted) 8/16-bit PNG/JPEG -> (H, W, 1) float32 in [0, 1];
-  its size must equal the image's."""
-  data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
-  mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data is not None and data.size else None
+def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[np.ndarray, list[str]]:
+  """Grey (or colour: converted) 8/16-bit PNG/JPEG -> ((H, W, 1) float32 in [0, 1], notes).
+
+  scale: the value that means "harmonise fully". "auto": 255 for 8-bit and 65535 for 16-bit
+  files, except that an integer mask whose maximum is 1 (a 0/1 binary mask, common) is read as
+  0/1, with a note. Values above the scale are clipped. The EXIF orientation is applied, as to
+  the image; its size must then equal the image's."""
+  if scale not in MASK_SCALES:
+    raise ValueError(f"mask scale must be one of {MASK_SCALES}, got {scale!r}")
+  data = _read_bytes(path, "unreadable_mask", "mask image")
+  mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
   if mask is None or mask.size == 0:
     raise HarmoniseError("unreadable_mask", f"{path}: not a readable mask image")
+  orientation = _check_and_orientation(path, data, "unreadable_mask", "mask image")
+  notes = []
   if mask.ndim == 3:
-    mask = cv2.cvtColor(mask[..., :3], cv2.COLOR_BGR2GRAY)
+    code = cv2.COLOR_BGRA2GRAY if mask.shape[-1] == 4 else cv2.COLOR_BGR2GRAY
+    mask = cv2.cvtColor(np.ascontiguousarray(mask), code) if mask.shape[-1] in (3, 4) else mask[..., 0]
+    notes.append("colour mask converted to grey")
+  mask = np.ascontiguousarray(_orient(mask, orientation, notes))
   if mask.shape[:2] != tuple(shape):
     raise HarmoniseError("mask_size_mismatch", f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                          f"the image {shape[1]}x{shape[0]} (width x height); they must match")
-  scale = 65535.0 if mask.dtype == np.uint16 else 255.0
-  return (mask.astype(np.float32) / scale)[..., None]
+  if scale == "auto":
+    full = 65535 if mask.dtype == np.uint16 else 255
+    if int(mask.max()) == 1:
+      full = 1
+      notes.append("binary 0/1 mask: 1 read as 'harmonise fully' (pass --mask_scale=255 if it "
+                   "was meant as 1/255)")
+  else:
+    full = int(scale)
+  out = mask.astype(np.float32)
+  out /= np.float32(full)
+  np.clip(out, 0.0, 1.0, out=out)
+  return out[..., None], notes
+
+
+# ----------------------------------------------------------------------------- writing
+def clean_stale_temporaries(directory: str) -> int:
+  """Removes the temporary files that write_image left in `directory` when its process was
+  killed (the pid in the name is gone); returns how many."""
+  removed = 0
+  try:
+    names = os.listdir(directory)
+  except OSError:
+    return 0
+  for name in names:
+    m = _TEMP_RE.match(name)
+    if m and not outputs.pid_alive(int(m.group(1))):
+      try:
+        os.remove(os.path.join(directory, name))
+        removed += 1
+      except OSError:
+        pass
+  if removed:
+    logging.info("removed %d temporary file(s) of an interrupted run from %s", removed, directory)
+  return removed
 
 
 def write_image(path: str, rgb: np.ndarray, alpha: np.ndarray | None = None) -> None:
@@ -105,15 +278,24 @@ def write_image(path: str, rgb: np.ndarray, alpha: np.ndarray | None = None) -> 
   ext = os.path.splitext(path)[1].lower()
   if ext not in _WRITE_PARAMS:
     raise HarmoniseError("bad_output", f"{path}: output must end in {', '.join(IMAGE_EXTENSIONS)}")
-  bgr = rgb[..., ::-1] if rgb.ndim == 3 else rgb
-  if alpha is not None and ext == ".png":
-    bgr = np.concatenate([bgr, alpha[..., None]], axis=-1)
-  ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr), _WRITE_PARAMS[ext])
+  if rgb.ndim == 3:
+    code = cv2.COLOR_RGB2BGRA if alpha is not None and ext == ".png" else cv2.COLOR_RGB2BGR
+    bgr = cv2.cvtColor(rgb, code)
+    if code == cv2.COLOR_RGB2BGRA:
+      bgr[..., 3] = alpha
+  else:
+    bgr = rgb
+  ok, buf = cv2.imencode(ext, bgr, _WRITE_PARAMS[ext])
+  del bgr
   if not ok:
     raise HarmoniseError("write_failed", f"{path}: could not encode")
   directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+  try:
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tfharm-{os.getpid()}-",
+                               suffix=".tmp", dir=directory)
+  except OSError as e:
+    raise HarmoniseError("write_failed", f"{path}: cannot write ({e.strerror})") from e
   try:
     with os.fdopen(fd, "wb") as f:
       f.write(buf.tobytes())
@@ -122,87 +304,91 @@ def write_image(path: str, rgb: np.ndarray, alpha: np.ndarray | None = None) -> 
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise HarmoniseError("write_failed", f"{path}: cannot write ({e.strerror})") from e
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
 
 
+# ----------------------------------------------------------------------------- running
 class FileHarmoniser:
-  """Runs the serving functions of `module` on decoded files."""
+  """Runs the serving functions on decoded files: a tfharm.serving.cache.Runner, or anything
+  with a ServingModule's `serving_default` and `harmonise_with_mask` (e.g. a ServingModule)."""
 
-  def __init__(self, module: "ServingModule"):
-    self.module = module
+  def __init__(self, runner):
+    if not hasattr(runner, "predicted"):
+      from tfharm.serving import cache  # pylint: disable=g-import-not-at-top
+      runner = cache.runner_from_signatures(runner)
+    self.runner = runner
 
-  def harmonise(self, rgb: np.ndarray, mask: np.ndarray | None = None):
-    """(H, W, 3) uint8 [+ (H, W, 1) mask] -> (harmonised uint8 (H, W, 3), mask (H, W) float)."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    image = tf.constant(rgb[None])
+  def harmonise(self, rgb: np.ndarray, mask: np.ndarray | None = None,
+                alpha: np.ndarray | None = None):
+    """(H, W, 3) uint8 [+ (H, W, 1) float mask] -> (harmonised (H, W, 3) uint8, mask used
+    (H, W) uint8). Pixels whose alpha is 0 are returned unchanged (and get mask 0): a given
+    mask is zeroed there before the harmoniser sees it; the detector's mask after."""
+    transparent = None if alpha is None else alpha == 0
+    if transparent is not None and not transparent.any():
+      transparent = None
     if mask is None:
-      out = self.module.serving_default(image)
-      return out["harmonised"].numpy()[0], out["mask"].numpy()[0, ..., 0]
-    out = self.module.harmonise_with_mask(image, tf.constant(mask[None], tf.float32))
-    return out["harmonised"].numpy()[0], np.clip(np.nan_to_num(mask[..., 0]), 0.0, 1.0)
-
-  def harmonise_file(self, src: str, dst: str, mask_path: str | None = None,
-                     save_mask: str | None = None) -> None:
-    self.write(*load_inputs(src, mask_path), dst, save_mask)
+      out, used = self.runner.predicted(rgb)
+    else:
+      if transparent is not None:
+        mask = np.where(transparent[..., None], np.float32(0.0), mask)
+      out = self.runner.with_mask(rgb, mask)
+      used = np.round(np.clip(np.nan_to_num(mask[..., 0]), 0.0, 1.0) * 255.0).astype(np.uint8)
+    if transparent is not None:
+      out = np.where(transparent[..., None], rgb, out)
+      used = np.where(transparent, np.uint8(0), used)
+    return out, used
 
   def write(self, decoded: Decoded, mask: np.ndarray | None, dst: str,
             save_mask: str | None = None) -> None:
     """Harmonises decoded input and writes dst (and the mask used), each atomically."""
-    out, used_mask = self.harmonise(decoded.rgb, mask)
+    out, used_mask = self.harmonise(decoded.rgb, mask, decoded.alpha)
+    if decoded.alpha is not None and os.path.splitext(dst)[1].lower() != ".png":
+      logging.warning("%s: JPEG output has no alpha channel; the input's is dropped (write "
+                      ".png to keep it)", dst)
     write_image(dst, out, decoded.alpha)
+    del out
     if save_mask:
-      write_image(save_mask, np.round(used_mask * 255.0).astype(np.uint8))
+      write_image(save_mask, used_mask)
 
 
-def load_inputs(src: str, mask_path: str | None = None) -> tuple[Decoded, np.ndarray | None]:
+def load_inputs(src: str, mask_path: str | None = None,
+                mask_scale: str = "auto") -> tuple[Decoded, np.ndarray | None]:
   """Decodes an image (logging its conversions) and its optional mask; HarmoniseError if bad."""
   decoded = read_image(src)
   for note in decoded.notes:
     logging.info("%s: %s", src, note)
-  mask = None if mask_path is None else read_mask(mask_path, decoded.rgb.shape[:2])
+  mask = None
+  if mask_path is not None:
+    if not os.path.isfile(mask_path):
+      raise HarmoniseError("missing_mask", f"{src}: no mask {mask_path}")
+    mask, notes = read_mask(mask_path, decoded.rgb.shape[:2], mask_scale)
+    for note in notes:
+      logging.info("%s: %s", mask_path, note)
   return decoded, mask
 
 
-def _same_path(a: str, b: str) -> bool:
-  return os.path.realpath(a) == os.path.realpath(b)
-
-
-def harmonise_folder(harmoniser: FileHarmoniser, src_dir: str, dst_dir: str,
-                     mask_dir: str | None = None, save_mask_dir: str | None = None,
-                     progress: bool = True) -> collections.Counter:
-  """Every JPEG/PNG directly in src_dir -> dst_dir/<same name>. Masks (optional) are
-  mask_dir/<stem>.png; saved masks save_mask_dir/<stem>.png. Returns counts: `done`, and
-  one key per skip reason (unreadable, missing_mask, mask_size_mismatch, ...; each logged)
-  and `not_an_image` for other files (ignored)."""
+def harmonise_jobs(harmoniser, jobs: list[Job], mask_scale: str = "auto",
+                   progress: bool = True) -> collections.Counter:
+  """Runs every job; returns counts: `done` and one key per skip reason (unreadable,
+  missing_mask, mask_size_mismatch, write_failed, ...; each logged). `harmoniser` is a
+  FileHarmoniser or a function returning one, called when the first image has been decoded
+  (a folder of unreadable files never starts TensorFlow)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  if _same_path(src_dir, dst_dir):
-    raise HarmoniseError("bad_output", "--output must differ from --input (inputs are never replaced)")
-  names = sorted(n for n in os.listdir(src_dir) if os.path.isfile(os.path.join(src_dir, n)))
   counts = collections.Counter()
-  images = []
-  for n in names:
-    if is_image_path(n):
-      images.append(n)
-    else:
-      counts["not_an_image"] += 1
-      logging.info("ignored (not .jpg/.jpeg/.png): %s", os.path.join(src_dir, n))
-  os.makedirs(dst_dir, exist_ok=True)
-  for name in tqdm(images, unit="image", disable=not progress):
-    stem = os.path.splitext(name)[0]
-    mask_path = None
-    if mask_dir is not None:
-      mask_path = os.path.join(mask_dir, stem + ".png")
-      if not os.path.isfile(mask_path):
-        counts["missing_mask"] += 1
-        logging.warning("skipped %s: no mask %s", name, mask_path)
-        continue
-    save_mask = None if save_mask_dir is None else os.path.join(save_mask_dir, stem + ".png")
+  for job in tqdm(jobs, unit="image", disable=not progress):
     try:
-      harmoniser.harmonise_file(os.path.join(src_dir, name), os.path.join(dst_dir, name),
-                                mask_path, save_mask)
+      decoded, mask = load_inputs(job.src, job.mask, mask_scale)
+      if not isinstance(harmoniser, FileHarmoniser):
+        harmoniser = harmoniser()
+      harmoniser.write(decoded, mask, job.dst, job.save_mask)
+      del decoded, mask
       counts["done"] += 1
     except HarmoniseError as e:
       counts[e.reason] += 1

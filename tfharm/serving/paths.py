@@ -3,6 +3,10 @@ missing weight file or an existing version fails in a second, not after loading 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+
+from absl import logging
 
 # Same directory as tfharm.models.checkpoints.CHECKPOINT_DIR (tested), without importing Keras.
 CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -49,3 +53,31 @@ def target(export_dir: str, version: int | None = None,
     raise VersionExistsError(f"{final} already exists; pass --overwrite to replace it, or "
                              "choose another --version")
   return version, final
+
+
+_TEMPORARY_RE = re.compile(r"^\.(tmp|old)-(\d+)-(\d+)$")
+
+
+def clean_interrupted(export_dir: str) -> list[str]:
+  """What a killed export left in export_dir (`.tmp-<version>-<pid>`: a half-written version;
+  `.old-<version>-<pid>`: the version being replaced by --overwrite), for pids that are gone:
+  a half-written one is removed; a replaced one is put back if its version is missing (the
+  kill came between the two renames), else removed. Returns what was done, also logged."""
+  from tfharm.cli import outputs  # pylint: disable=g-import-not-at-top
+  done = []
+  if not os.path.isdir(export_dir):
+    return done
+  for name in sorted(os.listdir(export_dir)):
+    m = _TEMPORARY_RE.match(name)
+    if not m or outputs.pid_alive(int(m.group(3))):
+      continue
+    path, final = os.path.join(export_dir, name), os.path.join(export_dir, m.group(2))
+    if m.group(1) == "old" and not os.path.exists(final):
+      os.rename(path, final)
+      done.append(f"restored {final} from {name}")
+    else:
+      shutil.rmtree(path, ignore_errors=True)
+      done.append(f"removed {name}")
+  for line in done:
+    logging.info("interrupted export: %s", line)
+  return done

@@ -15,7 +15,9 @@ Both run `HarmonisationPipeline.any_size`'s method: the networks see an antialia
 shrink, and only a correction comes back (the pipeline's `correction`, fixed at export:
 tfharm.models.correction), applied to the full-resolution image through the mask, so
 pixels with mask 0 are returned unchanged (bit-identical in uint8). uint8 out is
-round(clip(x, 0, 1) * 255) with round-half-to-even (tf.round, as np.round).
+round(clip(x, 0, 1) * 255) with round-half-to-even (tf.round, as np.round). The full-size
+part runs in blocks of pixels (tfharm.models.full_resolution, "in bands"): only uint8 images
+are ever held at full size, so a 24-megapixel photo needs far less memory (bench/RESULTS.md).
 
 Bad input fails at the signature, before either network runs: the dtype by the signature
 itself; rank and channels by EnsureShape ("Shape of tensor image [..] is not compatible with
@@ -27,20 +29,19 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfharm.metrics.device import default_jit_compile
+from tfharm.models import correction as correction_lib
+from tfharm.models import detector as detector_lib
 from tfharm.models import full_resolution
+from tfharm.models.harmoniser import harmonise
 from tfharm.models.pipeline import HarmonisationPipeline
 
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")
 MASK_SPEC = tf.TensorSpec([None, None, None, 1], tf.float32, name="mask")
-
-
-def to_uint8(x: tf.Tensor) -> tf.Tensor:
-  """[0, 1] float -> uint8 as round(clip(x, 0, 1) * 255), ties to even."""
-  return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)
+to_uint8 = full_resolution.unit_to_uint8  # [0, 1] -> round(clip(x, 0, 1) * 255), ties to even
 
 
 def _checked_image(image: tf.Tensor) -> tf.Tensor:
-  """uint8 -> [0, 1] float32, after checking rank, channels and non-empty sizes at run time.
+  """The uint8 image, after checking rank, channels and non-empty sizes at run time.
 
   A loaded signature does not enforce its TensorSpec's shape (only its dtype): a rank-3 or
   4-channel tensor would reach the networks and fail deep inside, or run. EnsureShape checks
@@ -54,7 +55,39 @@ def _checked_image(image: tf.Tensor) -> tf.Tensor:
           shape[1:3], message="image: zero-sized image (expected height and width >= 1)"),
   ]
   with tf.control_dependencies(checks):  # nothing downstream runs on bad input
-    return tf.cast(tf.identity(image), tf.float32) / 255.0  # (B, H, W, 3) in [0, 1]
+    return tf.identity(image)  # (B, H, W, 3) uint8
+
+
+def _checked_mask(image: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  mask = tf.ensure_shape(mask, MASK_SPEC.shape, name="check_mask_shape")  # rank 4, 1 ch
+  same = tf.debugging.assert_equal(
+      tf.shape(mask)[:3], tf.shape(image)[:3],
+      message="mask: its batch, height and width must equal those of the image (mask float32 "
+              "[batch, H, W, 1] in [0, 1])")
+  with tf.control_dependencies([same]):
+    return tf.identity(mask)
+
+
+def predicted_uint8(pipeline: HarmonisationPipeline, image: tf.Tensor,
+                    band_pixels: int = full_resolution.BAND_PIXELS) -> dict[str, tf.Tensor]:
+  """`pipeline.any_size(image / 255, mask_source="predicted")` for a uint8 image, with the
+  full-resolution part in bands (full_resolution.correct_in_bands): the detector and the
+  harmoniser at S, the correction gated by the upsampled soft mask. Returns "harmonised"
+  uint8 (B, H, W, 3), "mask_s" (B, S, S, 1) and "detection_s" (B, S, S, 2)."""
+  h, w = tf.shape(image)[1], tf.shape(image)[2]
+  s = pipeline.image_size
+  image_s = full_resolution.shrink_in_bands(image, s, full_resolution.uint8_to_unit, band_pixels)
+  probs = pipeline.detector(image_s, training=False)
+  detection_s = detector_lib.detection_channels(tf.cast(probs, tf.float32))  # (B, S, S, 2)
+  mask_s = detector_lib.soft_mask(detection_s)  # (B, S, S, 1)
+  pred_s = harmonise(pipeline.harmoniser, image_s, mask_s)  # (B, S, S, 3) in [0, 1]
+  parameters = correction_lib.correction_parameters(
+      pipeline.correction, image_s, correction_lib.sanitise_mask(mask_s), pred_s)
+  gating = lambda y0, y1: correction_lib.sanitise_mask(tf.clip_by_value(
+      full_resolution.resize_rows(mask_s, h, w, y0, y1), 0.0, 1.0))  # as any_size's mask
+  harmonised, mask = full_resolution.correct_in_bands(pipeline.correction, image, gating,
+                                                      parameters, band_pixels, mask_out=True)
+  return {"harmonised": harmonised, "mask": mask, "mask_s": mask_s, "detection_s": detection_s}
 
 
 class ServingModule(tf.Module):
@@ -68,33 +101,36 @@ class ServingModule(tf.Module):
     super().__init__(name="tfharm_serving")
     self.pipeline = pipeline  # tracked: its Keras variables are saved with the module
     jit = default_jit_compile() if jit_compile is None else bool(jit_compile)
-    self._predicted = tf.function(
-        lambda image: pipeline.any_size(image, mask_source="predicted"), jit_compile=jit)
+    self._predicted = tf.function(lambda image: predicted_uint8(pipeline, image),
+                                  jit_compile=jit)
     # The harmoniser alone: pipeline.any_size(mask_source="ground_truth") would also run the
     # detector (~75 GFLOP per image) only to discard its map. Same method, same numbers
     # (tested against any_size for masks in [0, 1]).
     self._with_mask = tf.function(
-        lambda image, mask: full_resolution.harmonise_any_size(
+        lambda image, mask: full_resolution.harmonise_uint8(
             pipeline.harmoniser, image, mask, correction=pipeline.correction),
         jit_compile=jit)
 
   @tf.function(input_signature=[IMAGE_SPEC])
   def serving_default(self, image):
-    out = self._predicted(_checked_image(image))
-    return {"harmonised": to_uint8(out["harmonised"]), "mask": out["mask"],
-            "detection": out["detection"]}
+    image = _checked_image(image)
+    out = self._predicted(image)
+    full_hw = tf.shape(image)[1:3]
+    mask = tf.clip_by_value(tf.image.resize(out["mask_s"], full_hw, method="bilinear"), 0.0, 1.0)
+    return {"harmonised": out["harmonised"], "mask": mask,
+            "detection": tf.image.resize(out["detection_s"], full_hw, method="bilinear")}
 
   @tf.function(input_signature=[IMAGE_SPEC, MASK_SPEC])
   def harmonise_with_mask(self, image, mask):
-    image01 = _checked_image(image)
-    mask = tf.ensure_shape(mask, MASK_SPEC.shape, name="check_mask_shape")  # rank 4, 1 ch
-    same = tf.debugging.assert_equal(
-        tf.shape(mask)[:3], tf.shape(image)[:3],
-        message="mask: its batch, height and width must equal those of the image (mask float32 "
-                "[batch, H, W, 1] in [0, 1])")
-    with tf.control_dependencies([same]):
-      mask = tf.identity(mask)
-    return {"harmonised": to_uint8(self._with_mask(image01, mask))}
+    image = _checked_image(image)
+    return {"harmonised": self._with_mask(image, _checked_mask(image, mask))}
+
+  @tf.function(input_signature=[IMAGE_SPEC])
+  def harmonise_uint8(self, image):
+    """What `tfharm.harmonise` runs without a mask: serving_default's `harmonised`, and the
+    gating mask as uint8 instead of float32, without the full-size detection map."""
+    out = self._predicted(_checked_image(image))
+    return {"harmonised": out["harmonised"], "mask": out["mask"]}
 
   def signatures(self) -> dict:
     """The concrete functions to pass to tf.saved_model.save(signatures=...)."""

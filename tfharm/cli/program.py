@@ -1,0 +1,90 @@
+"""How a tfharm command runs, reports errors and exits (issue 17; README "Exit codes").
+
+  0  SUCCESS   everything asked for was done
+  1  SKIPPED   some inputs could not be used: each is logged with its reason, and the counts
+               are printed at the end (the others were done)
+  2  USAGE     usage or setup error: bad or missing flags, paths that do not exist, collide or
+               cannot be written, missing weights. Detected before any work; nothing written.
+  3  INTERNAL  an unexpected exception (a bug): the traceback is printed
+
+`--help`, `--helpshort`, `--helpfull` and `--helpxml` print to stdout and exit 0 (absl's exit
+with 1). A flag parsing error or a `UsageError`/`SetupError` raised by `main` prints one
+`error: ...` line (absl would print the whole usage text) and exits 2.
+"""
+from __future__ import annotations
+
+import logging as std_logging
+import os
+import sys
+import traceback
+from typing import Callable
+
+from absl import app, flags
+
+SUCCESS, SKIPPED, USAGE, INTERNAL = 0, 1, 2, 3
+
+
+class SetupError(Exception):
+  """The command cannot run as asked (a path, the weights, the environment): exit 2."""
+
+
+def _exit_zero(absl_flag_class):
+  """absl's help flag, exiting with 0 instead of 1 after printing the help."""
+  class HelpFlag(absl_flag_class):
+    def parse(self, arg):
+      try:
+        super().parse(arg)
+      except SystemExit:
+        sys.stdout.flush()
+        raise SystemExit(SUCCESS) from None
+  return HelpFlag
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parsing, with help flags that exit 0 and errors that exit 2 in one line."""
+  for cls in (app.HelpFlag, app.HelpshortFlag, app.HelpfullFlag, app.HelpXMLFlag):
+    flag = _exit_zero(cls)()
+    for name in (flag.name, flag.short_name):  # absl's own, defined by app.run just before
+      if name and name in flags.FLAGS:
+        delattr(flags.FLAGS, name)
+    flags.DEFINE_flag(flag)
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write(f"error: {e}\nRun with --help to see the flags.\n")
+    raise SystemExit(USAGE) from None
+
+
+def finish(code: int, fast: bool = False):
+  """Exits with `code`. fast: after flushing, skip the interpreter's teardown (os._exit), which
+  takes about a second once TensorFlow is loaded; only for commands whose outputs are all
+  written and closed by then."""
+  if not fast:
+    raise SystemExit(code)
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):
+      pass
+  std_logging.shutdown()  # flushes every logging handler (absl's included)
+  os._exit(code)  # pylint: disable=protected-access
+
+
+def run(main: Callable[[list[str]], int | None], fast_exit: bool = False) -> None:
+  """`app.run(main)` with the exit codes above. main returns an exit code (None means 0)."""
+
+  def wrapped(argv):
+    try:
+      code = main(argv)
+    except (app.UsageError, SetupError) as e:
+      sys.stdout.flush()
+      sys.stderr.write(f"error: {e}\n")
+      code = USAGE
+    except (KeyboardInterrupt, SystemExit):
+      raise
+    except Exception:  # pylint: disable=broad-except
+      traceback.print_exc()
+      code = INTERNAL
+    finish(SUCCESS if code is None else int(code), fast=fast_exit)
+
+  app.run(wrapped, flags_parser=_parse_flags)
