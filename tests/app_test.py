@@ -247,8 +247,9 @@ def test_page_handler_shows_upload_errors_as_messages(tmp_path, photo):
   harmonise = page.make_handler(app)
   with pytest.raises(gr.Error, match="upload a photo"):
     harmonise(None, None, handling.MASK_FREE, "l_moments", progress=lambda *a, **k: None)
-  compare, detection, used_mask, downloads, summary = harmonise(
-      photo[0], None, handling.MASK_FREE, "l_moments", progress=lambda *a, **k: None)
+  upload = {"path": photo[0], "orig_name": "photo.png", "meta": {"_type": "gradio.FileData"}}
+  compare, detection, used_mask, downloads, summary = harmonise(  # preprocess=False: the payload
+      upload, None, handling.MASK_FREE, "l_moments", progress=lambda *a, **k: None)
   assert compare[0].shape == compare[1].shape == detection.shape == (60, 90, 3)
   assert downloads == [used_mask.replace("_mask", "_harmonised"), used_mask]
   assert summary.startswith("Result 1:")

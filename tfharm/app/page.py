@@ -1,7 +1,7 @@
-"""The Gradio page: inputs on the left, the result on the right, demo composites below.
+"""The Gradio page: the demo composites on top, the inputs on the left, the result on the right.
 
-Element ids (elem_id) are the page's interface for the browser test: photo, mask, system,
-correction, run, compare, detection, used_mask, downloads, summary.
+Element ids (elem_id) are the page's interface for tfharm/app/browser.py: examples, photo,
+mask, system, correction, run, compare, detection, used_mask, downloads, summary.
 """
 from __future__ import annotations
 
@@ -25,23 +25,23 @@ the harmoniser runs. The result has the pixels of `python -m tfharm.harmonise`.
 """
 
 
-class UploadedImage(gr.Image):
-  """gr.Image that hands the handler the uploaded file itself. gr.Image opens the upload with
-  Pillow before the handler runs, so a file that is not an image fails inside Gradio with a
-  generic error; the handler decodes it as the CLI does and says what is wrong."""
-  is_template = True  # drawn by gr.Image's front end
-
-  def preprocess(self, payload):
-    return None if payload is None else payload.path
+def _uploaded_path(payload) -> str | None:
+  """The uploaded file of an image input, as the click event gets it with preprocess=False:
+  gr.Image's own preprocessing opens the upload with Pillow before the handler runs, so a file
+  that is not an image would fail inside Gradio with a generic error; the handler decodes it
+  as the CLI does instead, and says what is wrong."""
+  if payload is None or isinstance(payload, str):
+    return payload
+  return payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
 
 
 def make_handler(app: handling.App):
   """The click handler: Result -> the page's outputs; UploadError -> a message on the page."""
 
-  def harmonise(image_path, mask_path, system, correction, progress=gr.Progress()):
+  def harmonise(image, mask, system, correction, progress=gr.Progress()):
     progress(None, desc="detector and harmoniser at work")
     try:
-      r = app.run(image_path, mask_path, system, correction)
+      r = app.run(_uploaded_path(image), _uploaded_path(mask), system, correction)
     except handling.UploadError as e:
       logging.warning("refused an upload: %s", e)
       # duration None: the message stays until closed, a user may look away while it runs.
@@ -67,10 +67,10 @@ def build_page(app: handling.App, example_rows: list[list[str]]) -> gr.Blocks:
               "by the mask system)")
     with gr.Row():
       with gr.Column(scale=1):
-        photo = UploadedImage(label="Photo (JPEG or PNG)", sources=["upload"], type="filepath",
-                              height=320, elem_id="photo")
-        mask = UploadedImage(label="Mask (optional; white = harmonise, same size as the photo)",
-                             sources=["upload"], type="filepath", height=180, elem_id="mask")
+        photo = gr.Image(label="Photo (JPEG or PNG)", sources=["upload"], type="filepath",
+                         height=320, elem_id="photo")
+        mask = gr.Image(label="Mask (optional; white = harmonise, same size as the photo)",
+                        sources=["upload"], type="filepath", height=180, elem_id="mask")
         system = gr.Radio(list(handling.SYSTEMS), value=handling.MASK_FREE, label="System",
                           elem_id="system")
         correction = gr.Radio(
@@ -92,5 +92,6 @@ def build_page(app: handling.App, example_rows: list[list[str]]) -> gr.Blocks:
         summary = gr.Markdown(elem_id="summary")
     examples.click(lambda i: tuple(example_rows[i]), inputs=examples, outputs=[photo, mask])
     run.click(make_handler(app), inputs=[photo, mask, system, correction],
-              outputs=[compare, detection, used_mask, downloads, summary], concurrency_limit=1)
+              outputs=[compare, detection, used_mask, downloads, summary], preprocess=False,
+              concurrency_limit=1)
   return page
