@@ -250,7 +250,9 @@ def test_page_handler_shows_upload_errors_as_messages(tmp_path, photo):
   upload = {"path": photo[0], "orig_name": "photo.png", "meta": {"_type": "gradio.FileData"}}
   compare, detection, used_mask, downloads, summary = harmonise(  # preprocess=False: the payload
       upload, None, handling.MASK_FREE, "l_moments", progress=lambda *a, **k: None)
-  assert compare[0].shape == compare[1].shape == detection.shape == (60, 90, 3)
+  np.testing.assert_array_equal(_read(compare[0])[..., ::-1], photo[1])  # before, lossless
+  assert compare[1] == downloads[0]  # "after" is the downloadable PNG itself
+  assert _read(detection).shape == (60, 90, 3)
   assert downloads == [used_mask.replace("_mask", "_harmonised"), used_mask]
   assert summary.startswith("Result 1:")
   broken = handling.App({"l_moments": None}, work_dir=str(tmp_path / "w2"))  # fails inside

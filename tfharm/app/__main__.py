@@ -7,6 +7,8 @@ The models load once, before the page is served (the program prints "serving on 
 it is ready); requests run one at a time. docs/app.md has the design and its measurements.
 """
 import os
+import shutil
+import signal
 import sys
 import time
 
@@ -50,8 +52,11 @@ def main(argv):
   from tfharm.app import examples, handling, page  # pylint: disable=g-import-not-at-top
   examples_dir = os.path.abspath(_EXAMPLES.value or examples.EXAMPLES_DIR)
   rows = examples.example_rows(examples_dir)
+  loaded = time.perf_counter()
   modules = handling.load_modules(*weights, jit_compile=_JIT.value)
+  traced = time.perf_counter()
   handling.warm_up(modules)
+  page_start = time.perf_counter()
   limits = handling.Limits(max_megapixels=_MAX_MP.value, max_megabytes=_MAX_MB.value)
   harmonise_app = handling.App(modules, limits)
   port = _PORT.value or _free_port(_HOST.value)
@@ -62,13 +67,18 @@ def main(argv):
       ssr_mode=False, mcp_server=False, quiet=True, footer_links=[], run_history=False,
       max_file_size=f"{_MAX_MB.value:g}mb", theme=page.THEME,
       allowed_paths=[os.path.abspath(harmonise_app.work_dir), examples_dir])
-  logging.info("%d example(s), models loaded and traced, page up in %.1f s", len(rows),
-               time.perf_counter() - start)
+  end = time.perf_counter()
+  # One line with the phases, for bench/bench_app.py.
+  logging.info("ready: imports %.1f s, models %.1f s, warm-up %.1f s, page %.1f s, total %.1f s "
+               "(after Python and absl started); %d example(s)", loaded - start, traced - loaded,
+               page_start - traced, end - page_start, end - start, len(rows))
   print(f"serving on {url}", flush=True)  # the line the browser test and the bench wait for
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated page cleans up too
   try:
     blocks.block_thread()
   finally:
     blocks.close()
+    shutil.rmtree(harmonise_app.work_dir, ignore_errors=True)  # this run's result files
 
 
 if __name__ == "__main__":

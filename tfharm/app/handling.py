@@ -50,6 +50,8 @@ class Result:
   overlay: np.ndarray  # (H, W, 3) uint8: the detector's map over the photo
   harmonised_path: str  # PNG, what the CLI writes with --output=...png
   mask_path: str  # 8-bit PNG of the mask the harmoniser used, as the CLI's --save_mask
+  before_path: str  # `before` as PNG, for the page
+  overlay_path: str  # `overlay` as JPEG (a picture to look at, 10x cheaper to encode than PNG)
   summary: str  # one line for the page
 
 
@@ -151,14 +153,21 @@ class App:
       harmoniser.write(decoded, mask, harmonised_path, used_mask_path)  # the CLI's pixels
       if model.detection is None:  # a mask was given, so only the harmoniser ran
         harmoniser.harmonise(decoded.rgb)  # one more pass, for the detector's map only
+      # The page shows files written here (cv2, fast) rather than arrays Gradio would encode
+      # with Pillow; the "after" it shows is the downloadable PNG itself.
+      overlay = overlay_detection(decoded.rgb, model.detection)
+      before_path = os.path.join(out_dir, f"{stem}_before.png")
+      overlay_path = os.path.join(out_dir, f"{stem}_detector.jpg")
+      files.write_image(before_path, decoded.rgb)
+      files.write_image(overlay_path, overlay)
       seconds = time.perf_counter() - start
       self.results += 1
       number = self.results
     height, width = decoded.rgb.shape[:2]
     notes = "".join(f"; {n}" for n in decoded.notes)
     return Result(before=decoded.rgb, after=files.read_image(harmonised_path).rgb,
-                  overlay=overlay_detection(decoded.rgb, model.detection),
-                  harmonised_path=harmonised_path, mask_path=used_mask_path,
+                  overlay=overlay, harmonised_path=harmonised_path, mask_path=used_mask_path,
+                  before_path=before_path, overlay_path=overlay_path,
                   summary=f"Result {number}: {width} x {height}, {system}, correction "
                           f"{correction}, {seconds:.1f} s{notes}")
 

@@ -50,8 +50,8 @@ def make_handler(app: handling.App):
       logging.exception("harmonising failed")
       raise gr.Error("the model failed on this image; the server log has the details",
                      duration=None, print_exception=False) from None
-    return ((r.before, r.after), r.overlay, r.mask_path, [r.harmonised_path, r.mask_path],
-            r.summary)
+    return ((r.before_path, r.harmonised_path), r.overlay_path, r.mask_path,
+            [r.harmonised_path, r.mask_path], r.summary)
 
   return harmonise
 
