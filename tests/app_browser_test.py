@@ -59,15 +59,21 @@ def _pixels(path):
   return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
 
 
+def _assert_downloads_equal(page, cli_dir):
+  """Downloads both files in the browser; each equals the CLI's, pixel for pixel."""
+  harmonised, mask = page.download("_harmonised.png"), page.download("_mask.png")
+  np.testing.assert_array_equal(_pixels(harmonised), _pixels(cli_dir / "harmonised.png"))
+  np.testing.assert_array_equal(_pixels(mask), _pixels(cli_dir / "mask.png"))
+  return _pixels(harmonised)
+
+
 def test_uploaded_composite_downloads_equal_the_cli_files(runs, page):
   page.upload_photo(PHOTO)
   page.harmonise()
   assert page.errors() == [], runs[0].output()
   assert "mask-free" in page.summary()
-  harmonised, mask = page.download("_harmonised.png"), page.download("_mask.png")
-  np.testing.assert_array_equal(_pixels(harmonised), _pixels(runs[1]["mask_free"] / "harmonised.png"))
-  np.testing.assert_array_equal(_pixels(mask), _pixels(runs[1]["mask_free"] / "mask.png"))
-  assert not np.array_equal(_pixels(harmonised), _pixels(PHOTO))  # it did harmonise
+  harmonised = _assert_downloads_equal(page, runs[1]["mask_free"])
+  assert not np.array_equal(harmonised, _pixels(PHOTO))  # it did harmonise
 
 
 def test_clicked_example_with_its_mask_equals_the_cli_with_mask(runs, page):
@@ -76,9 +82,7 @@ def test_clicked_example_with_its_mask_equals_the_cli_with_mask(runs, page):
   page.harmonise()
   assert page.errors() == [], runs[0].output()
   assert "with the uploaded mask" in page.summary()
-  harmonised, mask = page.download("_harmonised.png"), page.download("_mask.png")
-  np.testing.assert_array_equal(_pixels(harmonised), _pixels(runs[1]["with_mask"] / "harmonised.png"))
-  np.testing.assert_array_equal(_pixels(mask), _pixels(runs[1]["with_mask"] / "mask.png"))
+  _assert_downloads_equal(page, runs[1]["with_mask"])
   page.choose("system", "mask-free")
 
 
