@@ -38,7 +38,7 @@ def missing_browser() -> str | None:
 class Server:
   """`python -m tfharm.app --port=0 [flags]` in a child process, until stop()."""
 
-  def __init__(self, flags: tuple[str, ...] = (), timeout: float = 300.0, cwd: str | None = None):
+  def __init__(self, flags: tuple[str, ...] = (), timeout: float = 900.0, cwd: str | None = None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     self.started = time.perf_counter()
     self.proc = subprocess.Popen([sys.executable, "-m", "tfharm.app", "--port=0", *flags],
