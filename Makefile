@@ -5,12 +5,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install weights demo test test-slow bench clean
+.PHONY: install weights demo app test test-slow browser test-browser bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,beam]"
+	$(PY) -m pip install --quiet -e ".[dev,beam,app]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -25,6 +25,10 @@ demo: install weights
 	$(PY) -m tfharm.data.summary --data_dir=out/demo/tfds --config=256
 	$(PY) -m tfharm.eval --flagfile=configs/eval_demo.flags
 
+# The local web page (docs/app.md): http://127.0.0.1:7860
+app: install
+	$(PY) -m tfharm.app --flagfile=configs/app.flags
+
 test: install weights
 	$(PY) -m pytest -q -m "not slow" --durations=10 tests data_builders
 
@@ -32,12 +36,25 @@ test: install weights
 test-slow: install weights
 	$(PY) -m pytest -q -m slow tests data_builders
 
+# Debian's Chromium and its driver for the browser test (needs root, as CI has); a no-op when
+# both are there.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; fi
+
+# The web page in headless Chromium (tests/app_browser_test.py, ~1-2 min): a separate step,
+# so `make test` stays fast; .ci/run runs both. A missing browser fails it, never skips it.
+test-browser: install weights browser
+	TFHARM_REQUIRE_BROWSER=1 $(PY) -m pytest -q -m browser --durations=5 tests/app_browser_test.py
+
 bench: install weights
 	$(PY) bench/bench_builder.py
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_models.py --models=harmoniser,detector,end_to_end
 	$(PY) bench/bench_eval.py
 	$(PY) bench/bench_serving.py
+	$(PY) bench/bench_app.py
 
 clean:
 	rm -rf $(VENV) out

@@ -7,7 +7,8 @@ setuptools.setup(
     description="Mask-free image harmonisation: perceptual luminance detector + DIH harmoniser.",
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["tfharm", "tfharm.*", "data_builders", "data_builders.*"]),
-    package_data={"data_builders.luminance_composites": ["*.bib", "*.md", "*.tsv"]},
+    package_data={"data_builders.luminance_composites": ["*.bib", "*.md", "*.tsv"],
+                  "tfharm.app": ["examples/*.png"]},
     install_requires=[
         "tensorflow==2.21.*",
         "tensorflow-datasets==4.9.*",
@@ -24,7 +25,12 @@ setuptools.setup(
     extras_require={
         # dill: tfds.testing. tensorflow-serving-api: the PredictRequest protos of the export
         # tests (2.21.0 pins tensorflow>=2.21,<3 and installs with its dependencies).
-        "dev": ["pytest>=8", "scikit-image>=0.22", "dill", "tensorflow-serving-api==2.21.*"],
+        # selenium: the web page's browser test (with Debian's chromium, `make browser`).
+        "dev": ["pytest>=8", "scikit-image>=0.22", "dill", "tensorflow-serving-api==2.21.*",
+                "selenium==4.51.0"],
+        # The web page, `python -m tfharm.app` (docs/app.md). Pinned: the page relies on
+        # Gradio's DOM (element ids, toasts) in its browser test.
+        "app": ["gradio==6.31.0"],
         # The `tfds` command line imports both; the Python entry point does not need them.
         "beam": ["apache-beam>=2.60", "mlcroissant>=1.0"],
     },

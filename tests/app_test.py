@@ -1,0 +1,262 @@
+"""The web page's request handling without a browser: checks and messages, the files offered
+for download (the CLI's), the detector overlay's colours, the shipped examples and the
+Gradio handler's mapping of errors to messages. The real browser: tests/app_browser_test.py."""
+import os
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests import serving_helpers as helpers
+from tfharm.app import examples, handling, overlay
+from tfharm.serving import files
+
+
+class FakeModule:
+  """The ServingModule interface with cheap, input-dependent outputs (tf tensors, as the real
+  signatures return), counting its calls."""
+
+  def __init__(self):
+    self.calls = {"serving_default": 0, "harmonise_with_mask": 0}
+
+  def serving_default(self, image):
+    self.calls["serving_default"] += 1
+    x = tf.cast(image, tf.float32) / 255.0
+    return {"harmonised": 255 - image, "mask": x[..., :1],
+            "detection": tf.concat([x[..., :1], x[..., 1:2]], axis=-1)}
+
+  def harmonise_with_mask(self, image, mask):
+    self.calls["harmonise_with_mask"] += 1
+    return {"harmonised": tf.cast(tf.cast(image, tf.float32) * (1.0 - mask), tf.uint8)}
+
+
+def _write(path, array):
+  cv2.imwrite(str(path), array[..., ::-1] if array.ndim == 3 else array)
+  return str(path)
+
+
+@pytest.fixture
+def photo(tmp_path):
+  rgb = helpers.val_image("000000092660.jpg")[:60, :90]
+  return _write(tmp_path / "photo.png", rgb), rgb
+
+
+@pytest.fixture
+def mask_png(tmp_path):
+  mask = np.zeros((60, 90), np.uint8)
+  mask[10:40, 20:70] = 200
+  return _write(tmp_path / "mask.png", mask)
+
+
+def _app(tmp_path, **modules):
+  return handling.App(modules or {"l_moments": FakeModule(), "residual": FakeModule()},
+                      work_dir=str(tmp_path / "work"))
+
+
+def _read(path):
+  return cv2.imread(path, cv2.IMREAD_UNCHANGED)
+
+
+def test_mask_free_result_is_the_cli_files_and_the_detection_overlay(tmp_path, photo):
+  path, rgb = photo
+  module = FakeModule()
+  result = _app(tmp_path, l_moments=module).run(path, None)
+  # What tfharm.harmonise writes: FileHarmoniser.write on load_inputs' decoding.
+  cli = files.FileHarmoniser(FakeModule())
+  cli.write(*files.load_inputs(path), str(tmp_path / "cli.png"), str(tmp_path / "cli_mask.png"))
+  np.testing.assert_array_equal(_read(result.harmonised_path), _read(str(tmp_path / "cli.png")))
+  np.testing.assert_array_equal(_read(result.mask_path), _read(str(tmp_path / "cli_mask.png")))
+  assert os.path.basename(result.harmonised_path) == "photo_harmonised.png"
+  assert os.path.basename(result.mask_path) == "photo_mask.png"
+  np.testing.assert_array_equal(result.before, rgb)
+  np.testing.assert_array_equal(result.after, 255 - rgb)
+  detection = np.stack([rgb[..., 0], rgb[..., 1]], axis=-1) / 255.0
+  np.testing.assert_array_equal(result.overlay, overlay.overlay_detection(rgb, detection))
+  assert module.calls == {"serving_default": 1, "harmonise_with_mask": 0}  # one pass
+  assert result.summary.startswith("Result 1: 90 x 60, mask-free")
+
+
+def test_with_mask_uses_the_mask_for_the_result_and_a_second_pass_for_the_map(
+    tmp_path, photo, mask_png):
+  path, rgb = photo
+  module = FakeModule()
+  result = _app(tmp_path, l_moments=module).run(path, mask_png, handling.WITH_MASK)
+  mask = _read(mask_png)[..., None] / 255.0
+  np.testing.assert_array_equal(result.after, (rgb * (1.0 - mask.astype(np.float32))).astype(np.uint8))
+  np.testing.assert_array_equal(_read(result.mask_path), _read(mask_png))  # the mask used
+  assert module.calls == {"serving_default": 1, "harmonise_with_mask": 1}
+  assert not np.array_equal(result.overlay, rgb)  # the detector's map is drawn
+
+
+def test_the_chosen_correction_runs_its_own_module(tmp_path, photo):
+  modules = {"l_moments": FakeModule(), "residual": FakeModule()}
+  _app(tmp_path, **modules).run(photo[0], None, handling.MASK_FREE, "residual")
+  assert modules["residual"].calls["serving_default"] == 1
+  assert modules["l_moments"].calls["serving_default"] == 0
+
+
+def test_an_uploaded_mask_is_ignored_mask_free(tmp_path, photo, mask_png):
+  module = FakeModule()
+  _app(tmp_path, l_moments=module).run(photo[0], mask_png, handling.MASK_FREE)
+  assert module.calls == {"serving_default": 1, "harmonise_with_mask": 0}
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_photo", "upload a photo (JPEG or PNG) or click one of the examples first"),
+    ("no_mask", "'with the uploaded mask' needs a mask"),
+    ("not_an_image", "broken.png: not a readable JPEG or PNG image"),
+    ("empty_file", "empty.jpg: not a readable JPEG or PNG image"),
+    ("mask_size", "small_mask.png: mask is 30x20, the image 90x60"),
+    ("correction", "unknown correction 'sharpen'"),
+])
+def test_bad_requests_get_a_sentence_naming_the_upload_not_the_server_path(
+    tmp_path, photo, case, message):
+  (tmp_path / "broken.png").write_bytes(b"not an image at all")
+  (tmp_path / "empty.jpg").write_bytes(b"")
+  small = _write(tmp_path / "small_mask.png", np.zeros((20, 30), np.uint8))
+  args = {"no_photo": (None, None), "no_mask": (photo[0], None, handling.WITH_MASK),
+          "not_an_image": (str(tmp_path / "broken.png"), None),
+          "empty_file": (str(tmp_path / "empty.jpg"), None),
+          "mask_size": (photo[0], small, handling.WITH_MASK),
+          "correction": (photo[0], None, handling.MASK_FREE, "sharpen")}[case]
+  app = _app(tmp_path)
+  with pytest.raises(handling.UploadError) as e:
+    app.run(*args)
+  assert message in str(e.value)
+  assert str(tmp_path) not in str(e.value)
+  assert not os.listdir(app.work_dir)  # refused before any output was written
+
+
+def _png_declaring(path, width, height):
+  """A tiny PNG whose header says width x height (its pixel data is a 1x1 image's)."""
+  ok, buf = cv2.imencode(".png", np.zeros((1, 1), np.uint8))
+  data = bytearray(buf.tobytes())
+  ihdr = struct.pack(">II", width, height) + bytes(data[24:29])  # keep depth, colour type, ...
+  data[16:29] = ihdr
+  data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+  path.write_bytes(bytes(data))
+  return str(path)
+
+
+def test_size_limits_are_checked_from_the_header_before_decoding(tmp_path, photo):
+  limits = handling.Limits(max_megapixels=1.0, max_megabytes=0.001)
+  huge = _png_declaring(tmp_path / "huge.png", 40000, 30000)  # 1.2 gigapixels, ~70 bytes
+  assert os.path.getsize(huge) < 100
+  with pytest.raises(handling.UploadError, match="over 179 megapixels; this page takes up to 1 "):
+    handling.check_size(huge, "photo", handling.Limits(max_megapixels=1.0))
+  big = _png_declaring(tmp_path / "big.png", 1200, 1000)
+  with pytest.raises(handling.UploadError, match="the photo is 1200 x 1000 pixels; this page "
+                     "takes up to 1 megapixels"):
+    handling.check_size(big, "photo", handling.Limits(max_megapixels=1.0))
+  with pytest.raises(handling.UploadError, match=r"the mask is 0.0\d+ MB; this page takes up "
+                     "to 0.001 MB"):
+    handling.check_size(photo[0], "mask", limits)
+  (tmp_path / "text.png").write_text("no header")
+  handling.check_size(str(tmp_path / "text.png"), "photo", limits)  # for the decoder to report
+  handling.check_size(_png_declaring(tmp_path / "ok.png", 1000, 1000), "photo",
+                      handling.Limits(max_megapixels=1.0))  # the limit itself is allowed
+  app = handling.App({"l_moments": FakeModule()}, handling.Limits(max_megapixels=1.0),
+                     work_dir=str(tmp_path / "work"))
+  with pytest.raises(handling.UploadError, match="1200 x 1000 pixels"):
+    app.run(big, None)
+
+
+def test_only_the_last_requests_files_are_kept(tmp_path, photo):
+  app = _app(tmp_path)
+  paths = [app.run(photo[0], None).harmonised_path for _ in range(handling._KEEP_REQUESTS + 2)]
+  assert [os.path.exists(p) for p in paths] == [False] * 2 + [True] * handling._KEEP_REQUESTS
+  assert len(os.listdir(app.work_dir)) == handling._KEEP_REQUESTS
+  assert app.run(photo[0], None).summary.startswith(f"Result {handling._KEEP_REQUESTS + 3}:")
+
+
+def test_overlay_colours_follow_the_evaluation_figures():
+  rgb = np.full((1, 4, 3), 100, np.uint8)
+  detection = np.array([[[1, 0], [0, 1], [0, 0], [0.5, 0]]], np.float32)  # neg, pos, none, half
+  out = overlay.overlay_detection(rgb, detection, strength=1.0)
+  np.testing.assert_array_equal(out[0, 0], [255, 0, 0])  # darker than it should be: red
+  np.testing.assert_array_equal(out[0, 1], [0, 255, 0])  # brighter: green
+  np.testing.assert_array_equal(out[0, 2], [100, 100, 100])  # nothing seen: the photo
+  np.testing.assert_array_equal(out[0, 3], [np.round(50 + 127.5), 50, 50])
+  assert overlay.overlay_detection(rgb, detection)[0, 0, 0] == np.round((0.2 * 100 / 255 + 0.8) * 255)
+  with pytest.raises(ValueError, match="must be"):
+    overlay.overlay_detection(rgb, detection[..., :1])
+
+
+def test_real_models_shared_weights_give_the_cli_pixels_of_the_other_correction(
+    tmp_path, photo, mask_png):
+  """load_modules builds the non-default correction's pipeline on the default one's networks
+  (one copy of the weights); it must equal what the CLI builds for that --correction (random
+  weights, moved off their init). The default one is the CLI's own: tests/app_browser_test.py."""
+  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+  from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
+  weights = helpers.save_weights(str(tmp_path))
+  app = handling.App(handling.load_modules(*weights, jit_compile=False),
+                     work_dir=str(tmp_path / "work"))
+  assert list(app.modules) == ["l_moments", "residual"]
+  assert app.modules["residual"].pipeline.detector is app.modules["l_moments"].pipeline.detector
+  cli = files.FileHarmoniser(ServingModule(
+      exporter.load_serving_pipeline(*weights, correction="residual"), jit_compile=False))
+  inputs = files.load_inputs(photo[0], mask_png)
+  results = {}
+  for system, mask in ((handling.MASK_FREE, None), (handling.WITH_MASK, inputs[1])):
+    got = results[system] = app.run(photo[0], mask_png, system, "residual")
+    want = str(tmp_path / f"cli_{mask is None}.png")
+    cli.write(inputs[0], mask, want, want + ".mask.png")
+    np.testing.assert_array_equal(_read(got.harmonised_path), _read(want))
+    np.testing.assert_array_equal(_read(got.mask_path), _read(want + ".mask.png"))
+    assert np.abs(got.after.astype(int) - photo[1]).max() > 0  # it changed the photo
+  l_moments = app.run(photo[0], None, handling.MASK_FREE, "l_moments")
+  assert not np.array_equal(l_moments.after, results[handling.MASK_FREE].after)  # it matters
+
+
+def test_select_takes_half_darkened_half_brightened_big_objects_one_per_photo():
+  def example(image_id, shift, fraction):
+    mask = np.zeros((10, 10, 1), np.uint8)
+    mask.reshape(-1)[:int(fraction * 100)] = 255
+    return {"image_id": image_id, "reference_l_mean": 50.0 + shift, "target_l_mean": 50.0,
+            "mask": mask}
+  pool = [example(1, -30, 0.5), example(1, 40, 0.5),  # same photo: only one can be taken
+          example(2, -20, 0.5), example(3, -50, 0.01),  # too small
+          example(4, 10, 0.2), example(5, 25, 0.05), example(6, -5, 0.3)]
+  chosen = examples.select(pool, 4)
+  assert [(e["image_id"], examples.shift(e)) for e in chosen] == [(1, -30), (2, -20), (5, 25),
+                                                                   (4, 10)]
+
+
+def test_shipped_examples_pair_each_composite_with_its_mask_and_stay_small():
+  rows = examples.example_rows()
+  assert len(rows) == 4
+  total = 0
+  for composite, mask in rows:
+    assert mask is not None and mask.endswith(examples.MASK_SUFFIX)
+    image, m = files.read_image(composite).rgb, files.read_mask(mask, (256, 256))
+    assert image.shape == (256, 256, 3) and m.shape == (256, 256, 1)
+    assert (m > 0.5).mean() >= examples.MIN_MASK_FRACTION
+    total += os.path.getsize(composite) + os.path.getsize(mask)
+  assert total < 1_000_000
+  assert examples.example_rows("/nonexistent") == []
+
+
+def test_page_handler_shows_upload_errors_as_messages(tmp_path, photo):
+  from tfharm.app import page  # pylint: disable=g-import-not-at-top  (imports Gradio)
+  import gradio as gr  # pylint: disable=g-import-not-at-top
+  app = _app(tmp_path)
+  harmonise = page.make_handler(app)
+  with pytest.raises(gr.Error, match="upload a photo"):
+    harmonise(None, None, handling.MASK_FREE, "l_moments", progress=lambda *a, **k: None)
+  upload = {"path": photo[0], "orig_name": "photo.png", "meta": {"_type": "gradio.FileData"}}
+  compare, detection, used_mask, downloads, summary = harmonise(  # preprocess=False: the payload
+      upload, None, handling.MASK_FREE, "l_moments", progress=lambda *a, **k: None)
+  np.testing.assert_array_equal(_read(compare[0])[..., ::-1], photo[1])  # before, lossless
+  assert compare[1] == downloads[0]  # "after" is the downloadable PNG itself
+  assert _read(detection).shape == (60, 90, 3)
+  assert downloads == [used_mask.replace("_mask", "_harmonised"), used_mask]
+  assert summary.startswith("Result 1:")
+  broken = handling.App({"l_moments": None}, work_dir=str(tmp_path / "w2"))  # fails inside
+  with pytest.raises(gr.Error, match="the model failed on this image"):
+    page.make_handler(broken)(photo[0], None, handling.MASK_FREE, "l_moments",
+                              progress=lambda *a, **k: None)
+  assert isinstance(page.build_page(app, examples.example_rows()), gr.Blocks)

@@ -1,0 +1,89 @@
+"""Serve the web page on this machine: upload a photo, see the result and the detector's map.
+
+  python -m tfharm.app                                  # http://127.0.0.1:7860
+  python -m tfharm.app --flagfile=configs/app.flags --port=8080
+
+The models load once, before the page is served (the program prints "serving on URL" when
+it is ready); requests run one at a time. docs/app.md has the design and its measurements.
+"""
+import os
+import shutil
+import signal
+import sys
+import time
+
+from absl import app, flags, logging
+
+
+def _define_flags() -> None:
+  """Flags exist only when this runs as a program (BUILD_NOTES: "Flags live only in programs")."""
+  global _HOST, _PORT, _DETECTOR, _HARMONISER, _JIT, _MAX_MP, _MAX_MB, _EXAMPLES
+  _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (default: this machine "
+                              "only; the page has no authentication).")
+  _PORT = flags.DEFINE_integer("port", 7860, "Port to listen on (0: any free port).")
+  _DETECTOR = flags.DEFINE_string(
+      "detector_weights", None, "Detector file (default: checkpoints/detector_256.head.weights.h5).")
+  _HARMONISER = flags.DEFINE_string(
+      "harmoniser_weights", None, "Harmoniser file (default: checkpoints/harmoniser_256.weights.h5).")
+  _JIT = flags.DEFINE_boolean(
+      "jit_compile", None, "XLA for the networks (default: on with a GPU, off on CPU).")
+  _MAX_MP = flags.DEFINE_float("max_megapixels", 24.0, "Larger photos are refused (memory).")
+  _MAX_MB = flags.DEFINE_float("max_megabytes", 50.0, "Larger uploads are refused.")
+  _EXAMPLES = flags.DEFINE_string("examples_dir", None, "Folder of example composites "
+                                  "(default: the shipped demo composites, tfharm/app/examples).")
+
+
+def _free_port(host: str) -> int:
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind((host, 0))
+    return s.getsockname()[1]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  start = time.perf_counter()
+  from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
+  try:
+    weights = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
+  except FileNotFoundError as e:
+    raise app.UsageError(str(e)) from e
+  from tfharm.app import examples, handling, page  # pylint: disable=g-import-not-at-top
+  examples_dir = os.path.abspath(_EXAMPLES.value or examples.EXAMPLES_DIR)
+  rows = examples.example_rows(examples_dir)
+  loaded = time.perf_counter()
+  modules = handling.load_modules(*weights, jit_compile=_JIT.value)
+  traced = time.perf_counter()
+  handling.warm_up(modules)
+  page_start = time.perf_counter()
+  limits = handling.Limits(max_megapixels=_MAX_MP.value, max_megabytes=_MAX_MB.value)
+  harmonise_app = handling.App(modules, limits)
+  port = _PORT.value or _free_port(_HOST.value)
+  blocks = page.build_page(harmonise_app, rows)
+  blocks.queue(default_concurrency_limit=1)
+  _, url, _ = blocks.launch(
+      server_name=_HOST.value, server_port=port, prevent_thread_lock=True, share=False,
+      ssr_mode=False, mcp_server=False, quiet=True, footer_links=[], run_history=False,
+      max_file_size=f"{_MAX_MB.value:g}mb", theme=page.THEME,
+      allowed_paths=[os.path.abspath(harmonise_app.work_dir), examples_dir])
+  end = time.perf_counter()
+  # One line with the phases, for bench/bench_app.py.
+  logging.info("ready: imports %.1f s, models %.1f s, warm-up %.1f s, page %.1f s, total %.1f s "
+               "(after Python and absl started); %d example(s)", loaded - start, traced - loaded,
+               page_start - traced, end - page_start, end - start, len(rows))
+  print(f"serving on {url}", flush=True)  # the line the browser test and the bench wait for
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated page cleans up too
+  try:
+    blocks.block_thread()
+  finally:
+    blocks.close()
+    shutil.rmtree(harmonise_app.work_dir, ignore_errors=True)  # this run's result files
+
+
+if __name__ == "__main__":
+  _define_flags()
+  try:
+    app.run(main)
+  except KeyboardInterrupt:
+    sys.exit(0)
