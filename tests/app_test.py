@@ -232,7 +232,7 @@ def test_shipped_examples_pair_each_composite_with_its_mask_and_stay_small():
   total = 0
   for composite, mask in rows:
     assert mask is not None and mask.endswith(examples.MASK_SUFFIX)
-    image, m = files.read_image(composite).rgb, files.read_mask(mask, (256, 256))
+    image, (m, _) = files.read_image(composite).rgb, files.read_mask(mask, (256, 256))
     assert image.shape == (256, 256, 3) and m.shape == (256, 256, 1)
     assert (m > 0.5).mean() >= examples.MIN_MASK_FRACTION
     total += os.path.getsize(composite) + os.path.getsize(mask)

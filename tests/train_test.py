@@ -77,6 +77,7 @@ def test_sigkill_then_same_command_resumes(tmp_path):
   assert iters and reader.get_tensor(iters[0]) == killed_at + 15, iters
 
 
+@pytest.mark.slow  # ~70 s; the harmoniser's SIGKILL test covers the command's resume in make test
 def test_detector_sigkill_then_same_command_resumes_with_crops(tmp_path):
   """The detector through the same command: seeded training crops, SIGKILL, resume; the
   frozen ImageNet backbone is bit-identical to the weights file afterwards."""
