@@ -31,12 +31,11 @@ from tfharm.metrics import localisation
 from tfharm.metrics import lpips as lpips_lib
 from tfharm.metrics.device import default_jit_compile
 from tfharm.models import abstention
-from tfharm.models import baselines
 from tfharm.models import checkpoints
-from tfharm.models import correction
 from tfharm.models import detector as detector_lib
 from tfharm.models import detector_labels
 from tfharm.models import harmoniser as harmoniser_lib
+from tfharm.models import methods
 
 # The paper's rows first (Table 1), then the ablations, then the corrected variants.
 METHODS = ("composite", "harmoniser_gt_mask", "detector_harmoniser",
@@ -168,17 +167,15 @@ class EvalGraph:
   def compute_real_photos(self, photo: tf.Tensor) -> dict:
     """Unedited (B, S, S, 3) photos through the mask-free rows: PSNR of output vs input, and
     the fraction of pixels the detector fires on (soft mask > 0.5)."""
-    b = tf.shape(photo)[0]
     detection = detector_lib.detection_channels(
         tf.cast(self.detector(photo, training=False), tf.float32))
     soft = detector_lib.soft_mask(detection)
     gated = abstention.apply_gate(soft, self.gate)
-    masks = tf.concat([soft, gated], axis=0)
-    pred = harmoniser_lib.harmonise(self.harmoniser, tf.tile(photo, [2, 1, 1, 1]), masks)
+    masks = {"detector_harmoniser": soft, "detector_harmoniser_abstain": gated}
+    images = methods.method_images(photo, methods.harmonise_masks(self.harmoniser, photo, masks),
+                                   masks, REAL_PHOTO_METHODS)
     out = {}
-    for i, name in enumerate(REAL_PHOTO_METHODS):
-      m = masks[i * b:(i + 1) * b]
-      image = correction.apply_correction("l_moments", photo, m, photo, m, pred[i * b:(i + 1) * b])
+    for name, image in images.items():
       mse = image_metrics.mse(image, photo, value_range=(0.0, 1.0))
       out[f"{name}/psnr"] = image_metrics.psnr_from_mse(mse, max_db=100.0)
     out["detector/fire_fraction"] = tf.reduce_mean(tf.cast(soft > 0.5, tf.float32), axis=[1, 2, 3])
@@ -193,20 +190,9 @@ class EvalGraph:
     soft = detector_lib.soft_mask(detection)  # (B, S, S, 1)
     binarised = tf.cast(soft > self.threshold, tf.float32)
     gated = abstention.apply_gate(soft, self.gate)
-    masks = tf.concat([mask, soft, binarised, tf.zeros_like(mask), gated], axis=0)  # (5B, ...)
-    k_h = len(HARMONISER_METHODS)
-    harmonised = harmoniser_lib.harmonise(self.harmoniser, tf.tile(composite, [k_h, 1, 1, 1]),
-                                          masks)  # (5B, S, S, 3), raw output in [0, 1]
-    images = {"composite": composite}
-    raw = {name: harmonised[i * b:(i + 1) * b] for i, name in enumerate(HARMONISER_METHODS)}
-    images.update({k: v for k, v in raw.items() if k in METHODS})
-    images["harmoniser_gt_mask_gated"] = composite + mask * (images["harmoniser_gt_mask"] - composite)
-    images["detector_harmoniser_gated"] = composite + soft * (images["detector_harmoniser"] - composite)
-    for name, m in (("harmoniser_gt_mask", mask), ("detector_harmoniser", soft),
-                    ("detector_harmoniser_abstain", gated)):
-      images[f"{name}_l_moments"] = correction.apply_correction(
-          "l_moments", composite, m, composite, m, raw[name])
-    images["ring_l_mean_gt_mask"] = baselines.ring_l_mean(composite, mask)
+    masks = dict(zip(HARMONISER_METHODS, (mask, soft, binarised, tf.zeros_like(mask), gated)))
+    raw = methods.harmonise_masks(self.harmoniser, composite, masks)  # one 5B call
+    images = methods.method_images(composite, raw, masks, METHODS)
 
     k = len(METHODS)
     stacked = tf.concat([images[m] for m in METHODS], axis=0)  # (kB, S, S, 3)

@@ -273,12 +273,3 @@ def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) ->
   model.load_weights(path)
   return model
 
-
-def __getattr__(name: str):
-  """`DetectorTask` moved to tfharm.training.tasks.detector; this forward (PEP 562, imported
-  only when used) remains for tfharm/validation.py's `DetectorTask(image_size=None)` until that
-  module imports from there."""
-  if name == "DetectorTask":
-    from tfharm.training.tasks import detector as task_lib  # pylint: disable=g-import-not-at-top
-    return lambda **kwargs: task_lib.DetectorTask(task_lib.DetectorTaskConfig(**kwargs))
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
