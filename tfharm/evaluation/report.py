@@ -216,12 +216,13 @@ def main_table(summary: dict) -> str:
 
 
 def detector_table(summary: dict) -> str:
-  d, s = summary["detector"], summary["detector_suprathreshold"]
+  from tfharm.models.detector_labels import LabelConfig  # pylint: disable=g-import-not-at-top
+  d, s, labels = summary["detector"], summary["detector_suprathreshold"], LabelConfig()
   return ("| detector (soft mask max(p_neg, p_pos)) vs GT mask | n | IoU | F1 | AP |\n"
           "|---|---:|---:|---:|---:|\n"
           f"| all composites | {summary['num_examples']} | {_fmt(d['iou'], 'iou')} | "
           f"{_fmt(d['f1'], 'f1')} | {_fmt(d['ap'], 'ap')} |\n"
-          f"| suprathreshold composites (L* ratio < 0.845 or > 1.174) | {s['num_examples']} | "
+          f"| suprathreshold composites (L* ratio < {labels.tau_neg} or > {labels.tau_pos}) | {s['num_examples']} | "
           f"{_fmt(s['iou'], 'iou')} | {_fmt(s['f1'], 'f1')} | {_fmt(s['ap'], 'ap')} |")
 
 
