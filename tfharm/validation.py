@@ -1,7 +1,7 @@
 """Validation of a harmoniser checkpoint on a `luminance_composites` split, with true masks.
 
-  python -m tfharm.validation --data_dir=/work/runs/tfds --config=256 --split=test \
-      [--weights=checkpoints/harmoniser_256.weights.h5] [--output_json=out.json]
+  python -m tfharm.validation --data_dir=DATA --config=256 --split=test \
+      [--weights=tfharm/presets/harmoniser_256.weights.h5] [--output_json=out.json]
 
 Scores these ways of producing an image, each against the real photograph: `composite` (no
 harmonisation), `harmoniser_gt_mask` (C_s, the network's output as it is),
@@ -11,7 +11,7 @@ object moved onto the L* mean/std of the prediction, tfharm.models.correction),
 `harmoniser_empty_mask` (does the network change images it should leave alone?) and
 `harmoniser_empty_mask_l_moments` (the same through the correction), and how far each moved
 away from its input composite (`empty_mask_change`, `empty_mask_change_l_moments`).
-These are the numbers in checkpoints/README.md.
+These are the numbers in tfharm/presets/README.md.
 """
 
 from __future__ import annotations

@@ -46,9 +46,8 @@ def image_metrics(pred: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict[str
 
 
 def _image(outputs) -> tf.Tensor:
-  """The harmonised image (B, S, S, 3) in [-1, 1] of the model's output (a dict with the
-  parsing branch)."""
-  return tf.cast(outputs["image"] if isinstance(outputs, dict) else outputs, tf.float32)
+  """The harmonised image (B, S, S, 3) in [-1, 1] of the model's output dict."""
+  return tf.cast(outputs["image"], tf.float32)
 
 
 class HarmoniserTask(Task):
