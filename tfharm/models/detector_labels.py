@@ -1,6 +1,6 @@
 """Per-pixel training labels and class weights for the luminance detector.
 
-architectures.md section 2.3/2.4. A composite's target object is summarised by the ratio of
+docs/architecture.md, "The detector". A composite's target object is summarised by the ratio of
 its mean lightness to the real image's over the mask,
 
     r = (mean_mask L*(composite) + eps) / (mean_mask L*(real) + eps),
@@ -91,7 +91,7 @@ def make_labels(composite: tf.Tensor, real: tf.Tensor, mask: tf.Tensor,
 
 
 def class_weights(labels: tf.Tensor, max_weight: float = 10.0) -> tf.Tensor:
-  """(3,) weights from the label frequencies of a batch (architectures.md 2.4).
+  """(3,) weights from the label frequencies of a batch (docs/decisions.md, "Detector labels and loss").
 
   none gets 1; each object class c gets clip(sqrt(f_none / f_c), 1, max_weight). A class
   absent from the batch gets max_weight (it has no pixels, so the value does not matter).
