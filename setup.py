@@ -8,7 +8,9 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["tfharm", "tfharm.*", "data_builders", "data_builders.*"]),
     package_data={"data_builders.luminance_composites": ["*.bib", "*.md", "*.tsv"],
-                  "tfharm.app": ["examples/*.png"]},
+                  "tfharm.app": ["examples/*.png"],
+                  # The shipped weights (tfharm.presets), ~25 MB: a plain `pip install .` has them.
+                  "tfharm.presets": ["*.weights.h5", "*.json", "README.md"]},
     install_requires=[
         "tensorflow==2.21.*",
         "tensorflow-datasets==4.9.*",

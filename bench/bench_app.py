@@ -1,4 +1,4 @@
-"""The web page's two times (issue 19): start-up, and upload to result for a 1024x768 photo.
+"""The web page's two times: start-up, and upload to result for a 1024x768 photo.
 
   python bench/bench_app.py [--runs=3] [--startups=2] [--screenshot=docs/app.png]
 
@@ -24,7 +24,6 @@ from absl import app, flags
 
 import measure  # bench/measure.py
 
-sys.path.insert(0, measure.REPO)
 from tfharm.app import browser, examples  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _RUNS = flags.DEFINE_integer("runs", 3, "Timed uploads per system (after one untimed).")

@@ -1,6 +1,6 @@
 """Composite build throughput on a COCO root, and where the time goes.
 
-  python bench/bench_builder.py [--coco_root=../shared/data/coco_mini] [--paper_count=4000]
+  python bench/bench_builder.py [--coco_root=COCO_MINI] [--paper_count=4000]
 
 Prints one line per figure, `name value unit`:
 - whole builds (TFDS writing included) at 256 and 512, one composite per eligible object;
@@ -22,9 +22,7 @@ from data_builders.luminance_composites import luminance_composites_dataset_buil
 from tfharm import colour
 from tfharm.data import coco, composites, generation
 
-_ROOT = flags.DEFINE_string("coco_root", os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "data",
-    "coco_mini"), "COCO 2017 root.")
+_ROOT = flags.DEFINE_string("coco_root", None, "COCO 2017 root (e.g. a coco_mini download).")
 _PAPER_COUNT = flags.DEFINE_integer("paper_count", 4000, "Composites in the paper-style build.")
 _WORKERS = flags.DEFINE_integer("workers", None, "Build processes (default: all cores).")
 
@@ -74,7 +72,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.ERROR)
-  if not os.path.isdir(_ROOT.value):
+  if not _ROOT.value or not os.path.isdir(_ROOT.value):
     print(f"# no COCO root at {_ROOT.value}: pass --coco_root")
     return
   if _WORKERS.value:

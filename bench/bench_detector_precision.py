@@ -2,7 +2,7 @@
 
   python bench/bench_detector_precision.py --data_dir=out/demo/tfds --examples=16
 
-Runs the same weights (checkpoints/detector_256.head.weights.h5) in float32 and in
+Runs the same weights (tfharm/presets/detector_256.head.weights.h5) in float32 and in
 mixed_bfloat16 on real composites and reports the largest and mean change of the 2-channel
 map, how many pixels flip across the 0.5 threshold of max(p_neg, p_pos), and the IoU between
 the two thresholded masks. Each precision runs in its own process (the dtype policy is global).

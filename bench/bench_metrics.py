@@ -44,7 +44,7 @@ def _worker() -> None:
                       verbose=False).eval()
       convs = [c for c in m.net.modules() if isinstance(c, torch.nn.Conv2d)]
       with torch.no_grad():
-        for i, conv in enumerate(convs):  # HWIO -> OIHW, as ../shared/lpips/make_reference.py
+        for i, conv in enumerate(convs):  # HWIO -> OIHW, as the official lpips package stores them
           conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w[f"k{i}"].transpose(3, 2, 0, 1))))
           conv.bias.copy_(torch.from_numpy(w[f"b{i}"]))
       models[req["net"]] = m

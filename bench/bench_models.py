@@ -95,7 +95,7 @@ def _harmoniser_variant(mode: str, precision: str, xla: bool, batch: int, size: 
 
     def step():
       with tf.GradientTape() as tape:
-        pred = tf.cast(model(inputs, training=True), tf.float32)
+        pred = tf.cast(model(inputs, training=True)["image"], tf.float32)
         loss = tf.reduce_mean(tf.square(pred - target))
       optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
       return loss

@@ -1,7 +1,7 @@
 """Chooses the mask-free path's abstention gate on the validation split, for given weights.
 
   python scripts/calibrate_gate.py --data_dir=DATA [--detector_weights=...] \
-      [--harmoniser_weights=...] [--output=checkpoints/gate_256.json]
+      [--harmoniser_weights=...] [--output=tfharm/presets/gate_256.json]
 
 For every gate of a grid (pixel threshold x minimum confident area, tfharm.models.abstention),
 the validation composites and the split's unedited photos go through detector -> gate ->
@@ -46,8 +46,8 @@ def _psnr(a, b):
 
 def main(argv):
   del argv
-  harmoniser, h_path = runner.load_harmoniser(_HARMONISER.value, 256)
-  detector, d_path = runner.load_detector(_DETECTOR.value)
+  harmoniser, h_path = runner.open_harmoniser(_HARMONISER.value, 256)
+  detector, d_path = runner.open_detector(_DETECTOR.value)
   gates = [abstention.Gate(float(t), float(a))
            for t, a in itertools.product(_THRESHOLDS.value, _AREAS.value)]
 

@@ -1,4 +1,4 @@
-"""Prints the checkpoints/README.md tables from the shipped files' .metrics.json records.
+"""Prints the tfharm/presets/README.md tables from the shipped files' .metrics.json records.
 
   python scripts/checkpoint_tables.py
 
@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import os
 
-CHECKPOINTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "checkpoints")
+from tfharm import presets
 HARMONISER_ROWS = (
     ("composite (unharmonised)", "composite"),
     ("**tfharm's output: L\\* moment correction, GT mask**", "harmoniser_gt_mask_l_moments"),
@@ -30,7 +29,7 @@ DETECTOR_ROWS = (("IoU (suprathreshold objects)", "iou", "iou_count"),
 
 
 def _load(name: str) -> dict:
-  with open(os.path.join(CHECKPOINTS, name)) as f:
+  with open(os.path.join(presets.DIRECTORY, name)) as f:
     return json.load(f)
 
 
@@ -55,9 +54,9 @@ def detector_table(record: dict) -> str:
 
 
 def main():
-  print("Harmoniser (`checkpoints/harmoniser_256.metrics.json`):\n")
+  print("Harmoniser (`tfharm/presets/harmoniser_256.metrics.json`):\n")
   print(harmoniser_table(_load("harmoniser_256.metrics.json")))
-  print("\nDetector (`checkpoints/detector_256.metrics.json`, threshold 0.5 on max(p_neg, p_pos)):\n")
+  print("\nDetector (`tfharm/presets/detector_256.metrics.json`, threshold 0.5 on max(p_neg, p_pos)):\n")
   print(detector_table(_load("detector_256.metrics.json")))
 
 

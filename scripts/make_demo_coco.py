@@ -1,6 +1,6 @@
 """Regenerates the embedded demo sample from a COCO 2017 root.
 
-  python scripts/make_demo_coco.py --coco_root=../shared/data/coco_mini \
+  python scripts/make_demo_coco.py --coco_root=COCO_MINI \
       --output_dir=data_builders/luminance_composites/dummy_data
 
 Takes up to 16 annotated val2017 photographs, downscales them to at most 320 px on the long side,

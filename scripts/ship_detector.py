@@ -3,8 +3,8 @@
   python scripts/ship_detector.py --workdir=RUN --data_dir=DATA [--checkpoint=ckpt-N]
   python scripts/ship_detector.py --rescore --data_dir=DATA   # the shipped file, new data
 
-Writes checkpoints/detector_256.head.weights.h5 (only the layers we trained; the frozen VGG16
-is rebuilt from the converted ImageNet weights) and checkpoints/detector_256.metrics.json: the
+Writes tfharm/presets/detector_256.head.weights.h5 (only the layers we trained; the frozen VGG16
+is rebuilt from the converted ImageNet weights) and tfharm/presets/detector_256.metrics.json: the
 scores of the shipped file, reloaded, on the `256` build's `validation` split (what a checkpoint
 is chosen on) and `test` split (reported only), the test split's first 16 examples (what the
 fast test re-checks), and the training step. `--rescore` keeps the shipped file and its

@@ -3,8 +3,8 @@
   python scripts/ship_harmoniser.py --workdir=RUN --data_dir=DATA [--checkpoint=ckpt-N]
   python scripts/ship_harmoniser.py --rescore --data_dir=DATA   # the shipped file, new data
 
-Writes checkpoints/harmoniser_256.weights.h5 (float16 storage) and
-checkpoints/harmoniser_256.metrics.json: the scores of the float16 file on the `256` build's
+Writes tfharm/presets/harmoniser_256.weights.h5 (float16 storage) and
+tfharm/presets/harmoniser_256.metrics.json: the scores of the float16 file on the `256` build's
 `validation` split (what a checkpoint is chosen on: scripts/select_checkpoint.py) and `test`
 split (reported only), the float32 weights' test scores, and the training step. `--rescore`
 keeps the shipped file and its provenance and re-measures it (e.g. after a dataset rebuild).

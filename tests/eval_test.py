@@ -332,7 +332,7 @@ def test_not_a_detector_file(demo_build, weight_files, tmp_path):
 
 def test_missing_weight_files_say_how_to_get_them(demo_build, weight_files, tmp_path):
   with pytest.raises(evaluation.EvaluationError, match="harmoniser weights .*nope.* not found.*"
-                                                       "checkpoints/README.md"):
+                                                       "tfharm/presets/README.md"):
     evaluation.evaluate(_config(demo_build, weight_files, tmp_path,
                                 harmoniser_weights=str(tmp_path / "nope.weights.h5")))
   with pytest.raises(evaluation.EvaluationError, match="detector weights .* not found.*"
@@ -341,9 +341,10 @@ def test_missing_weight_files_say_how_to_get_them(demo_build, weight_files, tmp_
                                 detector_weights=str(tmp_path / "nope.head.weights.h5")))
 
 
-def test_default_weights_resolve_to_the_repository_not_the_cwd(demo_build, tmp_path, monkeypatch):
-  assert runner.HARMONISER_256 == os.path.join(REPO, "checkpoints", "harmoniser_256.weights.h5")
-  assert runner.DETECTOR_256 == os.path.join(REPO, "checkpoints", "detector_256.head.weights.h5")
+def test_default_weights_resolve_to_the_package_not_the_cwd(demo_build, tmp_path, monkeypatch):
+  presets_dir = os.path.join(REPO, "tfharm", "presets")
+  assert runner.HARMONISER_256 == os.path.join(presets_dir, "harmoniser_256.weights.h5")
+  assert runner.DETECTOR_256 == os.path.join(presets_dir, "detector_256.head.weights.h5")
   monkeypatch.chdir(tmp_path)
   cfg = evaluation.EvalConfig(data_dir=_root(demo_build), output_dir=str(tmp_path / "o"),
                               max_examples=1, batch_size=1, progress=False)
@@ -352,7 +353,7 @@ def test_default_weights_resolve_to_the_repository_not_the_cwd(demo_build, tmp_p
       evaluation.evaluate(cfg)
     assert runner.HARMONISER_256 in str(e.value) or runner.DETECTOR_256 in str(e.value)
     return
-  # The committed checkpoints are what an evaluation without weight flags uses, from any cwd.
+  # The shipped presets are what an evaluation without weight flags uses, from any cwd.
   evaluation.evaluate(cfg)
   with open(tmp_path / "o" / "metrics.json") as f:
     provenance = json.dumps(json.load(f)["provenance"])
@@ -399,8 +400,8 @@ def test_interrupted_run_never_leaves_a_metrics_json(demo_build, weight_files, t
     shutil.copytree(eval_run[1], out)
   monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
   stub = lambda path, *a: (keras.Sequential([keras.layers.Identity()]), os.path.abspath(path))
-  monkeypatch.setattr(runner, "load_detector", stub)
-  monkeypatch.setattr(runner, "load_harmoniser", stub)
+  monkeypatch.setattr(runner, "open_detector", stub)
+  monkeypatch.setattr(runner, "open_harmoniser", stub)
   monkeypatch.setattr(figures, "plot_examples", _interrupt)
   before = {n: (out / n).read_bytes() for n in ("metrics.json", "per_image.csv")} if previous else {}
   with pytest.raises(KeyboardInterrupt):
@@ -423,8 +424,8 @@ def test_a_rerun_removes_the_staging_dirs_of_killed_runs(demo_build, weight_file
     (out / name / "per_image.csv").write_text("partial")
   monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
   stub = lambda path, *a: (keras.Sequential([keras.layers.Identity()]), os.path.abspath(path))
-  monkeypatch.setattr(runner, "load_detector", stub)
-  monkeypatch.setattr(runner, "load_harmoniser", stub)
+  monkeypatch.setattr(runner, "open_detector", stub)
+  monkeypatch.setattr(runner, "open_harmoniser", stub)
   monkeypatch.setattr(figures, "plot_examples", _interrupt)
   with pytest.raises(KeyboardInterrupt):
     evaluation.evaluate(_config(demo_build, weight_files, out))

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from tests import serving_helpers as helpers
-from tfharm.models import checkpoints
+from tfharm import presets
 from tfharm.models.pipeline import load_pipeline
 from tfharm.serving import exporter
 
@@ -263,9 +263,9 @@ def test_missing_weights_are_named(tmp_path):
   assert "missing weights" in proc.stderr
   assert f"{tmp_path}/nope.head.weights.h5" in proc.stderr and f"{tmp_path}/nope.weights.h5" in proc.stderr
   assert not base.exists()
-  # the defaults are the committed checkpoints, resolved from the package, not the cwd
-  assert exporter.DEFAULT_DETECTOR == checkpoints.DETECTOR_256
-  assert exporter.DEFAULT_HARMONISER == checkpoints.HARMONISER_256
+  # the defaults are the shipped presets, resolved from the package, not the cwd
+  assert exporter.DEFAULT_DETECTOR == presets.get("detector_256").weights_path
+  assert exporter.DEFAULT_HARMONISER == presets.get("harmoniser_256").weights_path
   missing = [p for p in (exporter.DEFAULT_DETECTOR, exporter.DEFAULT_HARMONISER)
              if not os.path.exists(p)]
   if missing:

@@ -23,11 +23,11 @@ _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the results go.")
 _DETECTOR_WEIGHTS = flags.DEFINE_string(
     "detector_weights", None,
-    "Detector file (head file, .keras or .weights.h5). Default: the committed "
-    "checkpoints/detector_256.head.weights.h5 of this repository (not relative to the cwd).")
+    "Detector file (head file, .keras or .weights.h5) or preset name. Default: preset "
+    "detector_256, package data of tfharm (not relative to the cwd).")
 _HARMONISER_WEIGHTS = flags.DEFINE_string(
     "harmoniser_weights", None,
-    "Harmoniser .weights.h5/.keras. Default: the committed checkpoints/harmoniser_256.weights.h5.")
+    "Harmoniser .weights.h5/.keras or preset name. Default: preset harmoniser_256.")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per graph call.")
 _LPIPS_NET = flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone.")
@@ -37,7 +37,7 @@ _JIT_COMPILE = flags.DEFINE_bool(
 _THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Binarised-mask and IoU/F1 threshold.")
 _GATE_FILE = flags.DEFINE_string(
     "gate_file", None, "Abstention gate of the abstaining rows (scripts/calibrate_gate.py). "
-    "Default: checkpoints/gate_256.json when present (it must match the weights), else none.")
+    "Default: tfharm/presets/gate_256.json when present (it must match the weights), else none.")
 _REAL_PHOTOS = flags.DEFINE_bool("real_photos", True, "Also run the split's unedited photos "
                                  "through the mask-free rows (do-no-harm section).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace results already in --output_dir.")

@@ -18,14 +18,14 @@ _EXPORT_BYTES = 150 << 20
 
 
 def _define_flags() -> None:
-  """Flags exist only when this runs as a program (BUILD_NOTES: "Flags live only in programs")."""
+  """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
   global _EXPORT_DIR, _VERSION, _DETECTOR, _HARMONISER, _OVERWRITE, _JIT, _CORRECTION
   _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Model base path; writes <export_dir>/<version>/.")
   _VERSION = flags.DEFINE_integer("version", None, "Version number (default: 1 + the largest there).")
   _DETECTOR = flags.DEFINE_string(
-      "detector_weights", None, "Detector file (default: checkpoints/detector_256.head.weights.h5).")
+      "detector_weights", None, "Detector file or preset name (default: preset detector_256, tfharm.presets).")
   _HARMONISER = flags.DEFINE_string(
-      "harmoniser_weights", None, "Harmoniser file (default: checkpoints/harmoniser_256.weights.h5).")
+      "harmoniser_weights", None, "Harmoniser file or preset name (default: preset harmoniser_256).")
   _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace an existing version.")
   _JIT = flags.DEFINE_boolean(
       "jit_compile", None, "XLA for the networks (default: on with a GPU, off on CPU).")

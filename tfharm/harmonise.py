@@ -24,7 +24,7 @@ from tfharm.cli import program
 
 
 def _define_flags() -> None:
-  """Flags exist only when this runs as a program (BUILD_NOTES: "Flags live only in programs")."""
+  """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
   global _INPUT, _OUTPUT, _MASK, _SAVE_MASK, _DETECTOR, _HARMONISER, _JIT, _CORRECTION
   global _MASK_SCALE, _CACHE
   _INPUT = flags.DEFINE_string("input", None, "An image (.jpg/.jpeg/.png) or a folder of them.")
@@ -39,9 +39,9 @@ def _define_flags() -> None:
   _SAVE_MASK = flags.DEFINE_string("save_mask", None, "Also write the mask used as an 8-bit PNG "
                                    "(folder mode: a folder).")
   _DETECTOR = flags.DEFINE_string(
-      "detector_weights", None, "Detector file (default: checkpoints/detector_256.head.weights.h5).")
+      "detector_weights", None, "Detector file or preset name (default: preset detector_256, tfharm.presets).")
   _HARMONISER = flags.DEFINE_string(
-      "harmoniser_weights", None, "Harmoniser file (default: checkpoints/harmoniser_256.weights.h5).")
+      "harmoniser_weights", None, "Harmoniser file or preset name (default: preset harmoniser_256).")
   _JIT = flags.DEFINE_boolean(
       "jit_compile", None, "XLA for the networks (default: on with a GPU, off on CPU).")
   # Literal choices: importing tfharm.models would start TensorFlow before the cheap checks

@@ -95,7 +95,7 @@ def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   real("semantic_weight", _H.semantic_weight, "Weight of the parsing CE loss.")
   integer("num_classes", _H.model.num_classes, "Parsing classes (80 COCO + background).")
   string("harmoniser_init", "",
-         "Harmoniser: start from these weights (e.g. checkpoints/harmoniser_256.weights.h5, to "
+         "Harmoniser: start from these weights (e.g. tfharm/presets/harmoniser_256.weights.h5, to "
          "fine-tune it); a resumed checkpoint overrides them.")
   # detector and its AET pre-training
   boolean("detector_freeze_encoder", _D.model.freeze_encoder,
@@ -106,7 +106,7 @@ def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
           "--detector_freeze_encoder: the authors' 'entire encoder', for an AET init).")
   string("detector_init", "",
          "Detector: start from this AET trunk file (<workdir>/detector_aet.trunk.weights.h5 of "
-         "--model=detector_aet) or a detector head file (e.g. checkpoints/detector_256.head."
+         "--model=detector_aet) or a detector head file (e.g. tfharm/presets/detector_256.head."
          "weights.h5, to fine-tune it); a resumed checkpoint overrides it.")
   real("detector_tau_neg", _D.labels.tau_neg,
        "Detector labels: mean-L* ratio below this is negative.")

@@ -1,7 +1,7 @@
 """Validation of a harmoniser checkpoint on a `luminance_composites` split, with true masks.
 
-  python -m tfharm.validation --data_dir=/work/runs/tfds --config=256 --split=test \
-      [--weights=checkpoints/harmoniser_256.weights.h5] [--output_json=out.json]
+  python -m tfharm.validation --data_dir=DATA --config=256 --split=test \
+      [--weights=tfharm/presets/harmoniser_256.weights.h5] [--output_json=out.json]
 
 Scores these ways of producing an image, each against the real photograph: `composite` (no
 harmonisation), `harmoniser_gt_mask` (C_s, the network's output as it is),
@@ -11,7 +11,7 @@ object moved onto the L* mean/std of the prediction, tfharm.models.correction),
 `harmoniser_empty_mask` (does the network change images it should leave alone?) and
 `harmoniser_empty_mask_l_moments` (the same through the correction), and how far each moved
 away from its input composite (`empty_mask_change`, `empty_mask_change_l_moments`).
-These are the numbers in checkpoints/README.md.
+These are the numbers in tfharm/presets/README.md.
 """
 
 from __future__ import annotations
@@ -25,9 +25,15 @@ import numpy as np
 import tensorflow as tf
 
 from tfharm.data import pipeline
+from tfharm.metrics import aggregate
 from tfharm.metrics import image as image_metrics
-from tfharm.models import correction
 from tfharm.models import harmoniser as harmoniser_lib
+from tfharm.models import methods
+
+# The gated row is reported beside the network's own output, never instead of it.
+VALIDATION_METHODS = ("composite", "harmoniser_gt_mask", "harmoniser_gt_mask_gated",
+                      "harmoniser_gt_mask_l_moments", "harmoniser_empty_mask",
+                      "harmoniser_empty_mask_l_moments")
 
 def _define_flags() -> None:
   """Command-line flags, defined only when run as a program: importing the library part
@@ -48,20 +54,9 @@ def harmoniser_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
   @tf.function
   def score(batch):
     comp, real, mask = batch["composite"], batch["real"], batch["mask"]
-    harmonised = harmoniser_lib.harmonise(model, comp, mask)
-    outputs = {
-        "composite": comp,
-        "harmoniser_gt_mask": harmonised,
-        # Reported beside the network's own output, never instead of it: the composite outside
-        # the mask, the network inside (architectures.md section 3).
-        "harmoniser_gt_mask_gated": comp * (1.0 - mask) + harmonised * mask,
-        "harmoniser_gt_mask_l_moments": correction.apply_correction(
-            "l_moments", comp, mask, comp, mask, harmonised),
-        "harmoniser_empty_mask": harmoniser_lib.harmonise(model, comp, tf.zeros_like(mask)),
-    }
-    outputs["harmoniser_empty_mask_l_moments"] = correction.apply_correction(
-        "l_moments", comp, tf.zeros_like(mask), comp, tf.zeros_like(mask),
-        outputs["harmoniser_empty_mask"])
+    masks = {"harmoniser_gt_mask": mask, "harmoniser_empty_mask": tf.zeros_like(mask)}
+    outputs = methods.method_images(comp, methods.harmonise_masks(model, comp, masks), masks,
+                                    VALIDATION_METHODS)
     result = {name: image_metrics.image_metrics(out, real, mask, value_range=(0.0, 1.0))
               for name, out in outputs.items()}
     for name in ("harmoniser_empty_mask", "harmoniser_empty_mask_l_moments"):
@@ -87,8 +82,8 @@ def detector_scores(model: keras.Model, dataset: tf.data.Dataset, task=None) -> 
   labels and definitions (`DetectorTask.metrics`: IoU/F1/AP against the suprathreshold object,
   sign accuracy, silence on subthreshold composites); NaN entries (a metric that does not apply
   to an image) are left out of each mean, and the counts behind each mean are reported."""
-  from tfharm.models import detector as detector_lib  # the detector pulls in VGG16 weights
-  task = task or detector_lib.DetectorTask(image_size=None)
+  from tfharm.training.tasks import detector as task_lib  # pylint: disable=g-import-not-at-top
+  task = task or task_lib.DetectorTask(task_lib.DetectorTaskConfig(image_size=None))
 
   @tf.function
   def score(batch):
@@ -103,10 +98,8 @@ def detector_scores(model: keras.Model, dataset: tf.data.Dataset, task=None) -> 
     bar.update(i + 1)
   out: dict = {"num_examples": int(sum(len(v) for v in values["pixel_accuracy"]))}
   for metric, chunks in values.items():
-    v = np.concatenate(chunks)
-    finite = v[np.isfinite(v)]
-    out[metric] = float(np.mean(finite)) if finite.size else float("nan")
-    out[f"{metric}_count"] = int(finite.size)
+    out[metric] = aggregate.nanmean(chunks)
+    out[f"{metric}_count"] = int(sum(np.count_nonzero(~np.isnan(c)) for c in chunks))
   return out
 
 

@@ -1,13 +1,16 @@
 """The shipped harmoniser: compact storage, one-call loading, and its recorded numbers."""
 
-import json
 import os
 
 import numpy as np
 import pytest
 
+from tfharm import presets
 from tfharm.models import checkpoints
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, load_harmoniser
+
+HARMONISER_256 = presets.get("harmoniser_256").weights_path
+DETECTOR_256 = presets.get("detector_256").weights_path
 
 
 def test_float16_storage_round_trips_to_float16_precision(tmp_path):
@@ -29,17 +32,11 @@ def test_float16_storage_round_trips_to_float16_precision(tmp_path):
 
 @pytest.fixture(scope="module")
 def shipped_record():
-  path = checkpoints.HARMONISER_256.replace(".weights.h5", ".metrics.json")
-  if not os.path.exists(checkpoints.HARMONISER_256):
-    # Issue 5: a checkpoint is committed only once it beats the unharmonised composite; until
-    # then these two tests have nothing to check. They run as soon as the file exists.
-    pytest.skip(f"no shipped harmoniser yet ({checkpoints.HARMONISER_256})")
-  with open(path) as f:
-    return json.load(f)
+  return presets.get("harmoniser_256").recorded_metrics()
 
 
 def test_shipped_file_is_small_and_loads_with_one_call(shipped_record):
-  assert os.path.getsize(checkpoints.HARMONISER_256) <= 25 * 2**20
+  assert os.path.getsize(HARMONISER_256) <= 25 * 2**20
   model = load_harmoniser()
   assert model.count_params() == 8_274_179
   assert shipped_record["step"] > 0
@@ -49,7 +46,7 @@ def test_shipped_harmoniser_record_says_what_it_does(shipped_record):
   """The recorded numbers (the next test re-measures them): with an empty mask tfharm's output
   changes nothing on either split (bit identity: tests/models/correction_test.py); with the true
   mask it beats the composite on validation. On the dataset-2.0.0 test split it does not (its
-  training data, builder 1.0.0, had unbounded, clipped shifts): checkpoints/README.md."""
+  training data, builder 1.0.0, had unbounded, clipped shifts): tfharm/presets/README.md."""
   for split in ("validation", "test"):
     assert shipped_record[split]["empty_mask_change_l_moments"]["mse"] == 0.0, split
   scores = shipped_record["validation"]
@@ -80,16 +77,13 @@ def test_shipped_harmoniser_reproduces_its_recorded_numbers(shipped_record, coco
 
 @pytest.fixture(scope="module")
 def shipped_detector_record():
-  if not os.path.exists(checkpoints.DETECTOR_256):
-    pytest.skip(f"no shipped detector yet ({checkpoints.DETECTOR_256})")
-  with open(checkpoints.DETECTOR_256.replace(".head.weights.h5", ".metrics.json")) as f:
-    return json.load(f)
+  return presets.get("detector_256").recorded_metrics()
 
 
 def test_shipped_detector_is_small_and_loads_with_one_call(shipped_detector_record):
   from tfharm.models import detector
-  assert os.path.getsize(checkpoints.DETECTOR_256) <= 25 * 2**20
-  model = detector.load_detector(checkpoints.DETECTOR_256)
+  assert os.path.getsize(DETECTOR_256) <= 25 * 2**20
+  model = detector.load_detector(DETECTOR_256)
   assert model.count_params() == 16_917_698
   assert shipped_detector_record["step"] > 0
 
@@ -104,7 +98,7 @@ def test_shipped_detector_reproduces_its_recorded_numbers(shipped_detector_recor
   data_dir = coco_mini_build.data_dir.split("/luminance_composites/")[0]
   recorded = shipped_detector_record["test_first_16"]
   scores = validation.detector_scores(
-      detector.load_detector(checkpoints.DETECTOR_256),
+      detector.load_detector(DETECTOR_256),
       pipeline.make_dataset(data_dir, "test", batch_size=8, max_examples=16))
   assert scores["num_examples"] == recorded["num_examples"] == 16
   for metric, value in recorded.items():

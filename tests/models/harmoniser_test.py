@@ -95,19 +95,19 @@ def test_save_and_reload_is_bit_identical(tmp_path, semantic):
 def test_soft_masks_matter_and_bad_masks_are_sanitised():
   model = Harmoniser(HarmoniserConfig(image_size=32))
   x = _inputs(32)
-  soft = model(x)
-  hard = model(dict(x, mask=np.round(x["mask"])))
+  soft = model(x)["image"]
+  hard = model(dict(x, mask=np.round(x["mask"])))["image"]
   assert not np.allclose(soft, hard)  # the soft values reach the network
   wild = x["mask"] * 4 - 2  # in [-2, 2]
-  np.testing.assert_array_equal(model(dict(x, mask=wild)),
-                                model(dict(x, mask=np.clip(wild, 0, 1))))
+  np.testing.assert_array_equal(model(dict(x, mask=wild))["image"],
+                                model(dict(x, mask=np.clip(wild, 0, 1)))["image"])
   nan_mask = x["mask"].copy()
   nan_mask[:, :4] = np.nan
   zeroed = x["mask"].copy()
   zeroed[:, :4] = 0
-  out = model(dict(x, mask=nan_mask))
+  out = model(dict(x, mask=nan_mask))["image"]
   assert np.all(np.isfinite(out))
-  np.testing.assert_array_equal(out, model(dict(x, mask=zeroed)))
+  np.testing.assert_array_equal(out, model(dict(x, mask=zeroed))["image"])
 
 
 def test_harmonise_returns_unit_range_and_handles_empty_mask():
@@ -124,7 +124,7 @@ def test_mixed_bfloat16_keeps_float32_output():
   try:
     model = Harmoniser(HarmoniserConfig(image_size=32))
     out = model(_inputs(32))
-    assert out.dtype == tf.float32
+    assert list(out) == ["image"] and out["image"].dtype == tf.float32  # one type, any config
     assert model.get_layer("conv0").compute_dtype == "bfloat16"
   finally:
     keras.mixed_precision.set_global_policy("float32")
@@ -139,6 +139,6 @@ def test_load_harmoniser_from_either_file(tmp_path):
   model.save_weights(os.path.join(tmp_path, "m.weights.h5"))
   for loaded in (load_harmoniser(os.path.join(tmp_path, "m.keras")),
                  load_harmoniser(os.path.join(tmp_path, "m.weights.h5"), cfg)):
-    np.testing.assert_array_equal(loaded(x), model(x))
+    np.testing.assert_array_equal(loaded(x)["image"], model(x)["image"])
   with pytest.raises(ValueError):  # weights of another size do not fit
     load_harmoniser(os.path.join(tmp_path, "m.weights.h5"), HarmoniserConfig(image_size=32))

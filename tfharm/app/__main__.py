@@ -16,15 +16,15 @@ from absl import app, flags, logging
 
 
 def _define_flags() -> None:
-  """Flags exist only when this runs as a program (BUILD_NOTES: "Flags live only in programs")."""
+  """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
   global _HOST, _PORT, _DETECTOR, _HARMONISER, _JIT, _MAX_MP, _MAX_MB, _EXAMPLES
   _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (default: this machine "
                               "only; the page has no authentication).")
   _PORT = flags.DEFINE_integer("port", 7860, "Port to listen on (0: any free port).")
   _DETECTOR = flags.DEFINE_string(
-      "detector_weights", None, "Detector file (default: checkpoints/detector_256.head.weights.h5).")
+      "detector_weights", None, "Detector file or preset name (default: preset detector_256, tfharm.presets).")
   _HARMONISER = flags.DEFINE_string(
-      "harmoniser_weights", None, "Harmoniser file (default: checkpoints/harmoniser_256.weights.h5).")
+      "harmoniser_weights", None, "Harmoniser file or preset name (default: preset harmoniser_256).")
   _JIT = flags.DEFINE_boolean(
       "jit_compile", None, "XLA for the networks (default: on with a GPU, off on CPU).")
   _MAX_MP = flags.DEFINE_float("max_megapixels", 24.0, "Larger photos are refused (memory).")

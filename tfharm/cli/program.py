@@ -1,4 +1,4 @@
-"""How a tfharm command runs, reports errors and exits (issue 17; README "Exit codes").
+"""How a tfharm command runs, reports errors and exits (README "Exit codes").
 
   0  SUCCESS   everything asked for was done
   1  SKIPPED   some inputs could not be used: each is logged with its reason, and the counts

@@ -29,6 +29,12 @@ CORRUPTIONS = ("reinhard", "offset", "identity")
 # The luminance ratio's epsilon, in L* units (as tfharm.models.detector_labels): a black object
 # gives a ratio near 1, not 0/0.
 RATIO_EPSILON = 1e-3
+# The perceptual thresholds on the ratio of mean L* (composite over real) inside the object:
+# below TAU_NEG it looks darker than the real object, above TAU_POS brighter. They are the means
+# of the per-image 2AFC thresholds of Dolhasz et al. (learning-to-observe data/dataset_fold_*.csv).
+# The one definition: tfharm.models.detector_labels.LabelConfig and the online generator take
+# their defaults from here.
+TAU_NEG, TAU_POS = 0.845, 1.174
 # The plausibility bound of the one-per-object configs (`max_luminance_ratio`): see the dataset
 # README for the distribution it cuts.
 PLAUSIBLE_RATIO: float | None = 3.0

@@ -49,8 +49,8 @@ class GeneratorOptions:
   # composite would be rejected anyway.
   offset_min_factor: float = 1.0 / composites.PLAUSIBLE_RATIO
   offset_max_factor: float = composites.PLAUSIBLE_RATIO
-  tau_neg: float = 0.845
-  tau_pos: float = 1.174
+  tau_neg: float = composites.TAU_NEG
+  tau_pos: float = composites.TAU_POS
   max_chroma_change: float = 1.0
   max_luminance_ratio: float | None = composites.PLAUSIBLE_RATIO
   # Draws per example until one meets the bounds; after that the example is an identity one.

@@ -11,6 +11,7 @@ from absl import app, flags, logging
 import numpy as np
 
 from tfharm.data import coco
+from tfharm.data import composites
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding the build.")
 _CONFIG = flags.DEFINE_string("config", "256", "Builder config.")
@@ -34,9 +35,10 @@ def summarise(data_dir: str, config: str = "256") -> str:
     lines.append(f"  {name}: {len(ratios)} composites, {len(cats)} categories "
                  f"(top: {', '.join(f'{c} {n}' for c, n in cats.most_common(5))})")
     if len(ratios):
+      lo, hi = composites.TAU_NEG, composites.TAU_POS
       lines.append(f"    L* mean ratio composite/real: median {np.median(ratios):.3f}, "
-                   f"darker <0.845: {np.mean(ratios < 0.845):.0%}, brighter >1.174: "
-                   f"{np.mean(ratios > 1.174):.0%}; mask area median {np.median(areas):.1%}")
+                   f"darker <{lo}: {np.mean(ratios < lo):.0%}, brighter >{hi}: "
+                   f"{np.mean(ratios > hi):.0%}; mask area median {np.median(areas):.1%}")
   lines.append(f"  skipped while building: {builder.info.metadata.get('skipped')}")
   return "\n".join(lines)
 

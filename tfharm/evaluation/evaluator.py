@@ -43,8 +43,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     raise EvaluationError(f"lpips_net must be 'alex' or 'vgg', got {cfg.lpips_net!r}")
   check_output_dir(cfg)  # before any expensive work
   builder, size, n = runner.open_dataset(cfg)
-  harmoniser, harmoniser_path = runner.load_harmoniser(cfg.harmoniser_weights, size)
-  detector, detector_path = runner.load_detector(cfg.detector_weights)
+  harmoniser, harmoniser_path = runner.open_harmoniser(cfg.harmoniser_weights, size)
+  detector, detector_path = runner.open_detector(cfg.detector_weights)
   lpips_model = lpips_lib.LPIPS(cfg.lpips_net, jit_compile=False)  # used inside our graph
   sha = {"detector": store.sha256_file(detector_path),
          "harmoniser": store.sha256_file(harmoniser_path)}

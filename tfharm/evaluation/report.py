@@ -216,12 +216,13 @@ def main_table(summary: dict) -> str:
 
 
 def detector_table(summary: dict) -> str:
-  d, s = summary["detector"], summary["detector_suprathreshold"]
+  from tfharm.models.detector_labels import LabelConfig  # pylint: disable=g-import-not-at-top
+  d, s, labels = summary["detector"], summary["detector_suprathreshold"], LabelConfig()
   return ("| detector (soft mask max(p_neg, p_pos)) vs GT mask | n | IoU | F1 | AP |\n"
           "|---|---:|---:|---:|---:|\n"
           f"| all composites | {summary['num_examples']} | {_fmt(d['iou'], 'iou')} | "
           f"{_fmt(d['f1'], 'f1')} | {_fmt(d['ap'], 'ap')} |\n"
-          f"| suprathreshold composites (L* ratio < 0.845 or > 1.174) | {s['num_examples']} | "
+          f"| suprathreshold composites (L* ratio < {labels.tau_neg} or > {labels.tau_pos}) | {s['num_examples']} | "
           f"{_fmt(s['iou'], 'iou')} | {_fmt(s['f1'], 'f1')} | {_fmt(s['ap'], 'ap')} |")
 
 
@@ -248,7 +249,7 @@ Per image, against the composite (PSNR):
 
 IoU and F1 threshold the soft mask at {threshold}; AP sweeps thresholds 0, 0.01, …, 1.
 The binarised-mask row uses the same threshold. The detector is trained to stay silent on
-subthreshold composites (BUILD_NOTES, "Labels"), where the GT mask still marks the object, so
+subthreshold composites (docs/decisions.md, "Detector labels and loss"), where the GT mask still marks the object, so
 the suprathreshold row is the fairer localisation score.
 
 **Paper columns**: Dolhasz et al. 2020, Table 1 (harmoniser C_s: 19.55 / 35.81 dB / 0.0227;
@@ -256,7 +257,7 @@ detector + harmoniser C_p: 22.65 / 35.18 dB / 0.0292). What differs here: resolu
 {data['image_size']}×{data['image_size']} (the paper's networks ran at their own input sizes on the full-size
 composites), training data (our weights were trained on the coco_mini build, not the paper's
 full-COCO composites), and the weights themselves (ours, trained in this project; see
-checkpoints/README.md). The numbers are therefore not expected to match; the comparison that
+tfharm/presets/README.md). The numbers are therefore not expected to match; the comparison that
 carries over is the ordering and the C_p − C_s gap.
 
 Weights: detector `{provenance['detector_weights']['path']}` (sha256 {provenance['detector_weights']['sha256'][:12]}…),

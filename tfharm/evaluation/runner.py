@@ -25,18 +25,17 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from tfharm import presets
 from tfharm.data import pipeline as data_pipeline
 from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
 from tfharm.metrics import lpips as lpips_lib
 from tfharm.metrics.device import default_jit_compile
 from tfharm.models import abstention
-from tfharm.models import baselines
-from tfharm.models import checkpoints
-from tfharm.models import correction
 from tfharm.models import detector as detector_lib
 from tfharm.models import detector_labels
 from tfharm.models import harmoniser as harmoniser_lib
+from tfharm.models import methods
 
 # The paper's rows first (Table 1), then the ablations, then the corrected variants.
 METHODS = ("composite", "harmoniser_gt_mask", "detector_harmoniser",
@@ -55,9 +54,9 @@ DETECTOR_METRICS = ("iou", "f1", "ap")
 LOWER_IS_BETTER = {"mse": True, "psnr": False, "lpips": True, "fmse": True, "ssim": False}
 ID_FIELDS = ("image_id", "object_id", "reference_image_id", "reference_object_id")
 
-DETECTOR_256 = checkpoints.DETECTOR_256
-HARMONISER_256 = checkpoints.HARMONISER_256
-GATE_256 = os.path.join(checkpoints.CHECKPOINT_DIR, "gate_256.json")
+DETECTOR_256 = presets.get(presets.DEFAULT_DETECTOR).weights_path
+HARMONISER_256 = presets.get(presets.DEFAULT_HARMONISER).weights_path
+GATE_256 = presets.GATE_256
 
 
 def load_gate(path: str | None, weights_sha256: dict[str, str]) -> tuple[abstention.Gate, str | None]:
@@ -82,7 +81,8 @@ class EvaluationError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-  """What to evaluate and where to write it; None weights mean the committed checkpoints."""
+  """What to evaluate and where to write it; weights are paths or preset names (tfharm.presets),
+  None means the default presets."""
   data_dir: str
   output_dir: str
   dataset_config: str = "256"
@@ -94,7 +94,7 @@ class EvalConfig:
   lpips_net: str = "alex"
   jit_compile: bool | None = None  # None: tfharm.metrics.device.default_jit_compile()
   threshold: float = 0.5  # binarised mask and IoU/F1
-  # The abstaining rows' gate (scripts/calibrate_gate.py); None: checkpoints/gate_256.json
+  # The abstaining rows' gate (scripts/calibrate_gate.py); None: tfharm/presets/gate_256.json
   # when it exists (it must match the weights), else no gate.
   gate_file: str | None = None
   real_photos: bool = True  # also score the split's unedited photos (do-no-harm)
@@ -103,13 +103,14 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------- models
-def load_harmoniser(path: str | None, image_size: int) -> tuple[Any, str]:
+def open_harmoniser(path: str | None, image_size: int) -> tuple[Any, str]:
   """The harmoniser for S = image_size; EvaluationError for a missing or mismatched file."""
-  path = os.path.abspath(path or HARMONISER_256)
+  path = os.path.abspath(presets.resolve(path, "harmoniser", presets.DEFAULT_HARMONISER))
   if not os.path.exists(path):
     raise EvaluationError(
         f"harmoniser weights {path} not found. The shipped file is "
-        f"checkpoints/harmoniser_256.weights.h5 (recipe in checkpoints/README.md: "
+        f"preset harmoniser_256, tfharm/presets/harmoniser_256.weights.h5 (recipe in "
+        f"tfharm/presets/README.md: "
         f"`python -m tfharm.train --flagfile=configs/train_harmoniser_coco_mini.flags`, then "
         f"`python scripts/ship_harmoniser.py`); or pass --harmoniser_weights=PATH")
   cfg = harmoniser_lib.HarmoniserConfig(image_size=image_size)
@@ -123,14 +124,14 @@ def load_harmoniser(path: str | None, image_size: int) -> tuple[Any, str]:
   return model, path
 
 
-def load_detector(path: str | None) -> tuple[Any, str]:
+def open_detector(path: str | None) -> tuple[Any, str]:
   """The detector from a head file / .keras / .weights.h5; EvaluationError on failure."""
   from tfharm import weights  # pylint: disable=g-import-not-at-top
-  path = os.path.abspath(path or DETECTOR_256)
+  path = os.path.abspath(presets.resolve(path, "detector", presets.DEFAULT_DETECTOR))
   if not os.path.exists(path):
     raise EvaluationError(
         f"detector weights {path} not found. The shipped file is "
-        f"checkpoints/detector_256.head.weights.h5 (train with "
+        f"preset detector_256, tfharm/presets/detector_256.head.weights.h5 (train with "
         f"`python -m tfharm.train --flagfile=configs/train_detector_coco_mini.flags`, then "
         f"`python scripts/ship_detector.py`; a training run also exports "
         f"detector.head.weights.h5 into its workdir); or pass --detector_weights=PATH")
@@ -168,17 +169,15 @@ class EvalGraph:
   def compute_real_photos(self, photo: tf.Tensor) -> dict:
     """Unedited (B, S, S, 3) photos through the mask-free rows: PSNR of output vs input, and
     the fraction of pixels the detector fires on (soft mask > 0.5)."""
-    b = tf.shape(photo)[0]
     detection = detector_lib.detection_channels(
         tf.cast(self.detector(photo, training=False), tf.float32))
     soft = detector_lib.soft_mask(detection)
     gated = abstention.apply_gate(soft, self.gate)
-    masks = tf.concat([soft, gated], axis=0)
-    pred = harmoniser_lib.harmonise(self.harmoniser, tf.tile(photo, [2, 1, 1, 1]), masks)
+    masks = {"detector_harmoniser": soft, "detector_harmoniser_abstain": gated}
+    images = methods.method_images(photo, methods.harmonise_masks(self.harmoniser, photo, masks),
+                                   masks, REAL_PHOTO_METHODS)
     out = {}
-    for i, name in enumerate(REAL_PHOTO_METHODS):
-      m = masks[i * b:(i + 1) * b]
-      image = correction.apply_correction("l_moments", photo, m, photo, m, pred[i * b:(i + 1) * b])
+    for name, image in images.items():
       mse = image_metrics.mse(image, photo, value_range=(0.0, 1.0))
       out[f"{name}/psnr"] = image_metrics.psnr_from_mse(mse, max_db=100.0)
     out["detector/fire_fraction"] = tf.reduce_mean(tf.cast(soft > 0.5, tf.float32), axis=[1, 2, 3])
@@ -193,20 +192,9 @@ class EvalGraph:
     soft = detector_lib.soft_mask(detection)  # (B, S, S, 1)
     binarised = tf.cast(soft > self.threshold, tf.float32)
     gated = abstention.apply_gate(soft, self.gate)
-    masks = tf.concat([mask, soft, binarised, tf.zeros_like(mask), gated], axis=0)  # (5B, ...)
-    k_h = len(HARMONISER_METHODS)
-    harmonised = harmoniser_lib.harmonise(self.harmoniser, tf.tile(composite, [k_h, 1, 1, 1]),
-                                          masks)  # (5B, S, S, 3), raw output in [0, 1]
-    images = {"composite": composite}
-    raw = {name: harmonised[i * b:(i + 1) * b] for i, name in enumerate(HARMONISER_METHODS)}
-    images.update({k: v for k, v in raw.items() if k in METHODS})
-    images["harmoniser_gt_mask_gated"] = composite + mask * (images["harmoniser_gt_mask"] - composite)
-    images["detector_harmoniser_gated"] = composite + soft * (images["detector_harmoniser"] - composite)
-    for name, m in (("harmoniser_gt_mask", mask), ("detector_harmoniser", soft),
-                    ("detector_harmoniser_abstain", gated)):
-      images[f"{name}_l_moments"] = correction.apply_correction(
-          "l_moments", composite, m, composite, m, raw[name])
-    images["ring_l_mean_gt_mask"] = baselines.ring_l_mean(composite, mask)
+    masks = dict(zip(HARMONISER_METHODS, (mask, soft, binarised, tf.zeros_like(mask), gated)))
+    raw = methods.harmonise_masks(self.harmoniser, composite, masks)  # one 5B call
+    images = methods.method_images(composite, raw, masks, METHODS)
 
     k = len(METHODS)
     stacked = tf.concat([images[m] for m in METHODS], axis=0)  # (kB, S, S, 3)

@@ -4,7 +4,8 @@ from tfharm.models.detector import Detector, DetectorConfig, detect_any_size, lo
 from tfharm.models.full_resolution import harmonise_any_size
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise, load_harmoniser
 from tfharm.models.pipeline import HarmonisationPipeline, load_pipeline, make_inference_fn
+from tfharm.models.presets import from_preset
 
 __all__ = ["Detector", "DetectorConfig", "HarmonisationPipeline", "Harmoniser",
-           "HarmoniserConfig", "detect_any_size", "harmonise", "harmonise_any_size",
+           "HarmoniserConfig", "detect_any_size", "from_preset", "harmonise", "harmonise_any_size",
            "load_detector", "load_harmoniser", "load_pipeline", "make_inference_fn"]

@@ -1,8 +1,8 @@
-"""The checkpoints we ship: where they live, how they are stored compactly, how they load.
+"""Weight files from training runs: compact float16 storage and restoring a training checkpoint.
 
-`checkpoints/` at the repository root holds float16 `.weights.h5` files (half the size of
-float32; a test checks that they reproduce the float32 validation numbers recorded beside them).
-Keras casts each stored array to its variable's dtype on load, so the model runs in float32.
+The shipped presets (tfharm.presets) are float16 `.weights.h5` files (half the size of float32;
+a test checks that they reproduce the float32 validation numbers recorded beside them). Keras
+casts each stored array to its variable's dtype on load, so the model runs in float32.
 """
 
 from __future__ import annotations
@@ -17,12 +17,6 @@ import tensorflow as tf
 
 from tfharm.models import layer_files
 from tfharm.weight_average import WeightAverage
-
-CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "checkpoints")
-HARMONISER_256 = os.path.join(CHECKPOINT_DIR, "harmoniser_256.weights.h5")
-# Only the layers trained on top of the frozen ImageNet VGG16 (tfharm.models.detector).
-DETECTOR_256 = os.path.join(CHECKPOINT_DIR, "detector_256.head.weights.h5")
 
 
 def save_float16_weights(model: keras.Model, path: str) -> None:

@@ -1,4 +1,4 @@
-"""How the harmoniser's S x S prediction becomes the output image (architectures.md section 1.3).
+"""How the harmoniser's S x S prediction becomes the output image (docs/architecture.md, "The pipeline").
 
 DIH's output is a blurred reconstruction of the whole image (its FC bottleneck and its 4x4
 stride-2 stack lose texture), and at any size other than S it is not even at the right
@@ -11,7 +11,7 @@ read off the prediction and applied through the (soft) mask m, at full resolutio
       m. Texture and a*, b* are the composite's own. This is section 1.3's "fit a per-object
       affine in L*" option, in its moment-matching form: a least-squares fit of L_pred on
       L_composite under-estimates the slope because the prediction is blurred (regression
-      dilution), which moment matching suffers less from (measured in BUILD_NOTES.md, "Correction").
+      dilution), which moment matching suffers less from (measured: docs/decisions.md, "Full resolution and the correction").
   "residual": section 1.3's default, clip(C + m * upsample(H_S - C_S), 0, 1); keeps the
       network's colour changes and its reconstruction error inside the mask.
 

@@ -1,8 +1,8 @@
 """Perceptual luminance-artifact detector (Dolhasz et al., CVPR 2020) as a Keras 3 model.
 
 Re-implementation of the classifier of GitHub dmt-lab/learning-to-observe (`models/aet.py`,
-`models/classifier.py`, `models/building_blocks.py`); architectures.md section 2, decisions in
-notes/detector.md.
+`models/classifier.py`, `models/building_blocks.py`); docs/architecture.md, decisions in
+docs/decisions.md, "Detector".
 
 Input: RGB image (B, H, W, 3) in [0, 1], H and W divisible by 8 (`detect_any_size` pads or
 resizes other sizes; `as_rgb` turns grayscale/RGBA into RGB). torchvision's ImageNet
@@ -33,13 +33,14 @@ from keras import layers, ops
 import numpy as np
 import tensorflow as tf
 
+from tfharm import presets
 from tfharm.models import detector_labels as labels_lib
 from tfharm.models import layer_files
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_STRIDE = 8
-# (block, convs, width) of VGG16; block 5 is dilated by 2 (see notes/detector.md).
+# (block, convs, width) of VGG16; block 5 is dilated by 2 (docs/decisions.md, "Detector").
 _VGG_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 VGG_LAYERS = tuple(f"block{b}_conv{i + 1}" for b, n, _ in _VGG_BLOCKS for i in range(n))
 _BRANCH_STRIDES = (4, 2, 1, 1)  # block1_pool (H/2) ... block4_pool (H/8) -> H/8
@@ -241,13 +242,12 @@ def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) ->
   """One call for every detector file: a `.keras` model, a head file
   (tfharm.models.layer_files; the backbone is rebuilt from the ImageNet file, whose hash is
   checked against the one recorded at training time), or a full Keras `.weights.h5`.
-  Without a path: the detector shipped in checkpoints/."""
-  if path is None:
-    from tfharm.models import checkpoints  # pylint: disable=g-import-not-at-top
-    path = checkpoints.DETECTOR_256
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"no shipped detector at {path}: pass the path of a trained one "
-                              "(python -m tfharm.train --flagfile=configs/train_detector.flags)")
+  `path` may also be a preset name (tfharm.presets); without one: preset `detector_256`."""
+  shipped = path is None or path in presets.PRESETS
+  path = presets.resolve(path, "detector", presets.DEFAULT_DETECTOR)
+  if shipped and not os.path.exists(path):
+    raise FileNotFoundError(f"no shipped detector at {path}: the shipped weights are package "
+                            "data of tfharm (tfharm/presets/README.md); reinstall the package")
   if path.endswith(".keras"):
     model = keras.saving.load_model(path)
     if not isinstance(model, Detector):
@@ -273,12 +273,3 @@ def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) ->
   model.load_weights(path)
   return model
 
-
-def __getattr__(name: str):
-  """`DetectorTask` moved to tfharm.training.tasks.detector; this forward (PEP 562, imported
-  only when used) remains for tfharm/validation.py's `DetectorTask(image_size=None)` until that
-  module imports from there."""
-  if name == "DetectorTask":
-    from tfharm.training.tasks import detector as task_lib  # pylint: disable=g-import-not-at-top
-    return lambda **kwargs: task_lib.DetectorTask(task_lib.DetectorTaskConfig(**kwargs))
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """AET pre-training of the luminance detector (Dolhasz et al., CVPR 2020, stage 1): a GPU option.
 
 Unsupervised, transformation-equivariant pre-training of the detector's encoder-decoder
-(architectures.md section 2.1; [L] = GitHub dmt-lab/learning-to-observe, `models/aet.py`,
+(docs/architecture.md; [L] = GitHub dmt-lab/learning-to-observe, `models/aet.py`,
 `generators/aet_generator.py`, `utils/utils.py`, `train_aet.py`, `configs/aet_config.py`).
 
 The pretext task: take a real image and one of its objects, multiply the object's L* by a
@@ -21,7 +21,7 @@ Graph (DetectorAET; shapes at H x W, B pairs):
 Stage 2 (the classifier) is `--model=detector --detector_init=<workdir>/detector_aet.trunk.weights.h5`:
 the detector task loads the trunk file (tfharm.models.layer_files); [L]'s best freeze
 point ("the entire encoder") is `--detector_freeze_encoder --detector_freeze_multiscale`.
-Decisions and deviations from [L]: BUILD_NOTES.md, "Detector AET pre-training".
+Decisions and deviations from [L]: docs/decisions.md, "Detector pre-training (AET)".
 """
 from __future__ import annotations
 

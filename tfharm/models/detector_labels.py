@@ -1,14 +1,13 @@
 """Per-pixel training labels and class weights for the luminance detector.
 
-architectures.md section 2.3/2.4. A composite's target object is summarised by the ratio of
+docs/architecture.md, "The detector". A composite's target object is summarised by the ratio of
 its mean lightness to the real image's over the mask,
 
     r = (mean_mask L*(composite) + eps) / (mean_mask L*(real) + eps),
 
 and the object's pixels get class NEGATIVE (0) if r < tau_neg, POSITIVE (1) if r > tau_pos,
-NONE (2) otherwise; background pixels are always NONE. Defaults tau_neg = 0.845, tau_pos =
-1.174: the means of the authors' per-image 2AFC thresholds (learning-to-observe
-data/dataset_fold_*.csv).
+NONE (2) otherwise; background pixels are always NONE. The default thresholds are the means of
+the authors' per-image 2AFC thresholds (tfharm.data.composites.TAU_NEG / TAU_POS).
 
 Which L: CIE L* from `tfharm.colour.rgb_to_lab_tf` (the same L* the dataset's Reinhard
 transfer moved). The authors' thresholds are factors on 8-bit OpenCV L = L* * 255/100; a
@@ -25,6 +24,7 @@ import dataclasses
 import tensorflow as tf
 
 from tfharm import colour
+from tfharm.data import composites
 
 NEGATIVE, POSITIVE, NONE = 0, 1, 2
 NUM_CLASSES = 3
@@ -34,8 +34,8 @@ NUM_CLASSES = 3
 class LabelConfig:
   """How composites become per-pixel classes."""
 
-  tau_neg: float = 0.845  # ratio below this: perceptibly darker than the real object
-  tau_pos: float = 1.174  # ratio above this: perceptibly brighter
+  tau_neg: float = composites.TAU_NEG  # ratio below this: perceptibly darker than the real object
+  tau_pos: float = composites.TAU_POS  # ratio above this: perceptibly brighter
   mode: str = "object"  # "object": one ratio per object (default); "pixel": ratio per pixel
   eps: float = 1e-3  # added to both means (L* units): a black object gives r ~ 1, not 0/0
 
@@ -91,7 +91,7 @@ def make_labels(composite: tf.Tensor, real: tf.Tensor, mask: tf.Tensor,
 
 
 def class_weights(labels: tf.Tensor, max_weight: float = 10.0) -> tf.Tensor:
-  """(3,) weights from the label frequencies of a batch (architectures.md 2.4).
+  """(3,) weights from the label frequencies of a batch (docs/decisions.md, "Detector labels and loss").
 
   none gets 1; each object class c gets clip(sqrt(f_none / f_c), 1, max_weight). A class
   absent from the batch gets max_weight (it has no pixels, so the value does not matter).

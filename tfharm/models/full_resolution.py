@@ -1,4 +1,4 @@
-"""Apply a fixed-size harmoniser to images of any size (architectures.md section 1.3).
+"""Apply a fixed-size harmoniser to images of any size (docs/architecture.md, "The pipeline").
 
 DIH's FC bottleneck ties it to S x S. We run it at S and bring back only a *correction*
 (tfharm.models.correction): by default the object's L* moments read off the prediction and
@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from tfharm.models import correction as correction_lib
+from tfharm.models import harmoniser as harmoniser_lib
 
 
 def resize_matrix(n_in, n_out, antialias: bool = True) -> tf.Tensor:
@@ -69,10 +70,7 @@ def harmonise_any_size(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
     size = int(model.input["image"].shape[1]) if isinstance(model.input, dict) else int(
         model.input[0].shape[1])
   image_s, mask_s = resize_to(image, mask, size)  # (B, S, S, 3), (B, S, S, 1)
-  out_s = model({"image": image_s * 2.0 - 1.0, "mask": mask_s}, training=False)
-  if isinstance(out_s, dict):
-    out_s = out_s["image"]
-  pred_s = tf.clip_by_value((tf.cast(out_s, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
+  pred_s = harmoniser_lib.harmonise(model, image_s, mask_s)  # (B, S, S, 3) in [0, 1]
   return correction_lib.apply_correction(correction, image, mask, image_s, mask_s, pred_s)
 
 
@@ -198,10 +196,7 @@ def harmonise_uint8(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
       model.input[0].shape[1])
   image_s = shrink_in_bands(image, size, uint8_to_unit, band_pixels)  # (B, S, S, 3)
   mask_s = shrink_in_bands(mask, size, correction_lib.sanitise_mask, band_pixels)
-  out_s = model({"image": image_s * 2.0 - 1.0, "mask": mask_s}, training=False)
-  if isinstance(out_s, dict):
-    out_s = out_s["image"]
-  pred_s = tf.clip_by_value((tf.cast(out_s, tf.float32) + 1.0) / 2.0, 0.0, 1.0)
+  pred_s = harmoniser_lib.harmonise(model, image_s, mask_s)
   parameters = correction_lib.correction_parameters(correction, image_s,
                                                     correction_lib.sanitise_mask(mask_s), pred_s)
   return correct_in_bands(correction, image, lambda y0, y1: correction_lib.sanitise_mask(

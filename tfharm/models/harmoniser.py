@@ -1,8 +1,8 @@
 """Deep Image Harmonization (Tsai et al., CVPR 2017) as a Keras 3 model.
 
-Layer table: shared/design/architectures.md section 1.2. Inputs are a dict
+Layer table: docs/architecture.md, "The harmoniser". Inputs are a dict
 {"image": (B, S, S, 3) in [-1, 1], "mask": (B, S, S, 1) soft in [0, 1]}; the
-output is the harmonised image (B, S, S, 3) in [-1, 1] space, *linear* (not
+output is {"image": the harmonised image (B, S, S, 3) in [-1, 1] space}, *linear* (not
 clipped) so that training sees gradients everywhere; `harmonise` clips.
 """
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
+from tfharm import presets
+
 _WIDTHS = (64, 64, 128, 128, 256, 256, 512)  # conv0..conv6 as in the Caffe release
 
 
@@ -24,7 +26,7 @@ class HarmoniserConfig:
 
   image_size: int = 256  # the FC bottleneck fixes it; must be 4 * 2**n with n >= 1
   fc_dim: int | None = None  # None: 512 at 256 (six blocks), 1024 at >= 512 (seven blocks)
-  semantic: bool = False  # the scene-parsing decoder branch (architectures.md 1.1)
+  semantic: bool = False  # the scene-parsing decoder branch (docs/architecture.md)
   num_classes: int = 81  # 80 COCO categories + background when `semantic`
   init_std: float = 0.01  # conv/deconv kernels, as in Caffe and the TF1 port
   fc_init_std: float = 0.005
@@ -104,7 +106,8 @@ class Harmoniser(keras.Model):
 
   A functional model built from `HarmoniserConfig` (the keras-hub "backbone" pattern),
   so the graph is static, summary() shows every layer and save/load needs no tracing.
-  With `cfg.semantic` the output is {"image": ..., "semantic": (B, S, S, classes) logits}.
+  The output is always a dict: {"image": (B, S, S, 3)}, plus "semantic" (B, S, S, classes)
+  logits with `cfg.semantic`; callers read `out["image"]` whatever the config.
   """
 
   def __init__(self, cfg: HarmoniserConfig | None = None, **kwargs):
@@ -133,14 +136,14 @@ class Harmoniser(keras.Model):
     harm_feats = _Decoder(cfg, "")(z, skips, sem_feats)
     out = layers.Conv2DTranspose(3, 4, 2, "same", kernel_initializer=init, dtype="float32",
                                  name="output_h")(harm_feats[-1])  # (B, S, S, 3), linear
-    outputs = out
+    outputs = {"image": out}
     if cfg.semantic:
       y = layers.Conv2DTranspose(64, 4, 2, "same", kernel_initializer=init,
                                  name="sem_head")(sem_feats[-1])
       y = ops.elu(layers.BatchNormalization(name="sem_head_bn")(y))
       logits = layers.Conv2D(cfg.num_classes, 1, kernel_initializer=init, dtype="float32",
                              name="output_s")(y)  # (B, S, S, classes)
-      outputs = {"image": out, "semantic": logits}
+      outputs["semantic"] = logits
     super().__init__(inputs={"image": image, "mask": mask}, outputs=outputs, **kwargs)
     self.cfg = cfg
 
@@ -159,27 +162,24 @@ def harmonise(model: keras.Model, image, mask):
 
   Wraps the [0, 1] <-> [-1, 1] convention of the network and clips its linear output.
   """
-  out = model({"image": image * 2.0 - 1.0, "mask": mask}, training=False)
-  if isinstance(out, dict):
-    out = out["image"]
+  out = model({"image": image * 2.0 - 1.0, "mask": mask}, training=False)["image"]
   return ops.clip((ops.cast(out, "float32") + 1.0) / 2.0, 0.0, 1.0)
 
 
 def load_harmoniser(path: str | None = None, cfg: HarmoniserConfig | None = None) -> Harmoniser:
   """Loads a harmoniser from a `.keras` file, or a `.weights.h5` file plus its config.
 
-  With no path: the 256x256 harmoniser we trained (`checkpoints/harmoniser_256.weights.h5`,
-  recipe and numbers in `checkpoints/README.md`).
+  `path` may also be a preset name (tfharm.presets); with no path: the 256x256 harmoniser we
+  trained (preset `harmoniser_256`, recipe and numbers in tfharm/presets/README.md).
 
   `.weights.h5` files carry no architecture, so `cfg` (default: the 256x256 model) says
   what to build; a mismatch fails loudly in Keras rather than loading partially.
   """
-  if path is None:
-    from tfharm.models import checkpoints  # pylint: disable=g-import-not-at-top
-    path = checkpoints.HARMONISER_256
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{path} is missing: the shipped harmoniser comes with the "
-                              "repository (git checkout), see checkpoints/README.md")
+  shipped = path is None or path in presets.PRESETS
+  path = presets.resolve(path, "harmoniser", presets.DEFAULT_HARMONISER)
+  if shipped and not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: the shipped harmoniser is package data of "
+                            "tfharm (tfharm/presets/README.md); reinstall the package")
   if path.endswith(".keras"):
     model = keras.saving.load_model(path)
     if not isinstance(model, Harmoniser):

@@ -1,4 +1,4 @@
-"""End-to-end mask-free harmonisation: detector -> soft mask -> harmoniser (architectures.md 3).
+"""End-to-end mask-free harmonisation: detector -> soft mask -> harmoniser (docs/architecture.md).
 
   pipe = HarmonisationPipeline(load_detector(...), load_harmoniser(...))
   out = pipe(image01)                       # (B, S, S, 3) in [0, 1], S = harmoniser size: the
@@ -25,6 +25,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from tfharm import presets
 from tfharm.metrics.device import default_jit_compile
 from tfharm.models import correction as correction_lib
 from tfharm.models import detector as detector_lib
@@ -155,8 +156,16 @@ def make_inference_fn(pipeline: HarmonisationPipeline, mask_source: str | None =
 
 def load_pipeline(detector_path: str | None = None, harmoniser_path: str | None = None,
                   **kwargs: Any) -> HarmonisationPipeline:
-  """Pipeline from a detector file (any `load_detector` format) and a harmoniser file; a path
-  left out means the one shipped in checkpoints/."""
+  """Pipeline from a detector and a harmoniser, each a file (any `load_detector` /
+  `load_harmoniser` format) or a preset name (tfharm.presets); left out: the default presets."""
+  from tfharm.models import presets as presets_lib  # pylint: disable=g-import-not-at-top
   from tfharm.models.harmoniser import load_harmoniser  # pylint: disable=g-import-not-at-top
-  return HarmonisationPipeline(detector_lib.load_detector(detector_path),
-                               load_harmoniser(harmoniser_path), **kwargs)
+
+  def load(path_or_name, default, load_file):
+    name = path_or_name or default
+    return presets_lib.from_preset(name) if name in presets.PRESETS else load_file(name)
+
+  return HarmonisationPipeline(load(detector_path, presets.DEFAULT_DETECTOR,
+                                    detector_lib.load_detector),
+                               load(harmoniser_path, presets.DEFAULT_HARMONISER, load_harmoniser),
+                               **kwargs)

@@ -8,11 +8,10 @@ import shutil
 
 from absl import logging
 
-# Same directory as tfharm.models.checkpoints.CHECKPOINT_DIR (tested), without importing Keras.
-CHECKPOINT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "checkpoints")
-DEFAULT_DETECTOR = os.path.join(CHECKPOINT_DIR, "detector_256.head.weights.h5")
-DEFAULT_HARMONISER = os.path.join(CHECKPOINT_DIR, "harmoniser_256.weights.h5")
+from tfharm import presets
+
+DEFAULT_DETECTOR = presets.get(presets.DEFAULT_DETECTOR).weights_path
+DEFAULT_HARMONISER = presets.get(presets.DEFAULT_HARMONISER).weights_path
 
 
 class VersionExistsError(FileExistsError):
@@ -21,15 +20,16 @@ class VersionExistsError(FileExistsError):
 
 def resolve_weights(detector_weights: str | None = None,
                     harmoniser_weights: str | None = None) -> tuple[str, str]:
-  """The two weight files (defaults: the committed checkpoints, found relative to the package,
-  not the working directory); raises FileNotFoundError naming every missing one."""
-  paths = (detector_weights or DEFAULT_DETECTOR, harmoniser_weights or DEFAULT_HARMONISER)
+  """The two weight files (paths or preset names; defaults: the shipped presets, package data
+  of tfharm); raises FileNotFoundError naming every missing one."""
+  paths = (presets.resolve(detector_weights, "detector", presets.DEFAULT_DETECTOR),
+           presets.resolve(harmoniser_weights, "harmoniser", presets.DEFAULT_HARMONISER))
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
     raise FileNotFoundError(
-        "missing weights: " + ", ".join(missing) + ". The defaults are the committed checkpoints "
-        "(see checkpoints/README.md: they may not be trained yet); pass --detector_weights / "
-        "--harmoniser_weights to use other files.")
+        "missing weights: " + ", ".join(missing) + ". The defaults are the shipped presets "
+        "(tfharm/presets/README.md); pass --detector_weights / --harmoniser_weights to use "
+        "other files.")
   return paths
 
 

@@ -1,4 +1,4 @@
-"""The served model: a `tf.Module` with the two SavedModel signatures of issue 8.
+"""The served model: a `tf.Module` with the two SavedModel signatures.
 
   module = ServingModule(load_pipeline(detector_path, harmoniser_path))
   tf.saved_model.save(module, path, signatures=module.signatures())

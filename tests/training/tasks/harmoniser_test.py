@@ -17,16 +17,16 @@ def test_mask_region_loss_ignores_background():
   batch = next(iter(fake_dataset("", "train", batch_size=2, shuffle=False)))
   pred = batch["real"] * 2.0 - 1.0
   off_mask = pred + (1.0 - batch["mask"]) * 0.5  # wrong only outside the mask
-  assert float(tf.reduce_max(t.loss(batch, off_mask)["loss"])) == 0.0
+  assert float(tf.reduce_max(t.loss(batch, {"image": off_mask})["loss"])) == 0.0
   whole = _task()
-  assert float(tf.reduce_min(whole.loss(batch, off_mask)["loss"])) > 0.0
+  assert float(tf.reduce_min(whole.loss(batch, {"image": off_mask})["loss"])) > 0.0
 
 
 def test_image_and_mask_loss_is_the_sum_of_both_regions():
   batch = next(iter(fake_dataset("", "train", batch_size=2, shuffle=False)))
   pred = batch["real"] * 2.0 - 1.0 + 0.3 * batch["mask"] + 0.1  # off inside and outside
   region = {r: _task(loss_region=r).loss(
-      batch, pred)["loss"].numpy() for r in ("image", "mask", "image_and_mask")}
+      batch, {"image": pred})["loss"].numpy() for r in ("image", "mask", "image_and_mask")}
   np.testing.assert_allclose(region["mask"], 0.16, rtol=1e-4)  # (0.3 + 0.1)^2 inside
   np.testing.assert_allclose(region["image_and_mask"], region["image"] + region["mask"], rtol=1e-6)
   assert np.all(region["image"] < region["mask"])
@@ -43,7 +43,7 @@ def test_harmoniser_validation_also_scores_the_l_moments_output():
   composite = darker * mask + real * (1.0 - mask)
   blurred = tf.nn.avg_pool2d(real, 3, 1, "SAME")
   batch = {"composite": composite, "real": real, "mask": mask}
-  m = _task().metrics(batch, blurred * 2.0 - 1.0)
+  m = _task().metrics(batch, {"image": blurred * 2.0 - 1.0})
   assert {"mse", "psnr", "fmse", "ssim", "l_moments_mse", "l_moments_psnr",
           "l_moments_fmse"} <= set(m)
   metrics = harmoniser.image_metrics

@@ -14,8 +14,8 @@ import keras
 import tensorflow as tf
 
 from tfharm.metrics import image as image_lib
-from tfharm.models import correction
 from tfharm.models import harmoniser as harmoniser_lib
+from tfharm.models import methods
 from tfharm.training.task import Batch, Task, fixed_size
 
 LOSS_REGIONS = ("image", "mask", "image_and_mask")
@@ -46,9 +46,8 @@ def image_metrics(pred: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict[str
 
 
 def _image(outputs) -> tf.Tensor:
-  """The harmonised image (B, S, S, 3) in [-1, 1] of the model's output (a dict with the
-  parsing branch)."""
-  return tf.cast(outputs["image"] if isinstance(outputs, dict) else outputs, tf.float32)
+  """The harmonised image (B, S, S, 3) in [-1, 1] of the model's output dict."""
+  return tf.cast(outputs["image"], tf.float32)
 
 
 class HarmoniserTask(Task):
@@ -101,10 +100,12 @@ class HarmoniserTask(Task):
   def metrics(self, batch: Batch, outputs) -> dict[str, tf.Tensor]:
     """The raw output's metrics, and (prefix `l_moments_`) those of what tfharm returns: the
     composite moved onto the prediction's L* moments (tfharm.models.correction)."""
-    comp, real, mask, pred = batch["composite"], batch["real"], batch["mask"], self._pred01(outputs)
-    corrected = correction.apply_correction("l_moments", comp, mask, comp, mask, pred)
-    product = image_metrics(corrected, real, mask)
-    return {**image_metrics(pred, real, mask),
+    mask = batch["mask"]
+    raw, masks = {methods.GT_MASK: self._pred01(outputs)}, {methods.GT_MASK: mask}
+    images = methods.method_images(batch["composite"], raw, masks,
+                                   (methods.GT_MASK, methods.GT_MASK + methods.L_MOMENTS))
+    product = image_metrics(images[methods.GT_MASK + methods.L_MOMENTS], batch["real"], mask)
+    return {**image_metrics(images[methods.GT_MASK], batch["real"], mask),
             **{f"l_moments_{k}": product[k] for k in ("mse", "psnr", "fmse")}}
 
   def baseline(self, batch: Batch) -> dict[str, tf.Tensor]:

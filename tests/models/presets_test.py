@@ -1,0 +1,20 @@
+"""tfharm.models.from_preset: a shipped model by name."""
+import pytest
+
+from tfharm import models, presets
+from tfharm.models import harmoniser
+
+
+def test_from_preset_loads_the_shipped_harmoniser_with_its_config():
+  model = models.from_preset("harmoniser_256")
+  assert isinstance(model, harmoniser.Harmoniser)
+  assert model.cfg == harmoniser.HarmoniserConfig(**presets.get("harmoniser_256").config)
+  assert model.count_params() == 8_274_179
+  by_name = harmoniser.load_harmoniser("harmoniser_256")  # a preset name works as a path too
+  assert all((a.numpy() == b.numpy()).all() for a, b in zip(model.weights, by_name.weights))
+
+
+def test_every_kind_has_a_loader_and_unknown_names_fail():
+  assert {p.kind for p in presets.PRESETS.values()} <= models.presets.LOADERS.keys()
+  with pytest.raises(KeyError, match="no preset"):
+    models.from_preset("harmoniser_1024")
