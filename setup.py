@@ -10,7 +10,7 @@ setuptools.setup(
     package_data={"data_builders.luminance_composites": ["*.bib", "*.md", "*.tsv"],
                   "tfharm.app": ["examples/*.png"],
                   # The shipped weights (tfharm.presets), ~25 MB: a plain `pip install .` has them.
-                  "tfharm.presets": ["*.weights.h5", "*.json", "README.md"]},
+                  "tfharm.presets": ["*.weights.h5", "*.json"]},
     install_requires=[
         "tensorflow==2.21.*",
         "tensorflow-datasets==4.9.*",

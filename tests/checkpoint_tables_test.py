@@ -1,4 +1,4 @@
-"""The presets README's tables are scripts/checkpoint_tables.py's output, not retyped numbers."""
+"""checkpoints/README.md's tables are scripts/checkpoint_tables.py's output, not retyped numbers."""
 import importlib.util
 import os
 
@@ -10,7 +10,7 @@ def test_readme_tables_are_generated_from_the_metrics_records():
       "checkpoint_tables", os.path.join(REPO, "scripts", "checkpoint_tables.py"))
   tables = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(tables)
-  with open(os.path.join(REPO, "tfharm", "presets", "README.md")) as f:
+  with open(os.path.join(REPO, "checkpoints", "README.md")) as f:
     readme = f.read()
   for table in (tables.harmoniser_table(tables._load("harmoniser_256.metrics.json")),
                 tables.detector_table(tables._load("detector_256.metrics.json"))):

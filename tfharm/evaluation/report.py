@@ -257,7 +257,7 @@ detector + harmoniser C_p: 22.65 / 35.18 dB / 0.0292). What differs here: resolu
 {data['image_size']}×{data['image_size']} (the paper's networks ran at their own input sizes on the full-size
 composites), training data (our weights were trained on the coco_mini build, not the paper's
 full-COCO composites), and the weights themselves (ours, trained in this project; see
-tfharm/presets/README.md). The numbers are therefore not expected to match; the comparison that
+checkpoints/README.md). The numbers are therefore not expected to match; the comparison that
 carries over is the ordering and the C_p − C_s gap.
 
 Weights: detector `{provenance['detector_weights']['path']}` (sha256 {provenance['detector_weights']['sha256'][:12]}…),

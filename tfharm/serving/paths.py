@@ -28,7 +28,7 @@ def resolve_weights(detector_weights: str | None = None,
   if missing:
     raise FileNotFoundError(
         "missing weights: " + ", ".join(missing) + ". The defaults are the shipped presets "
-        "(tfharm/presets/README.md); pass --detector_weights / --harmoniser_weights to use "
+        "(checkpoints/README.md); pass --detector_weights / --harmoniser_weights to use "
         "other files.")
   return paths
 
