@@ -152,7 +152,7 @@ def test_every_shipped_flagfile_parses_into_a_valid_run(name, monkeypatch):
   assert opts.workdir == "RUN" and task.name == fv.model
   if opts.train_source == "generator":
     assert fv.generator_weights  # the online configs name their corruption mix
-  if "online" in name:
+  if "online" in name and fv.model != "joint":  # joint: nothing shipped to start from yet
     assert task.config.init, "an online fine-tuning config starts from the shipped weights"
 
 
