@@ -82,19 +82,34 @@ def _conv_bn_relu(x, width, kernel, name, dilation=1):
 
 
 @keras.saving.register_keras_serializable(package="tfharm")
-class LightnessShift(layers.Layer):
-  """harmonised = clip(image + rgb(L* + m * delta, a*, b*) - rgb(L*, a*, b*), 0, 1),
-  m = max(p_negative, p_positive). Exact identity where m * delta == 0."""
+class Upsample2x(layers.Layer):
+  """Bilinear x2 (half-pixel centres) for any H, W: Keras's bilinear UpSampling2D cannot be
+  traced with unknown sizes, which SavedModel export (tfharm.export) needs."""
 
-  def call(self, image, delta_l, probs):
+  def call(self, x):
+    hw = tf.shape(x)[1:3] * 2
+    return tf.cast(tf.image.resize(x, hw, method="bilinear"), x.dtype)
+
+  def compute_output_shape(self, input_shape):
+    b, h, w, c = input_shape
+    return (b, None if h is None else 2 * h, None if w is None else 2 * w, c)
+
+
+@keras.saving.register_keras_serializable(package="tfharm")
+class LightnessShift(layers.Layer):
+  """harmonised = clip(image + rgb(L* + m * delta, a*, b*) - rgb(L*, a*, b*), 0, 1) for a soft
+  mask m (the model's max(p_negative, p_positive), or a given mask). Exact identity where
+  m * delta == 0."""
+
+  def call(self, image, delta_l, gate):  # not `mask`: Keras gives that argument a meaning
     image = tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 1.0)
-    m = detector_lib.soft_mask(tf.cast(probs, tf.float32))  # (B, H, W, 1)
+    m = tf.cast(gate, tf.float32)  # (B, H, W, 1)
     lab = colour.rgb_to_lab_tf(image)
     l = tf.clip_by_value(lab[..., :1] + m * tf.cast(delta_l, tf.float32), *colour.L_RANGE)
     shifted = colour.lab_to_rgb_tf(tf.concat([l, lab[..., 1:]], axis=-1))
     return tf.clip_by_value(image + (shifted - colour.lab_to_rgb_tf(lab)), 0.0, 1.0)
 
-  def compute_output_shape(self, image_shape, delta_l_shape, probs_shape):
+  def compute_output_shape(self, image_shape, delta_l_shape, gate_shape):
     return image_shape
 
 
@@ -134,7 +149,7 @@ class JointModel(keras.Model):
     skips = [taps[1], taps[0], normalised]  # H/4, H/2, H
     for level, (skip, skip_width, width) in enumerate(zip(skips, cfg.skip_widths,
                                                           cfg.decoder_widths)):
-      x = layers.UpSampling2D(2, interpolation="bilinear", name=f"decoder{level}_up")(x)
+      x = Upsample2x(name=f"decoder{level}_up")(x)
       kernel = 3 if level == 2 else 1  # the image itself needs a spatial filter, taps do not
       s = _conv_bn_relu(skip, skip_width, kernel, f"decoder{level}_skip")
       x = layers.Concatenate(name=f"decoder{level}_concat")([x, s])
@@ -143,11 +158,12 @@ class JointModel(keras.Model):
     delta = layers.Conv2D(1, 1, activation="tanh", kernel_initializer="zeros", dtype="float32",
                           name="delta_l_tanh")(x)
     if len(cfg.decoder_widths) == 2:  # heads at H/2
-      logits = layers.UpSampling2D(2, interpolation="bilinear", name="logits_up")(logits)
-      delta = layers.UpSampling2D(2, interpolation="bilinear", name="delta_l_up")(delta)
+      logits = Upsample2x(name="logits_up")(logits)
+      delta = Upsample2x(dtype="float32", name="delta_l_up")(delta)
     probs = layers.Softmax(dtype="float32", name="probs")(logits)
     delta_l = layers.Rescaling(cfg.max_delta_l, dtype="float32", name="delta_l")(delta)
-    harmonised = LightnessShift(dtype="float32", name="harmonised")(image, delta_l, probs)
+    m = detector_lib.soft_mask(probs)  # (B, H, W, 1)
+    harmonised = LightnessShift(dtype="float32", name="harmonised")(image, delta_l, m)
     super().__init__(inputs=image,
                      outputs={"probs": probs, "delta_l": delta_l, "harmonised": harmonised},
                      **kwargs)
