@@ -6,21 +6,12 @@ import tensorflow as tf
 
 from tfharm.models import correction
 from tfharm.models import detector as det
-from tfharm.models import joint
 from tfharm.models.joint_pipeline import JointPipeline
 from tfharm.serving import exporter
 from tfharm.serving.signatures import ServingModule
-from trained_weights import perturb
+from trained_weights import small_joint_model as _model
 
 S = 32
-CFG = joint.JointConfig(imagenet_weights=False, context_width=16, skip_widths=(8, 8),
-                        decoder_widths=(16, 8))
-
-
-def _model(seed=0):
-  model = joint.JointModel(CFG)
-  perturb([l for l in model.layers if l.weights], seed)
-  return model
 
 
 @pytest.fixture(scope="module")

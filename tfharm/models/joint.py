@@ -97,13 +97,14 @@ class Upsample2x(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="tfharm")
 class LightnessShift(layers.Layer):
-  """harmonised = clip(image + rgb(L* + m * delta, a*, b*) - rgb(L*, a*, b*), 0, 1) for a soft
-  mask m (the model's max(p_negative, p_positive), or a given mask). Exact identity where
-  m * delta == 0."""
+  """harmonised = clip(image + rgb(L* + m * delta, a*, b*) - rgb(L*, a*, b*), 0, 1). `gate`:
+  the (B, H, W, 3) detection softmax (m = max(p_negative, p_positive)) or a (B, H, W, 1) soft
+  mask m. Exact identity where m * delta == 0."""
 
   def call(self, image, delta_l, gate):  # not `mask`: Keras gives that argument a meaning
     image = tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 1.0)
-    m = tf.cast(gate, tf.float32)  # (B, H, W, 1)
+    gate = tf.cast(gate, tf.float32)
+    m = detector_lib.soft_mask(gate) if gate.shape[-1] == labels_lib.NUM_CLASSES else gate
     lab = colour.rgb_to_lab_tf(image)
     l = tf.clip_by_value(lab[..., :1] + m * tf.cast(delta_l, tf.float32), *colour.L_RANGE)
     shifted = colour.lab_to_rgb_tf(tf.concat([l, lab[..., 1:]], axis=-1))
@@ -162,8 +163,7 @@ class JointModel(keras.Model):
       delta = Upsample2x(dtype="float32", name="delta_l_up")(delta)
     probs = layers.Softmax(dtype="float32", name="probs")(logits)
     delta_l = layers.Rescaling(cfg.max_delta_l, dtype="float32", name="delta_l")(delta)
-    m = detector_lib.soft_mask(probs)  # (B, H, W, 1)
-    harmonised = LightnessShift(dtype="float32", name="harmonised")(image, delta_l, m)
+    harmonised = LightnessShift(dtype="float32", name="harmonised")(image, delta_l, probs)
     super().__init__(inputs=image,
                      outputs={"probs": probs, "delta_l": delta_l, "harmonised": harmonised},
                      **kwargs)
@@ -204,14 +204,18 @@ def check_size(image) -> None:
 
 def load_joint(path: str, cfg: JointConfig | None = None) -> JointModel:
   """One call for a joint model file: a `.keras` model, or a `.weights.h5` file (the config
-  from `cfg`, default JointConfig(); a file of another config fails naming both)."""
-  if path.endswith(".keras"):
-    model = keras.saving.load_model(path)
-    if not isinstance(model, JointModel):
-      raise TypeError(f"{path} holds a {type(model).__name__}, not a JointModel")
-    return model
+  from `cfg`, default JointConfig(); a file of another config fails naming both). Either way
+  the model is built by this code and given the file's weights, so a `.keras` file written by
+  an earlier version of the graph (same weights) runs the current one."""
   if not os.path.exists(path):
     raise FileNotFoundError(path)
+  if path.endswith(".keras"):
+    stored = keras.saving.load_model(path)
+    if not isinstance(stored, JointModel):
+      raise TypeError(f"{path} holds a {type(stored).__name__}, not a JointModel")
+    model = JointModel(dataclasses.replace(stored.cfg, imagenet_weights=False))
+    model.set_weights(stored.get_weights())
+    return model
   cfg = cfg or JointConfig()
   model = JointModel(dataclasses.replace(cfg, imagenet_weights=False))
   try:
