@@ -3,6 +3,7 @@
   python bench/bench_models.py                      # harmoniser, all variants
   python bench/bench_models.py --models=harmoniser --iters=3
   python bench/bench_models.py --models=detector,end_to_end --iters=3 --warmup=1
+  taskset -c 1 python bench/bench_models.py --models=joint --precisions=float32 --xla=false
 
 Each (model, mode, precision, XLA) variant runs in its own subprocess, so the dtype
 policy and the peak RSS belong to that variant alone. The CPU's reachable peak is
@@ -23,7 +24,7 @@ import measure  # bench/measure.py
 _MODELS = flags.DEFINE_list("models", ["harmoniser"], "Models to benchmark (see BENCHES).")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Images per step (0: the model's default, "
                               "16 for the harmoniser, 8 for the detector and end to end).")
-DEFAULT_BATCH = {"harmoniser": 16, "detector": 8, "end_to_end": 8}
+DEFAULT_BATCH = {"harmoniser": 16, "detector": 8, "end_to_end": 8, "joint": 8}
 _SIZE = flags.DEFINE_integer("size", 256, "Image size.")
 _ITERS = flags.DEFINE_integer("iters", 5, "Timed steps per variant (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing, XLA compilation).")
@@ -182,9 +183,49 @@ def _end_to_end_variant(mode: str, precision: str, xla: bool, batch: int, size: 
           "peak_flops_per_s": measure.peak_conv_flops(precision, iters), "peak_rss_gib": _rss_gib()}
 
 
+def _joint_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
+                   warmup: int, iters: int) -> dict:
+  """The joint model (tfharm.models.joint); training: its task's loss (detection CE + output
+  MSE against a target), the frozen VGG16 trunk forward only (stop_gradient)."""
+  import keras  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfharm.models.joint import JointConfig, JointModel  # pylint: disable=g-import-not-at-top
+
+  keras.mixed_precision.set_global_policy(precision)
+  model = JointModel(JointConfig())
+  rng = np.random.default_rng(0)
+  image = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)), tf.float32)
+  target = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)), tf.float32)
+  labels = tf.constant(rng.integers(0, 3, (batch, size, size)), tf.int32)
+  if mode == "inference":
+    fn = tf.function(lambda: model(image, training=False)["harmonised"], jit_compile=xla)
+  else:
+    optimizer = keras.optimizers.Adam(1e-4)
+    optimizer.build(model.trainable_variables)
+
+    def step():
+      with tf.GradientTape() as tape:
+        out = model(image, training=True)
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+            labels, out["probs"])) + tf.reduce_mean(tf.square(out["harmonised"] - target))
+      optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+      return loss
+    fn = tf.function(step, jit_compile=xla)
+  seconds, cpu_seconds = measure.median_time(lambda: np.asarray(fn()), warmup, iters)
+  forward = forward_flops(model, size=size)
+  frozen = forward_flops(model, only_frozen=True, size=size)
+  # Trained layers: forward + input and weight gradients (3x); the frozen trunk: forward only.
+  flops = {"inference": forward, "train": 3 * (forward - frozen) + frozen}[mode]
+  return {"images_per_s": batch / seconds, "flops_per_s": flops * batch / seconds,
+          "images_per_cpu_s": batch / cpu_seconds, "step_flops": flops,
+          "params": model.count_params(), "forward_flops": forward,
+          "peak_flops_per_s": measure.peak_conv_flops(precision, iters), "peak_rss_gib": _rss_gib()}
+
+
 # Each entry runs one variant in-process.
 BENCHES = {"harmoniser": _harmoniser_variant, "detector": _detector_variant,
-           "end_to_end": _end_to_end_variant}
+           "end_to_end": _end_to_end_variant, "joint": _joint_variant}
 
 
 def _run_one(spec: dict) -> dict:

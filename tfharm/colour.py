@@ -47,6 +47,7 @@ class _Numpy:
     return np.asarray(x, dtype=np.float32)
 
   where = staticmethod(np.where)
+  maximum = staticmethod(np.maximum)
   power = staticmethod(np.power)
   cbrt = staticmethod(np.cbrt)
   clip = staticmethod(np.clip)
@@ -71,6 +72,7 @@ def _tensorflow_namespace():
     asarray = staticmethod(lambda x: tf.cast(x, tf.float32))
     const = staticmethod(lambda x: tf.constant(np.asarray(x, dtype=np.float32)))
     where = staticmethod(tf.where)
+    maximum = staticmethod(tf.maximum)
     power = staticmethod(tf.pow)
     clip = staticmethod(tf.clip_by_value)
     # tf has no cbrt; the branch that uses it only sees values > EPSILON.
@@ -111,10 +113,12 @@ def _lab_to_linear(lab: Any, xp) -> Any:
 
 
 def _encode(linear: Any, xp) -> Any:
-  """Linear RGB -> sRGB in [0, 1]; components outside [0, 1] are clipped."""
+  """Linear RGB -> sRGB in [0, 1]; components outside [0, 1] are clipped. The power's
+  argument is kept off 0 in the branch that does not use it (same values), so the gradient
+  of a black pixel is finite (tfharm.models.joint trains through this)."""
   linear = xp.clip(linear, 0.0, 1.0)
   return xp.where(linear <= 0.0031308, 12.92 * linear,
-                  1.055 * xp.power(linear, 1.0 / 2.4) - 0.055)
+                  1.055 * xp.power(xp.maximum(linear, 0.0031308), 1.0 / 2.4) - 0.055)
 
 
 def _lab_to_rgb(lab: Any, xp) -> Any:

@@ -28,6 +28,9 @@ _DETECTOR_WEIGHTS = flags.DEFINE_string(
 _HARMONISER_WEIGHTS = flags.DEFINE_string(
     "harmoniser_weights", None,
     "Harmoniser .weights.h5/.keras or preset name. Default: preset harmoniser_256.")
+_JOINT_WEIGHTS = flags.DEFINE_string(
+    "joint_weights", None, "Also score this joint model (tfharm.models.joint; .keras or "
+    ".weights.h5): rows joint, joint_l_moments (mask-free) and its detection (joint_detector).")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per graph call.")
 _LPIPS_NET = flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone.")
@@ -58,6 +61,7 @@ def main(argv):
       data_dir=_DATA_DIR.value, output_dir=_OUTPUT_DIR.value,
       dataset_config=_DATASET_CONFIG.value, split=_SPLIT.value,
       detector_weights=_DETECTOR_WEIGHTS.value, harmoniser_weights=_HARMONISER_WEIGHTS.value,
+      joint_weights=_JOINT_WEIGHTS.value,
       max_examples=_MAX_EXAMPLES.value, batch_size=_BATCH_SIZE.value, lpips_net=_LPIPS_NET.value,
       jit_compile=_JIT_COMPILE.value, threshold=_THRESHOLD.value, gate_file=_GATE_FILE.value,
       real_photos=_REAL_PHOTOS.value, overwrite=_OVERWRITE.value, progress=_PROGRESS.value)

@@ -1,4 +1,5 @@
-"""Export detector + harmoniser as a SavedModel for TensorFlow Serving.
+"""Export detector + harmoniser (or, with --model=joint, the joint model) as a SavedModel for
+TensorFlow Serving.
 
   python -m tfharm.export --export_dir=out/serving/tfharm [--version=N] [--overwrite]
   python -m tfharm.export --flagfile=configs/export.flags
@@ -20,6 +21,8 @@ _EXPORT_BYTES = 150 << 20
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
   global _EXPORT_DIR, _VERSION, _DETECTOR, _HARMONISER, _OVERWRITE, _JIT, _CORRECTION
+  global _MODEL, _JOINT
+  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Model base path; writes <export_dir>/<version>/.")
   _VERSION = flags.DEFINE_integer("version", None, "Version number (default: 1 + the largest there).")
   _DETECTOR = flags.DEFINE_string(
@@ -34,6 +37,12 @@ def _define_flags() -> None:
   _CORRECTION = flags.DEFINE_enum(
       "correction", "l_moments", ["l_moments", "residual"],
       "How the 256x256 prediction corrects the full-size image (tfharm/models/correction.py).")
+  _MODEL = flags.DEFINE_enum(
+      "model", paths.DEFAULT_MODEL, list(paths.MODELS),
+      "pipeline: detector + harmoniser; joint: the joint model (docs/joint.md).")
+  _JOINT = flags.DEFINE_string(
+      "joint_weights", None, "--model=joint: its file (.keras or .weights.h5; default: "
+      "checkpoints/joint_256.weights.h5).")
   flags.mark_flag_as_required("export_dir")
 
 
@@ -45,7 +54,10 @@ def main(argv):
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
   # Cheap checks before TensorFlow is imported: weights, the version, the directory.
   try:
-    paths = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
+    if _MODEL.value == "joint":
+      paths, joint = (None, None), paths_lib.resolve_joint_weights(_JOINT.value)
+    else:
+      paths, joint = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value), None
     version, _ = paths_lib.target(_EXPORT_DIR.value, _VERSION.value, _OVERWRITE.value)
   except (FileNotFoundError, paths_lib.VersionExistsError, ValueError) as e:
     raise program.SetupError(str(e)) from e
@@ -55,12 +67,14 @@ def main(argv):
   quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
   from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
   try:
-    pipeline = exporter.load_serving_pipeline(*paths, correction=_CORRECTION.value)
+    pipeline = exporter.load_serving_pipeline(*paths, correction=_CORRECTION.value,
+                                              joint_weights=joint)
     path = exporter.export(pipeline, _EXPORT_DIR.value, version,
                            overwrite=_OVERWRITE.value, jit_compile=_JIT.value)
   except (FileNotFoundError, exporter.VersionExistsError, ValueError) as e:
     raise program.SetupError(str(e)) from e
-  logging.info("Exported %s (signatures serving_default, harmonise_with_mask)", path)
+  logging.info("Exported %s (%s; signatures serving_default, harmonise_with_mask)", path,
+               _MODEL.value)
   print(path)
   return program.SUCCESS
 

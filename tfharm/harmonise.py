@@ -26,7 +26,8 @@ from tfharm.cli import program
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
   global _INPUT, _OUTPUT, _MASK, _SAVE_MASK, _DETECTOR, _HARMONISER, _JIT, _CORRECTION
-  global _MASK_SCALE, _CACHE
+  global _MASK_SCALE, _CACHE, _MODEL, _JOINT
+  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   _INPUT = flags.DEFINE_string("input", None, "An image (.jpg/.jpeg/.png) or a folder of them.")
   _OUTPUT = flags.DEFINE_string("output", None, "Output image (format from its extension), or "
                                 "a folder when --input is one (same file names).")
@@ -52,6 +53,13 @@ def _define_flags() -> None:
   _CACHE = flags.DEFINE_boolean(
       "cache", True, "Keep the traced model in $TFHARM_CACHE_DIR (default "
       "~/.cache/tfharm/harmonise) so later runs start in a few seconds (docs/cli.md).")
+  _MODEL = flags.DEFINE_enum(
+      "model", paths.DEFAULT_MODEL, list(paths.MODELS),
+      "pipeline: detector + harmoniser; joint: the joint model, one network (docs/joint.md); "
+      "with --mask, the mask gates its L* change.")
+  _JOINT = flags.DEFINE_string(
+      "joint_weights", None, "--model=joint: its file (.keras or .weights.h5; default: "
+      "checkpoints/joint_256.weights.h5).")
   flags.mark_flags_as_required(["input", "output"])
 
 
@@ -101,7 +109,8 @@ def _runner(paths, verbose: bool):
   quiet.start_tensorflow(verbose, keras=False)
   from tfharm.metrics.device import default_jit_compile  # pylint: disable=g-import-not-at-top
   jit = default_jit_compile() if _JIT.value is None else bool(_JIT.value)
-  key = cache.key(*paths, _CORRECTION.value, jit) if _CACHE.value else None
+  joint = paths[0] if _MODEL.value == "joint" else None  # paths: (joint, joint)
+  key = cache.key(*paths, _CORRECTION.value, jit, model=_MODEL.value) if _CACHE.value else None
   if key:
     runner = cache.load(key)
     if runner is not None:
@@ -109,8 +118,8 @@ def _runner(paths, verbose: bool):
       return runner, None, None
   from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
   from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
-  module = ServingModule(exporter.load_serving_pipeline(*paths, correction=_CORRECTION.value),
-                         jit_compile=jit)
+  module = ServingModule(exporter.load_serving_pipeline(
+      *paths, correction=_CORRECTION.value, joint_weights=joint), jit_compile=jit)
   return cache.runner_from_module(module), module, key
 
 
@@ -125,7 +134,10 @@ def main(argv):
   folder = os.path.isdir(src)
   jobs, ignored, folders = _plan(src, dst)
   try:
-    paths = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
+    if _MODEL.value == "joint":
+      paths = (paths_lib.resolve_joint_weights(_JOINT.value),) * 2
+    else:
+      paths = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
   except FileNotFoundError as e:
     raise program.SetupError(str(e)) from e
   need = sum(os.path.getsize(j.src) for j in jobs)  # outputs are about the inputs' size

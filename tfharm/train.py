@@ -22,13 +22,15 @@ from tfharm import training
 from tfharm.models.detector import DetectorConfig
 from tfharm.models.detector_labels import LabelConfig
 from tfharm.models.harmoniser import HarmoniserConfig
+from tfharm.models.joint import JointConfig
 from tfharm.training import data as data_lib
-from tfharm.training.tasks import detector, detector_aet, harmoniser
+from tfharm.training.tasks import detector, detector_aet, harmoniser, joint
 
 _OPTS = training.TrainOptions(workdir="", data_dir="")
 _H = harmoniser.HarmoniserTaskConfig()
 _D = detector.DetectorTaskConfig()
 _A = detector_aet.DetectorAETTaskConfig()
+_J = joint.JointTaskConfig()
 
 
 def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
@@ -86,7 +88,7 @@ def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   boolean("export", o.export, "Write <model>.weights.h5 and <model>.keras at the end.")
   # harmoniser (--image_size is every task's static input size)
   integer("image_size", _H.model.image_size,
-          "Input size S: harmoniser 4 * 2**n; detector a multiple of 8.")
+          "Input size S: harmoniser 4 * 2**n; detector and joint a multiple of 8.")
   enum("loss_region", _H.loss_region, list(harmoniser.LOSS_REGIONS),
        "MSE over the whole image (as DIH), only inside the mask, or the sum of the two (the "
        "object's tone weighs more, the background is still reconstructed: what harmonise() "
@@ -126,6 +128,15 @@ def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
        "Detector: weight of a soft Dice loss on p_neg + p_pos.")
   real("detector_aet_min_factor", _A.min_factor, "AET: smallest L* factor (log-uniform sampling).")
   real("detector_aet_max_factor", _A.max_factor, "AET: largest L* factor (log-uniform sampling).")
+  # joint (also reads --detector_tau_*, --detector_label_mode, --detector_class_weights,
+  # --detector_max_class_weight: the detection half is the detector task's)
+  real("joint_detection_weight", _J.detection_weight,
+       "Joint: weight of the detection cross-entropy in the loss.")
+  real("joint_output_weight", _J.output_weight,
+       "Joint: weight of MSE(harmonised, real) in [0, 1] RGB in the loss.")
+  real("joint_max_delta_l", _J.model.max_delta_l, "Joint: bound of the L* change (L* units).")
+  string("joint_init", "", "Joint: start from these joint weights (.weights.h5 or .keras); a "
+         "resumed checkpoint overrides them.")
   flags.mark_flags_as_required(["workdir", "data_dir"], flag_values=fv)
 
 
@@ -170,8 +181,18 @@ def _detector_aet_task(fv: flags.FlagValues) -> training.Task:
       min_factor=fv.detector_aet_min_factor, max_factor=fv.detector_aet_max_factor))
 
 
+def _joint_task(fv: flags.FlagValues) -> training.Task:
+  labels = LabelConfig(tau_neg=fv.detector_tau_neg, tau_pos=fv.detector_tau_pos,
+                       mode=fv.detector_label_mode)
+  return joint.JointTask(joint.JointTaskConfig(
+      JointConfig(max_delta_l=fv.joint_max_delta_l), labels, image_size=fv.image_size,
+      detection_weight=fv.joint_detection_weight, output_weight=fv.joint_output_weight,
+      class_weights=_class_weights(fv.detector_class_weights),
+      max_class_weight=fv.detector_max_class_weight, init=fv.joint_init or None))
+
+
 _TASKS = {"harmoniser": _harmoniser_task, "detector": _detector_task,
-          "detector_aet": _detector_aet_task}
+          "detector_aet": _detector_aet_task, "joint": _joint_task}
 
 
 def task_from_flags(fv: flags.FlagValues = flags.FLAGS) -> training.Task:

@@ -21,3 +21,13 @@ def perturb(layers, seed: int = 0) -> None:
 def perturb_trained_layers(model, seed: int = 0) -> None:
   """`perturb` on a Detector's layers outside the ImageNet VGG16 (what a head file holds)."""
   perturb(model.head_layers(), seed)
+
+
+def small_joint_model(seed: int = 0):
+  """A small joint model (tfharm.models.joint; random trunk, narrow decoder), perturbed: fast
+  stand-in for a trained one in the pipeline, evaluation and command-line tests."""
+  from tfharm.models import joint  # pylint: disable=g-import-not-at-top
+  model = joint.JointModel(joint.JointConfig(imagenet_weights=False, context_width=16,
+                                             skip_widths=(8, 8), decoder_widths=(16, 8)))
+  perturb([l for l in model.layers if l.weights], seed)
+  return model

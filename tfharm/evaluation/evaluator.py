@@ -45,12 +45,13 @@ def evaluate(cfg: EvalConfig) -> dict:
   builder, size, n = runner.open_dataset(cfg)
   harmoniser, harmoniser_path = runner.open_harmoniser(cfg.harmoniser_weights, size)
   detector, detector_path = runner.open_detector(cfg.detector_weights)
+  joint = runner.open_joint(cfg.joint_weights)
   lpips_model = lpips_lib.LPIPS(cfg.lpips_net, jit_compile=False)  # used inside our graph
   sha = {"detector": store.sha256_file(detector_path),
          "harmoniser": store.sha256_file(harmoniser_path)}
   gate, gate_path = runner.load_gate(cfg.gate_file, sha)
   graph = runner.EvalGraph(detector, harmoniser, lpips_model, cfg.threshold, cfg.jit_compile,
-                           gate)
+                           gate, joint=joint)
   setup_s = time.perf_counter() - t0
   logging.info("evaluating %d examples of %s/%s:%s at %dx%d (jit_compile=%s)", n,
                builder.name, cfg.dataset_config, cfg.split, size, size, graph.jit_compile)
@@ -80,6 +81,8 @@ def evaluate(cfg: EvalConfig) -> dict:
       "detector_weights": {"path": detector_path, "sha256": sha["detector"]},
       "harmoniser_weights": {"path": harmoniser_path, "sha256": sha["harmoniser"]},
       "gate": {"path": gate_path, **dataclasses.asdict(gate)},
+      **({"joint_weights": {"path": cfg.joint_weights,
+                            "sha256": store.sha256_file(cfg.joint_weights)}} if joint else {}),
       "dataset": {"name": builder.name, "data_dir": os.path.abspath(cfg.data_dir),
                   "config": cfg.dataset_config,
                   "version": str(builder.info.version), "split": cfg.split,

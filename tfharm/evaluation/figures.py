@@ -9,13 +9,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from tfharm.evaluation.runner import IMAGE_METRICS, LOWER_IS_BETTER, METHODS  # pylint: disable=wrong-import-position
+from tfharm.evaluation.runner import IMAGE_METRICS, LOWER_IS_BETTER, methods_in  # pylint: disable=wrong-import-position
 
 _SHORT = {"composite": "composite", "harmoniser_gt_mask": "C_s", "detector_harmoniser": "C_p",
           "harmoniser_binarised_pred_mask": "binarised", "harmoniser_empty_mask": "empty",
           "harmoniser_gt_mask_gated": "C_s gated", "detector_harmoniser_gated": "C_p gated",
           "harmoniser_gt_mask_l_moments": "C_s L*", "detector_harmoniser_l_moments": "C_p L*",
-          "detector_harmoniser_abstain_l_moments": "C_p gate L*", "ring_l_mean_gt_mask": "ring"}
+          "detector_harmoniser_abstain_l_moments": "C_p gate L*", "ring_l_mean_gt_mask": "ring",
+          "joint": "joint", "joint_l_moments": "joint L*"}
 _TITLES = {"mse": "MSE", "psnr": "PSNR (dB)", "lpips": "LPIPS", "fmse": "fMSE", "ssim": "SSIM"}
 
 
@@ -23,13 +24,14 @@ def plot_distributions(per_image: dict[str, np.ndarray], path: str) -> None:
   """One panel per metric: a box plot per method with every image as a dot."""
   fig, axes = plt.subplots(1, len(IMAGE_METRICS), figsize=(4.2 * len(IMAGE_METRICS), 4.6))
   rng = np.random.default_rng(0)  # dot jitter only
+  methods = methods_in(per_image)
   for ax, metric in zip(axes, IMAGE_METRICS):
-    data = [per_image[f"{m}/{metric}"] for m in METHODS]
+    data = [per_image[f"{m}/{metric}"] for m in methods]
     data = [d[np.isfinite(d)] for d in data]
     ax.boxplot(data, showfliers=False, widths=0.6)
     for i, d in enumerate(data):
       ax.scatter(i + 1 + rng.uniform(-0.18, 0.18, d.size), d, s=4, alpha=0.35, color="k")
-    ax.set_xticks(range(1, len(METHODS) + 1), [_SHORT[m] for m in METHODS], rotation=60,
+    ax.set_xticks(range(1, len(methods) + 1), [_SHORT[m] for m in methods], rotation=60,
                   ha="right", fontsize=8)
     ax.set_title(_TITLES[metric] + (" (lower is better)" if LOWER_IS_BETTER[metric]
                                     else " (higher is better)"), fontsize=9)

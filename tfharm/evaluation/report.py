@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-from tfharm.evaluation.runner import DETECTOR_METRICS, ID_FIELDS, IMAGE_METRICS, METHODS
+from tfharm.evaluation.runner import (DETECTOR_METRICS, ID_FIELDS, IMAGE_METRICS, JOINT_METHODS,
+                                      detectors_in, methods_in)
 
 # Dolhasz et al. 2020, Table 1 (their resolution, full COCO, their weights).
 PAPER_TABLE_1 = {
@@ -32,6 +33,8 @@ LABELS = {
     "detector_harmoniser_l_moments": "C_p, L* moments (tfharm's output)",
     "detector_harmoniser_abstain_l_moments": "C_p abstaining (gate), L* moments",
     "ring_l_mean_gt_mask": "baseline: L* mean of a ring, GT mask",
+    "joint": "joint model, its own output (mask-free)",
+    "joint_l_moments": "joint model, L* moments (--model=joint)",
 }
 _DIGITS = {"mse": 2, "psnr": 2, "lpips": 4, "fmse": 1, "ssim": 4, "iou": 4, "f1": 4, "ap": 4}
 
@@ -56,14 +59,14 @@ def summarise(per_image: dict[str, np.ndarray], select: np.ndarray | None = None
   out = {"num_examples": int(len(pick(per_image["composite/mse"]))), "methods": {},
          "detector": {}}
   nans = {}
-  for m in METHODS:
+  for m in methods_in(per_image):
     out["methods"][m] = {k: _mean(pick(per_image[f"{m}/{k}"])) for k in IMAGE_METRICS}
-  for k in DETECTOR_METRICS:
-    out["detector"][k] = _mean(pick(per_image[f"detector/{k}"]))
   supra = pick(suprathreshold(per_image))
-  out["detector_suprathreshold"] = {
-      "num_examples": int(supra.sum()),
-      **{k: _mean(pick(per_image[f"detector/{k}"])[supra]) for k in DETECTOR_METRICS}}
+  for d in detectors_in(per_image):  # "detector", and "joint_detector" with a joint model
+    out[d] = {k: _mean(pick(per_image[f"{d}/{k}"])) for k in DETECTOR_METRICS}
+    out[f"{d}_suprathreshold"] = {
+        "num_examples": int(supra.sum()),
+        **{k: _mean(pick(per_image[f"{d}/{k}"])[supra]) for k in DETECTOR_METRICS}}
   out["shares"] = shares(per_image, select)
   for key, v in per_image.items():
     if "/" in key and np.isnan(pick(v)).any():
@@ -83,7 +86,7 @@ def shares(per_image: dict[str, np.ndarray], select: np.ndarray | None = None) -
   pick = (lambda v: v) if select is None else (lambda v: v[select])
   base = pick(per_image["composite/psnr"])
   out = {}
-  for m in METHODS[1:]:
+  for m in methods_in(per_image)[1:]:
     gain = pick(per_image[f"{m}/psnr"]) - base
     finite = np.isfinite(gain)
     n = max(int(finite.sum()), 1)
@@ -99,8 +102,10 @@ def summarise_real_photos(photos: dict[str, np.ndarray]) -> dict:
   from tfharm.evaluation.runner import REAL_PHOTO_METHODS  # pylint: disable=g-import-not-at-top
   out = {"num_photos": int(len(photos["image_id"])),
          "fire_fraction": _mean(photos["detector/fire_fraction"]),
+         **({"joint_fire_fraction": _mean(photos["joint_detector/fire_fraction"])}
+            if "joint_detector/fire_fraction" in photos else {}),
          "abstained": _mean(photos["detector/abstained"])}
-  for m in REAL_PHOTO_METHODS:
+  for m in REAL_PHOTO_METHODS + tuple(j for j in JOINT_METHODS if f"{j}/psnr" in photos):
     v = photos[f"{m}/psnr"]
     out[m] = {"median_psnr": float(np.median(v)), "share_at_least_40db": float(np.mean(v >= 40)),
               "min_psnr": float(np.min(v))}
@@ -125,7 +130,7 @@ def real_photos_table(summary: dict) -> str:
            f"abstains on {r['abstained']:.0%} of photos.", "",
            "| method | median PSNR (dB) | photos ≥ 40 dB | worst (dB) |", "|---|---:|---:|---:|"]
   from tfharm.evaluation.runner import REAL_PHOTO_METHODS  # pylint: disable=g-import-not-at-top
-  for m in REAL_PHOTO_METHODS:
+  for m in REAL_PHOTO_METHODS + tuple(j for j in JOINT_METHODS if j in r):
     v = r[m]
     lines.append(f"| {LABELS[m]} | {v['median_psnr']:.2f} | {v['share_at_least_40db']:.0%} | "
                  f"{v['min_psnr']:.2f} |")
@@ -157,14 +162,16 @@ def write_json(path: str, data: dict) -> None:
     f.write("\n")
 
 
-def per_image_columns() -> list[str]:
+def per_image_columns(per_image: dict | None = None) -> list[str]:
+  """The CSV's columns; with `per_image`, also the joint model's if it was scored."""
+  keys = per_image or {}
   return (["index", *ID_FIELDS, "category", "category_id", "mask_fraction", "luminance_ratio"]
-          + [f"{m}/{k}" for m in METHODS for k in IMAGE_METRICS]
-          + [f"detector/{k}" for k in DETECTOR_METRICS])
+          + [f"{m}/{k}" for m in methods_in(keys) for k in IMAGE_METRICS]
+          + [f"{d}/{k}" for d in detectors_in(keys) for k in DETECTOR_METRICS])
 
 
 def write_per_image_csv(path: str, per_image: dict[str, np.ndarray], names: list[str]) -> None:
-  columns = per_image_columns()
+  columns = per_image_columns(per_image)
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(columns)
@@ -186,14 +193,15 @@ def write_per_image_csv(path: str, per_image: dict[str, np.ndarray], names: list
 
 
 def write_per_category_csv(path: str, categories: dict[str, dict]) -> None:
-  columns = ([f"{m}/{k}" for m in METHODS for k in IMAGE_METRICS]
-             + [f"detector/{k}" for k in DETECTOR_METRICS])
+  first = next(iter(categories.values()), {"methods": {}})
+  columns = ([f"{m}/{k}" for m in methods_in(first["methods"]) for k in IMAGE_METRICS]
+             + [f"{d}/{k}" for d in detectors_in(first) for k in DETECTOR_METRICS])
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(["category", "num_examples", *columns])
     for name, s in categories.items():
-      values = [s["methods"][c.split("/")[0]][c.split("/")[1]] if not c.startswith("detector/")
-                else s["detector"][c.split("/")[1]] for c in columns]
+      values = [s[c.split("/")[0]][c.split("/")[1]] if c.split("/")[0] in detectors_in(s)
+                else s["methods"][c.split("/")[0]][c.split("/")[1]] for c in columns]
       writer.writerow([name, s["num_examples"], *["" if v is None else repr(v) for v in values]])
 
 
@@ -205,7 +213,7 @@ def main_table(summary: dict) -> str:
   """Table 1 layout (rows = methods; MSE, PSNR, LPIPS, then fMSE, SSIM) with the paper beside."""
   lines = ["| method | MSE | PSNR (dB) | LPIPS | fMSE | SSIM | paper MSE | paper PSNR | paper LPIPS |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-  for m in METHODS:
+  for m in methods_in(summary["methods"]):
     s = summary["methods"][m]
     paper = PAPER_TABLE_1.get(m, {})
     cells = [_fmt(s[k], k) for k in IMAGE_METRICS if k in ("mse", "psnr", "lpips")]
@@ -223,7 +231,18 @@ def detector_table(summary: dict) -> str:
           f"| all composites | {summary['num_examples']} | {_fmt(d['iou'], 'iou')} | "
           f"{_fmt(d['f1'], 'f1')} | {_fmt(d['ap'], 'ap')} |\n"
           f"| suprathreshold composites (L* ratio < {labels.tau_neg} or > {labels.tau_pos}) | {s['num_examples']} | "
-          f"{_fmt(s['iou'], 'iou')} | {_fmt(s['f1'], 'f1')} | {_fmt(s['ap'], 'ap')} |")
+          f"{_fmt(s['iou'], 'iou')} | {_fmt(s['f1'], 'f1')} | {_fmt(s['ap'], 'ap')} |"
+          + _joint_detector_rows(summary))
+
+
+def _joint_detector_rows(summary: dict) -> str:
+  if "joint_detector" not in summary:
+    return ""
+  d, s = summary["joint_detector"], summary["joint_detector_suprathreshold"]
+  return (f"\n| joint model m, all composites | {summary['num_examples']} | "
+          f"{_fmt(d['iou'], 'iou')} | {_fmt(d['f1'], 'f1')} | {_fmt(d['ap'], 'ap')} |\n"
+          f"| joint model m, suprathreshold | {s['num_examples']} | {_fmt(s['iou'], 'iou')} | "
+          f"{_fmt(s['f1'], 'f1')} | {_fmt(s['ap'], 'ap')} |")
 
 
 def table_markdown(summary: dict, provenance: dict, threshold: float) -> str:
@@ -269,7 +288,7 @@ def terminal_table(summary: dict) -> str:
   """Fixed-width summary for the terminal."""
   head = f"{'method':<40}{'MSE':>10}{'PSNR':>9}{'LPIPS':>9}{'fMSE':>10}{'SSIM':>8}"
   lines = [head, "-" * len(head)]
-  for m in METHODS:
+  for m in methods_in(summary["methods"]):
     s = summary["methods"][m]
     lines.append(f"{LABELS[m]:<40}{_fmt(s['mse'], 'mse'):>10}{_fmt(s['psnr'], 'psnr'):>9}"
                  f"{_fmt(s['lpips'], 'lpips'):>9}{_fmt(s['fmse'], 'fmse'):>10}"
@@ -280,4 +299,8 @@ def terminal_table(summary: dict) -> str:
   d = summary["detector"]
   lines.append(f"detector vs GT mask: IoU {_fmt(d['iou'], 'iou')}  F1 {_fmt(d['f1'], 'f1')}  "
                f"AP {_fmt(d['ap'], 'ap')}   ({summary['num_examples']} examples)")
+  if "joint_detector" in summary:
+    j = summary["joint_detector"]
+    lines.append(f"joint model vs GT mask: IoU {_fmt(j['iou'], 'iou')}  F1 {_fmt(j['f1'], 'f1')}"
+                 f"  AP {_fmt(j['ap'], 'ap')}")
   return "\n".join(lines)

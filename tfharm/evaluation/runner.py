@@ -27,31 +27,20 @@ import tensorflow as tf
 
 from tfharm import presets
 from tfharm.data import pipeline as data_pipeline
+from tfharm.evaluation.methods import (  # pylint: disable=unused-import  (re-exported)
+    DETECTOR_METRICS, HARMONISER_METHODS, IMAGE_METRICS, JOINT_METHODS, LOWER_IS_BETTER,
+    METHODS, REAL_PHOTO_METHODS, detectors_in, methods_in)
 from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
 from tfharm.metrics import lpips as lpips_lib
 from tfharm.metrics.device import default_jit_compile
 from tfharm.models import abstention
+from tfharm.models import correction
 from tfharm.models import detector as detector_lib
 from tfharm.models import detector_labels
 from tfharm.models import harmoniser as harmoniser_lib
 from tfharm.models import methods
 
-# The paper's rows first (Table 1), then the ablations, then the corrected variants.
-METHODS = ("composite", "harmoniser_gt_mask", "detector_harmoniser",
-           "harmoniser_binarised_pred_mask", "harmoniser_empty_mask",
-           "harmoniser_gt_mask_gated", "detector_harmoniser_gated",
-           "harmoniser_gt_mask_l_moments", "detector_harmoniser_l_moments",
-           "detector_harmoniser_abstain_l_moments", "ring_l_mean_gt_mask")
-# The harmoniser's five inputs, in the order of its one 5B call (the last: the gated mask).
-HARMONISER_METHODS = ("harmoniser_gt_mask", "detector_harmoniser",
-                      "harmoniser_binarised_pred_mask", "harmoniser_empty_mask",
-                      "detector_harmoniser_abstain")
-# Unedited photos through the mask-free path: output vs input (the do-no-harm check).
-REAL_PHOTO_METHODS = ("detector_harmoniser_l_moments", "detector_harmoniser_abstain_l_moments")
-IMAGE_METRICS = ("mse", "psnr", "lpips", "fmse", "ssim")
-DETECTOR_METRICS = ("iou", "f1", "ap")
-LOWER_IS_BETTER = {"mse": True, "psnr": False, "lpips": True, "fmse": True, "ssim": False}
 ID_FIELDS = ("image_id", "object_id", "reference_image_id", "reference_object_id")
 
 DETECTOR_256 = presets.get(presets.DEFAULT_DETECTOR).weights_path
@@ -89,6 +78,7 @@ class EvalConfig:
   split: str = "test"
   detector_weights: str | None = None
   harmoniser_weights: str | None = None
+  joint_weights: str | None = None  # also score a joint model (tfharm.models.joint)
   max_examples: int | None = None
   batch_size: int = 8
   lpips_net: str = "alex"
@@ -146,6 +136,20 @@ def open_detector(path: str | None) -> tuple[Any, str]:
   return model, path
 
 
+def open_joint(path: str | None):
+  """The joint model to score beside the pipeline, or None; EvaluationError on a bad file."""
+  if not path:
+    return None
+  from tfharm.models import joint as joint_lib  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(path):
+    raise EvaluationError(f"joint model weights {path} not found (a `python -m tfharm.train "
+                          "--model=joint` run writes <workdir>/joint.keras)")
+  try:
+    return joint_lib.load_joint(path)
+  except (ValueError, TypeError, KeyError, OSError) as e:
+    raise EvaluationError(f"joint model weights {path}: {str(e)[:300]}") from e
+
+
 # --------------------------------------------------------------------------- graph
 class EvalGraph:
   """The batched evaluation graph; `step(composite, real, mask)` is one tf.function.
@@ -157,8 +161,10 @@ class EvalGraph:
 
   def __init__(self, detector, harmoniser, lpips_model: lpips_lib.LPIPS,
                threshold: float = 0.5, jit_compile: bool | None = None,
-               gate: abstention.Gate = abstention.Gate()):
+               gate: abstention.Gate = abstention.Gate(), joint=None):
     self.detector, self.harmoniser, self.lpips = detector, harmoniser, lpips_model
+    self.joint = joint  # a JointModel, or None
+    self.methods = METHODS + (JOINT_METHODS if joint is not None else ())
     self.threshold = float(threshold)
     self.gate = gate
     self.jit_compile = default_jit_compile() if jit_compile is None else bool(jit_compile)
@@ -180,9 +186,24 @@ class EvalGraph:
     for name, image in images.items():
       mse = image_metrics.mse(image, photo, value_range=(0.0, 1.0))
       out[f"{name}/psnr"] = image_metrics.psnr_from_mse(mse, max_db=100.0)
+    if self.joint is not None:
+      images, m = self._joint_images(photo)
+      for name in JOINT_METHODS:
+        mse = image_metrics.mse(images[name], photo, value_range=(0.0, 1.0))
+        out[f"{name}/psnr"] = image_metrics.psnr_from_mse(mse, max_db=100.0)
+      out["joint_detector/fire_fraction"] = tf.reduce_mean(tf.cast(m > 0.5, tf.float32),
+                                                           axis=[1, 2, 3])
     out["detector/fire_fraction"] = tf.reduce_mean(tf.cast(soft > 0.5, tf.float32), axis=[1, 2, 3])
     out["detector/abstained"] = tf.cast(tf.reduce_max(gated, axis=[1, 2, 3]) == 0, tf.float32)
     return out
+
+  def _joint_images(self, composite: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    """The joint rows' images and its soft mask m (B, S, S, 1), mask-free."""
+    out = self.joint(composite, training=False)
+    m = detector_lib.soft_mask(tf.cast(out["probs"], tf.float32))
+    own = tf.cast(out["harmonised"], tf.float32)
+    return {"joint": own, "joint_l_moments": correction.apply_correction(
+        "l_moments", composite, m, composite, m, own)}, m
 
   def compute(self, composite: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict:
     """Pure TF; composite/real (B, S, S, 3) and mask (B, S, S, 1), all in [0, 1]."""
@@ -195,19 +216,25 @@ class EvalGraph:
     masks = dict(zip(HARMONISER_METHODS, (mask, soft, binarised, tf.zeros_like(mask), gated)))
     raw = methods.harmonise_masks(self.harmoniser, composite, masks)  # one 5B call
     images = methods.method_images(composite, raw, masks, METHODS)
+    detectors = {"detector": localisation.localisation_metrics(soft, mask, self.threshold)}
+    if self.joint is not None:
+      joint_images, joint_m = self._joint_images(composite)
+      images.update(joint_images)
+      detectors["joint_detector"] = localisation.localisation_metrics(joint_m, mask,
+                                                                      self.threshold)
 
-    k = len(METHODS)
-    stacked = tf.concat([images[m] for m in METHODS], axis=0)  # (kB, S, S, 3)
+    k = len(self.methods)
+    stacked = tf.concat([images[m] for m in self.methods], axis=0)  # (kB, S, S, 3)
     pixel = image_metrics.image_metrics(stacked, tf.tile(real, [k, 1, 1, 1]),
                                         tf.tile(mask, [k, 1, 1, 1]), value_range=(0.0, 1.0))
     target = self.lpips.normalised_features(real * 2.0 - 1.0)  # ground truth: once
     pixel["lpips"] = self.lpips.distance_to_features(
         stacked * 2.0 - 1.0, [tf.tile(f, [k, 1, 1, 1]) for f in target])  # (kB,)
     metrics = {m: {name: pixel[name][i * b:(i + 1) * b] for name in IMAGE_METRICS}
-               for i, m in enumerate(METHODS)}
+               for i, m in enumerate(self.methods)}
     return {
         "metrics": metrics,
-        "detector": localisation.localisation_metrics(soft, mask, self.threshold),
+        **detectors,
         "extra": {"mask_fraction": tf.reduce_mean(mask, axis=[1, 2, 3]),
                   "luminance_ratio": detector_labels.luminance_ratio(composite, real, mask)},
         "images": {**images, "detection": detection, "soft_mask": soft},
@@ -293,7 +320,8 @@ def run(graph: EvalGraph, dataset: tf.data.Dataset, num_examples: int,
     data_wait += time.perf_counter() - t
     out = graph.step(batch["composite"], batch["real"], batch["mask"])
     values = {f"{m}/{k}": v for m, d in out["metrics"].items() for k, v in d.items()}
-    values.update({f"detector/{k}": v for k, v in out["detector"].items()})
+    for name in detectors_in(out):
+      values.update({f"{name}/{k}": v for k, v in out[name].items()})
     values.update(out["extra"])
     values.update({k: batch[k] for k in ID_FIELDS + ("category",)})
     for k, v in values.items():

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfharm.evaluation import figures
-from tfharm.evaluation.runner import DETECTOR_METRICS, IMAGE_METRICS, METHODS
+from tfharm.evaluation.runner import DETECTOR_METRICS, IMAGE_METRICS, detectors_in, methods_in
 
 
 def write_tensorboard(logdir: str, summary: dict, per_image: dict[str, np.ndarray],
@@ -16,7 +16,7 @@ def write_tensorboard(logdir: str, summary: dict, per_image: dict[str, np.ndarra
   and one image per example row (the figure's six columns side by side)."""
   writer = tf.summary.create_file_writer(logdir)
   with writer.as_default(step=step):
-    for m in METHODS:
+    for m in methods_in(summary["methods"]):
       for k in IMAGE_METRICS:
         value = summary["methods"][m][k]
         if value is not None:
@@ -24,12 +24,13 @@ def write_tensorboard(logdir: str, summary: dict, per_image: dict[str, np.ndarra
         finite = per_image[f"{m}/{k}"][np.isfinite(per_image[f"{m}/{k}"])]
         if finite.size:
           tf.summary.histogram(f"{m}/{k}", finite)
-    for k in DETECTOR_METRICS:
-      if summary["detector"][k] is not None:
-        tf.summary.scalar(f"detector/{k}", summary["detector"][k])
-      finite = per_image[f"detector/{k}"][np.isfinite(per_image[f"detector/{k}"])]
-      if finite.size:
-        tf.summary.histogram(f"detector/{k}", finite)
+    for d in detectors_in(summary):
+      for k in DETECTOR_METRICS:
+        if summary[d][k] is not None:
+          tf.summary.scalar(f"{d}/{k}", summary[d][k])
+        finite = per_image[f"{d}/{k}"][np.isfinite(per_image[f"{d}/{k}"])]
+        if finite.size:
+          tf.summary.histogram(f"{d}/{k}", finite)
     for name, item in examples.items():
       row = np.concatenate([img for _, img in figures.example_columns(item)], axis=1)
       tf.summary.image(f"examples/{name}", np.clip(row, 0.0, 1.0)[None], max_outputs=1,

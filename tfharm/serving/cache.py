@@ -54,7 +54,7 @@ def _source_files() -> list[str]:
 
 
 def key(detector_weights: str, harmoniser_weights: str, correction: str,
-        jit_compile: bool | None) -> str:
+        jit_compile: bool | None, model: str = "pipeline") -> str:
   """What the cached graph depends on, hashed (no TensorFlow import: its version is read from
   the installed package's metadata)."""
   from importlib import metadata  # pylint: disable=g-import-not-at-top
@@ -74,6 +74,8 @@ def key(detector_weights: str, harmoniser_weights: str, correction: str,
   except metadata.PackageNotFoundError:
     tf_version = "?"
   h.update(f"{correction}|{jit_compile}|{tf_version}".encode())
+  if model != "pipeline":  # the joint model: (joint file, joint file); pipeline keys unchanged
+    h.update(f"|model={model}".encode())
   return h.hexdigest()[:32]
 
 

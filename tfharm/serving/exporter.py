@@ -14,6 +14,7 @@ import shutil
 import tensorflow as tf
 
 from tfharm.models.correction import DEFAULT_CORRECTION
+from tfharm.models.joint_pipeline import JointPipeline, load_joint_pipeline
 from tfharm.models.pipeline import HarmonisationPipeline, load_pipeline
 from tfharm.serving.paths import (DEFAULT_DETECTOR, DEFAULT_HARMONISER,  # pylint: disable=unused-import
                                   VersionExistsError, next_version, resolve_weights, target)
@@ -22,13 +23,17 @@ from tfharm.serving.signatures import ServingModule
 
 def load_serving_pipeline(detector_weights: str | None = None,
                           harmoniser_weights: str | None = None,
-                          correction: str = DEFAULT_CORRECTION) -> HarmonisationPipeline:
-  """The pipeline both the export and the harmonise CLI run (predicted soft mask)."""
+                          correction: str = DEFAULT_CORRECTION, joint_weights: str | None = None
+                          ) -> HarmonisationPipeline | JointPipeline:
+  """The pipeline both the export and the harmonise CLI run (predicted soft mask): the joint
+  model's if `joint_weights` is given, else the detector and harmoniser's."""
+  if joint_weights:
+    return load_joint_pipeline(joint_weights, correction=correction)
   return load_pipeline(*resolve_weights(detector_weights, harmoniser_weights),
                        correction=correction)
 
 
-def export(pipeline: HarmonisationPipeline, export_dir: str, version: int | None = None,
+def export(pipeline: HarmonisationPipeline | JointPipeline, export_dir: str, version: int | None = None,
            overwrite: bool = False, jit_compile: bool | None = None) -> str:
   """Writes `<export_dir>/<version>/` and returns its path. An existing version is refused
   (VersionExistsError) unless overwrite; then it is replaced only once the new one is written."""

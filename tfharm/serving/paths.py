@@ -81,3 +81,23 @@ def clean_interrupted(export_dir: str) -> list[str]:
   for line in done:
     logging.info("interrupted export: %s", line)
   return done
+
+
+# --- which model serves (tfharm.harmonise, tfharm.export; --model) ---------------------------
+# "pipeline": the detector + harmoniser; "joint": the joint model (tfharm.models.joint). The one
+# line to change when the joint model wins on validation (docs/joint.md).
+DEFAULT_MODEL = "pipeline"
+MODELS = ("pipeline", "joint")
+DEFAULT_JOINT = os.path.join(CHECKPOINT_DIR, "joint_256.weights.h5")
+
+
+def resolve_joint_weights(joint_weights: str | None = None) -> str:
+  """The joint model's file (default: the committed one); FileNotFoundError if it is missing."""
+  path = joint_weights or DEFAULT_JOINT
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"missing joint model weights: {path}. "
+        + ("No joint model is committed yet (checkpoints/README.md); " if not joint_weights
+           else "") + "pass --joint_weights=<workdir>/joint.keras (or .weights.h5) of a "
+        "`python -m tfharm.train --model=joint` run.")
+  return path

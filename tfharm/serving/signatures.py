@@ -11,7 +11,9 @@ Signatures (TF Serving / `saved_model_cli` names):
   harmonise_with_mask  image uint8 (B, H, W, 3), mask float32 (B, H, W, 1) in [0, 1]
                        -> harmonised uint8 (B, H, W, 3)
 
-Both run `HarmonisationPipeline.any_size`'s method: the networks see an antialiased S x S
+The module serves either pipeline: the detector and harmoniser (HarmonisationPipeline) or the
+joint model (tfharm.models.joint_pipeline.JointPipeline, `--model=joint`; with a mask, the given
+mask gates its L* change). Both run `HarmonisationPipeline.any_size`'s method: the networks see an antialiased S x S
 shrink, and only a correction comes back (the pipeline's `correction`, fixed at export:
 tfharm.models.correction), applied to the full-resolution image through the mask, so
 pixels with mask 0 are returned unchanged (bit-identical in uint8). uint8 out is
@@ -30,9 +32,8 @@ import tensorflow as tf
 
 from tfharm.metrics.device import default_jit_compile
 from tfharm.models import correction as correction_lib
-from tfharm.models import detector as detector_lib
 from tfharm.models import full_resolution
-from tfharm.models.harmoniser import harmonise
+from tfharm.models.joint_pipeline import JointPipeline
 from tfharm.models.pipeline import HarmonisationPipeline
 
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")
@@ -68,7 +69,7 @@ def _checked_mask(image: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return tf.identity(mask)
 
 
-def predicted_uint8(pipeline: HarmonisationPipeline, image: tf.Tensor,
+def predicted_uint8(pipeline: HarmonisationPipeline | JointPipeline, image: tf.Tensor,
                     band_pixels: int = full_resolution.BAND_PIXELS) -> dict[str, tf.Tensor]:
   """`pipeline.any_size(image / 255, mask_source="predicted")` for a uint8 image, with the
   full-resolution part in bands (full_resolution.correct_in_bands): the detector and the
@@ -77,10 +78,9 @@ def predicted_uint8(pipeline: HarmonisationPipeline, image: tf.Tensor,
   h, w = tf.shape(image)[1], tf.shape(image)[2]
   s = pipeline.image_size
   image_s = full_resolution.shrink_in_bands(image, s, full_resolution.uint8_to_unit, band_pixels)
-  probs = pipeline.detector(image_s, training=False)
-  detection_s = detector_lib.detection_channels(tf.cast(probs, tf.float32))  # (B, S, S, 2)
-  mask_s = detector_lib.soft_mask(detection_s)  # (B, S, S, 1)
-  pred_s = harmonise(pipeline.harmoniser, image_s, mask_s)  # (B, S, S, 3) in [0, 1]
+  at_s = pipeline(image_s, mask_source="predicted")  # the networks at S (either pipeline)
+  detection_s, mask_s = at_s["detection"], at_s["mask"]  # (B, S, S, 2), (B, S, S, 1)
+  pred_s = at_s["harmonised"]  # (B, S, S, 3) in [0, 1]
   parameters = correction_lib.correction_parameters(
       pipeline.correction, image_s, correction_lib.sanitise_mask(mask_s), pred_s)
   gating = lambda y0, y1: correction_lib.sanitise_mask(tf.clip_by_value(
@@ -97,7 +97,8 @@ class ServingModule(tf.Module):
   (XLA compiles tf.debugging assertions away). None: the device default.
   """
 
-  def __init__(self, pipeline: HarmonisationPipeline, jit_compile: bool | None = None):
+  def __init__(self, pipeline: HarmonisationPipeline | JointPipeline,
+               jit_compile: bool | None = None):
     super().__init__(name="tfharm_serving")
     self.pipeline = pipeline  # tracked: its Keras variables are saved with the module
     jit = default_jit_compile() if jit_compile is None else bool(jit_compile)

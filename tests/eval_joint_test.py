@@ -1,0 +1,76 @@
+"""The evaluation with a joint model (EvalConfig.joint_weights): its mask-free rows, its
+detection scores and its do-no-harm numbers, beside the pipeline's. Random-weight models."""
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfharm import evaluation
+from tfharm.evaluation import report, runner
+from tfharm.metrics import image as image_metrics
+from tfharm.metrics import localisation
+from tfharm.metrics import lpips as lpips_lib
+from tfharm.models import correction
+from tfharm.models import detector as det
+from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig
+from tests.eval_test import _batch, _config, _stub_detector, S, weight_files  # noqa: F401  pylint: disable=unused-import
+from tests.models.trained_weights import small_joint_model as _joint
+
+
+@pytest.fixture(scope="module")
+def joint_graph():
+  keras.utils.set_random_seed(1)
+  return runner.EvalGraph(_stub_detector(), Harmoniser(HarmoniserConfig(image_size=S)),
+                          lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=False,
+                          joint=_joint())
+
+
+def test_joint_rows_and_detection_equal_the_standalone_functions(joint_graph):
+  composite, real, mask = (tf.constant(a) for a in _batch())
+  out = joint_graph.compute(composite, real, mask)
+  raw = joint_graph.joint(composite, training=False)
+  m = det.soft_mask(raw["probs"])
+  expected = {"joint": raw["harmonised"],
+              "joint_l_moments": correction.apply_correction("l_moments", composite, m,
+                                                             composite, m, raw["harmonised"])}
+  for name, image in expected.items():
+    np.testing.assert_allclose(out["metrics"][name]["mse"],
+                               image_metrics.mse(image, real, value_range=(0.0, 1.0)),
+                               rtol=1e-5, err_msg=name)
+  loc = localisation.localisation_metrics(m, mask, 0.5)
+  for k in ("iou", "f1", "ap"):
+    np.testing.assert_allclose(out["joint_detector"][k], loc[k], rtol=1e-6)
+  # The pipeline's rows are still there and unchanged by the joint model's presence.
+  assert set(runner.METHODS) < set(out["metrics"])
+  photos = joint_graph.compute_real_photos(real)
+  assert {"joint/psnr", "joint_l_moments/psnr", "joint_detector/fire_fraction"} <= set(photos)
+
+
+def test_without_a_joint_model_the_rows_are_absent():
+  assert runner.methods_in({"composite/mse": 0}) == runner.METHODS
+  assert runner.methods_in({"joint/mse": 0}) == runner.METHODS + ("joint",)
+  assert runner.detectors_in({"detector/iou": 0}) == ("detector",)
+
+
+def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # noqa: F811
+  path = str(tmp_path / "joint.keras")
+  _joint().save(path)
+  metrics = evaluation.evaluate(_config(demo_build, weight_files, tmp_path / "out",
+                                        joint_weights=path))
+  for name in runner.JOINT_METHODS:
+    assert np.isfinite(metrics["methods"][name]["psnr"]), name
+    assert name in metrics["shares"] and name in metrics["real_photos"]
+  assert set(metrics["joint_detector"]) == {"iou", "f1", "ap"}
+  assert metrics["provenance"]["joint_weights"]["path"] == path
+  table = open(tmp_path / "out" / "table.md").read()
+  assert report.LABELS["joint"] in table and "joint model m, suprathreshold" in table
+  with open(tmp_path / "out" / "per_image.csv") as f:
+    header = next(csv.reader(f))
+  assert "joint/psnr" in header and "joint_detector/iou" in header
+  assert "joint model vs GT mask" in report.terminal_table(metrics)
+  with pytest.raises(evaluation.EvaluationError, match="not found"):
+    evaluation.evaluate(_config(demo_build, weight_files, tmp_path / "out2",
+                                joint_weights=str(tmp_path / "missing.keras")))
