@@ -22,10 +22,11 @@ import numpy as np
 
 from tfharm import validation
 from tfharm.data import pipeline
+from tfharm import presets
 from tfharm.models import checkpoints, detector, layer_files
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
-_OUT = flags.DEFINE_string("output", checkpoints.DETECTOR_256, "Shipped head weights file.")
+_OUT = flags.DEFINE_string("output", presets.get(presets.DEFAULT_DETECTOR).weights_path, "Shipped head weights file.")
 _DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites/256.")
 _SUBSET = flags.DEFINE_integer("subset", 16, "Also score the test split's first N examples.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None,

@@ -18,12 +18,12 @@ import os
 
 from absl import app, flags
 
-from tfharm import validation
+from tfharm import presets, validation
 from tfharm.data import pipeline
 from tfharm.models import checkpoints, harmoniser
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
-_OUT = flags.DEFINE_string("output", checkpoints.HARMONISER_256, "Shipped weights file.")
+_OUT = flags.DEFINE_string("output", presets.get(presets.DEFAULT_HARMONISER).weights_path, "Shipped weights file.")
 _DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites/256.")
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "A checkpoint prefix in <workdir>/checkpoints (e.g. ckpt-3750) instead of "

@@ -88,7 +88,7 @@ def clean_interrupted(export_dir: str) -> list[str]:
 # line to change when the joint model wins on validation (docs/joint.md).
 DEFAULT_MODEL = "pipeline"
 MODELS = ("pipeline", "joint")
-DEFAULT_JOINT = os.path.join(CHECKPOINT_DIR, "joint_256.weights.h5")
+DEFAULT_JOINT = os.path.join(presets.DIRECTORY, "joint_256.weights.h5")
 
 
 def resolve_joint_weights(joint_weights: str | None = None) -> str:
