@@ -34,7 +34,7 @@ def _check_source(mask_source: str) -> str:
 
 def mask_harmoniser(model: joint_lib.JointModel, size: int) -> keras.Model:
   """The joint model as a harmoniser with the DIH interface ({"image" in [-1, 1], "mask"} at
-  S x S -> image in [-1, 1]), the given mask gating its L* change: what
+  S x S -> {"image": image in [-1, 1]}), the given mask gating its L* change: what
   full_resolution.harmonise_uint8 runs for `harmonise_with_mask`."""
   image = keras.Input((size, size, 3), name="image")
   mask = keras.Input((size, size, 1), name="mask")
@@ -42,7 +42,7 @@ def mask_harmoniser(model: joint_lib.JointModel, size: int) -> keras.Model:
   out = model(unit)
   shifted = joint_lib.LightnessShift(dtype="float32", name="given_mask_shift")(
       unit, out["delta_l"], mask)
-  return keras.Model({"image": image, "mask": mask}, shifted * 2.0 - 1.0,
+  return keras.Model({"image": image, "mask": mask}, {"image": shifted * 2.0 - 1.0},
                      name="joint_mask_harmoniser")
 
 
