@@ -128,6 +128,7 @@ def test_detector_sigkill_then_same_command_resumes_with_crops(tmp_path):
   _assert_imagenet_vgg(det.Detector(det.DetectorConfig()), det.VGG_LAYERS, ckpt_dir)
 
 
+@pytest.mark.slow  # ~40 s; the same loop's resume is covered by the harmoniser's SIGKILL test
 def test_joint_sigkill_then_same_command_resumes(tmp_path):
   """The joint model through the command: SIGKILL, resume (with its weight average); the
   frozen VGG16 trunk is still the ImageNet file's."""

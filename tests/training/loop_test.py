@@ -172,6 +172,7 @@ def test_training_variants_run(tmp_path, variant):
   assert keras.mixed_precision.global_policy().name == "float32"
 
 
+@pytest.mark.slow  # ~80 s (five short runs); tests/data/generator_test checks the stream resumes at any position
 def test_online_stream_resumes_where_the_checkpoint_stopped(tmp_path):
   """4 steps + resume + 4 steps equals 8 straight steps, because the stream restarts at the
   checkpointed position (examples seen); a stream that restarts at 0 differs (control)."""

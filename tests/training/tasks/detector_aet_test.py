@@ -202,6 +202,7 @@ class _OnePairTask(DetectorAETTask):
     return super().train_transform(batch, tf.constant([0, 0], tf.int64))
 
 
+@pytest.mark.slow  # ~40 s; AET pre-training is a GPU option, not part of any shipped recipe
 def test_training_learns_checkpoints_resumes_and_exports(tmp_path):
   """Through tfharm.train.train: 20 steps on one pair (frozen VGG16, to keep it fast) and the
   export. The exported network fits the pair far better than the 'unchanged' (zero)
