@@ -1,0 +1,49 @@
+"""Prints the mask-free systems side by side from `tfharm.eval` metrics.json files (markdown):
+mean MSE/PSNR, the per-image shares (improved, worse by > 1 dB) and the do-no-harm figures on
+the unedited photos. The default of tfharm.harmonise is the best of these on `validation`.
+
+  python scripts/mask_free_table.py out/eval/joint_validation/metrics.json \
+      out/eval/joint_test/metrics.json
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+# (row in metrics.json, label): the mask-free systems, then the references.
+ROWS = (("composite", "composite (do nothing)"),
+        ("detector_harmoniser_l_moments", "pipeline, mask-free (C_p, L* moments)"),
+        ("detector_harmoniser_abstain_l_moments", "pipeline + calibrated gate"),
+        ("joint", "joint model, its own output at S"),
+        ("joint_l_moments", "joint model (what tfharm returns with --model=joint)"),
+        ("harmoniser_gt_mask_l_moments", "reference: pipeline given the true mask (C_s)"))
+
+
+def table(path: str) -> str:
+  with open(path) as f:
+    m = json.load(f)
+  split = m.get("provenance", {}).get("dataset", {}).get("split", "?")
+  lines = [f"`{path}`: split `{split}`, {m['num_examples']} composites, "
+           f"{m.get('real_photos', {}).get('num_photos', 0)} unedited photos", "",
+           "| system | MSE | PSNR dB | improved | worse > 1 dB | photos: median PSNR | "
+           "photos ≥ 40 dB |", "|---|---:|---:|---:|---:|---:|---:|"]
+  photos = m.get("real_photos", {})
+  for key, label in ROWS:
+    if key not in m["methods"]:
+      continue
+    r, s, p = m["methods"][key], m.get("shares", {}).get(key, {}), photos.get(key, {})
+    share = lambda d, k: f"{100 * d[k]:.0f} %" if k in d else "–"  # noqa: E731
+    median = f"{p['median_psnr']:.1f}" if "median_psnr" in p else "–"
+    lines.append(f"| {label} | {r['mse']:.1f} | {r['psnr']:.2f} | {share(s, 'improved')} | "
+                 f"{share(s, 'worse_by_1db')} | {median} | {share(p, 'share_at_least_40db')} |")
+  fire = {k: photos[k] for k in ("fire_fraction", "joint_detector/fire_fraction") if k in photos}
+  if photos:
+    lines += ["", "Detector firing (> 0.5) on the unedited photos, mean share of pixels: "
+              + ", ".join(f"{k} {100 * v:.2f} %" for k, v in fire.items())]
+  return "\n".join(lines)
+
+
+if __name__ == "__main__":
+  if len(sys.argv) < 2:
+    sys.exit(__doc__)
+  print("\n\n".join(table(p) for p in sys.argv[1:]))
