@@ -36,7 +36,7 @@ def table(path: str) -> str:
     median = f"{p['median_psnr']:.1f}" if "median_psnr" in p else "–"
     lines.append(f"| {label} | {r['mse']:.1f} | {r['psnr']:.2f} | {share(s, 'improved')} | "
                  f"{share(s, 'worse_by_1db')} | {median} | {share(p, 'share_at_least_40db')} |")
-  fire = {k: photos[k] for k in ("fire_fraction", "joint_detector/fire_fraction") if k in photos}
+  fire = {k: photos[k] for k in ("fire_fraction", "joint_fire_fraction") if k in photos}
   if photos:
     lines += ["", "Detector firing (> 0.5) on the unedited photos, mean share of pixels: "
               + ", ".join(f"{k} {100 * v:.2f} %" for k, v in fire.items())]
