@@ -24,9 +24,15 @@ def _detector(preset: presets.Preset) -> keras.Model:
   return detector.load_detector(preset.weights_path, cfg)
 
 
+def _joint(preset: presets.Preset) -> keras.Model:
+  from tfharm.models import joint  # pylint: disable=g-import-not-at-top
+  return joint.load_joint(preset.weights_path,
+                          joint.JointConfig(**preset.config) if preset.config else None)
+
+
 # One loader per preset kind; a new kind of model adds its entry here.
 LOADERS: dict[str, Callable[[presets.Preset], keras.Model]] = {
-    "harmoniser": _harmoniser, "detector": _detector}
+    "harmoniser": _harmoniser, "detector": _detector, "joint": _joint}
 
 
 def from_preset(name: str) -> keras.Model:

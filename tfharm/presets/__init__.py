@@ -27,7 +27,7 @@ DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 @dataclasses.dataclass(frozen=True)
 class Preset:
   name: str
-  kind: str  # which loader builds it: "harmoniser" or "detector"
+  kind: str  # which loader builds it: "harmoniser", "detector" or "joint"
   weights: str  # file name in DIRECTORY
   metrics: str  # the shipping script's record, in DIRECTORY
   config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # model config kwargs
@@ -55,9 +55,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("detector_256", "detector", "detector_256.head.weights.h5",
            "detector_256.metrics.json", {},
            "perceptual luminance detector head, trained at 256x256 (checkpoints/README.md)"),
+    # The joint model (docs/joint.md), float16 storage of all its weights (the frozen VGG16
+    # trunk included); its record holds tfharm.eval's validation and test rows.
+    Preset("joint_256", "joint", "joint_256.weights.h5", "joint_256.metrics.json", {},
+           "joint detector-harmoniser, one network, trained at 256x256 (checkpoints/README.md)"),
 )}
 DEFAULT_HARMONISER = "harmoniser_256"
 DEFAULT_DETECTOR = "detector_256"
+DEFAULT_JOINT = "joint_256"
 # The abstention gate calibrated on validation for the two default presets
 # (scripts/calibrate_gate.py); it records their SHA-256 and is used only with them.
 GATE_256 = os.path.join(DIRECTORY, "gate_256.json")

@@ -88,16 +88,16 @@ def clean_interrupted(export_dir: str) -> list[str]:
 # line to change when the joint model wins on validation (docs/joint.md).
 DEFAULT_MODEL = "pipeline"
 MODELS = ("pipeline", "joint")
-DEFAULT_JOINT = os.path.join(presets.DIRECTORY, "joint_256.weights.h5")
+DEFAULT_JOINT = presets.get(presets.DEFAULT_JOINT).weights_path
 
 
 def resolve_joint_weights(joint_weights: str | None = None) -> str:
-  """The joint model's file (default: the committed one); FileNotFoundError if it is missing."""
-  path = joint_weights or DEFAULT_JOINT
+  """The joint model's file (a path or preset name; default: preset joint_256, package data);
+  FileNotFoundError if it is missing."""
+  path = presets.resolve(joint_weights, "joint", presets.DEFAULT_JOINT)
   if not os.path.isfile(path):
     raise FileNotFoundError(
-        f"missing joint model weights: {path}. "
-        + ("No joint model is committed yet (checkpoints/README.md); " if not joint_weights
-           else "") + "pass --joint_weights=<workdir>/joint.keras (or .weights.h5) of a "
-        "`python -m tfharm.train --model=joint` run.")
+        f"missing joint model weights: {path}. Pass --joint_weights=<workdir>/joint.keras (or "
+        ".weights.h5) of a `python -m tfharm.train --model=joint` run, or a preset name "
+        "(checkpoints/README.md).")
   return path

@@ -1,0 +1,74 @@
+"""Ships a joint model run as preset `joint_256`: float16 weights + the record of its scores.
+
+  python scripts/ship_joint.py --workdir=RUN \
+      --validation_metrics=out/eval/joint_validation/metrics.json \
+      --test_metrics=out/eval/joint_test/metrics.json
+
+The scores are `python -m tfharm.eval --joint_weights=<the shipped file>` runs on the
+validation and test splits (configs/eval_coco_validation.flags, configs/eval_coco.flags): this
+script checks they scored exactly the file it ships (SHA-256) and keeps the mask-free rows, the
+shares and the unedited-photo figures, beside the pipeline's in the same run. The file is
+made first with --metrics unset (it prints the path to evaluate), then recorded.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+
+from tfharm import presets
+from tfharm.weights import store
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train --model=joint workdir "
+                               "(its exported weight average, joint.weights.h5).")
+_OUT = flags.DEFINE_string("output", os.path.join(presets.DIRECTORY, "joint_256.weights.h5"),
+                           "Shipped weights file.")
+_VALIDATION = flags.DEFINE_string("validation_metrics", None, "tfharm.eval metrics.json, split "
+                                  "validation, of the shipped file.")
+_TEST = flags.DEFINE_string("test_metrics", None, "Same, split test.")
+ROWS = ("composite", "detector_harmoniser_l_moments", "detector_harmoniser_abstain_l_moments",
+        "harmoniser_gt_mask_l_moments", "joint", "joint_l_moments")
+
+
+def _summary(path: str, sha: str) -> dict:
+  with open(path) as f:
+    m = json.load(f)
+  scored = m["provenance"].get("joint_weights", {})
+  if scored.get("sha256") != sha:
+    raise app.UsageError(f"{path} scored {scored.get('path')} (sha256 {scored.get('sha256')}), "
+                         f"not the shipped file (sha256 {sha})")
+  return {"split": m["provenance"]["dataset"]["split"], "num_examples": m["num_examples"],
+          "methods": {k: m["methods"][k] for k in ROWS if k in m["methods"]},
+          "shares": {k: m["shares"][k] for k in ROWS if k in m.get("shares", {})},
+          "joint_detector": m.get("joint_detector"), "detector": m.get("detector"),
+          "real_photos": m.get("real_photos")}
+
+
+def main(argv):
+  del argv
+  if not os.path.exists(_OUT.value):
+    if not _WORKDIR.value:
+      raise app.UsageError(f"{_OUT.value} does not exist: pass --workdir to make it")
+    from tfharm.models import checkpoints, joint  # pylint: disable=g-import-not-at-top
+    model = joint.load_joint(os.path.join(_WORKDIR.value, "joint.weights.h5"))
+    checkpoints.save_float16_weights(model, _OUT.value)
+  sha = store.sha256_file(_OUT.value)
+  if not (_VALIDATION.value and _TEST.value):
+    print(f"made {_OUT.value} (sha256 {sha}); evaluate it with tfharm.eval --joint_weights, "
+          "then run again with --validation_metrics and --test_metrics")
+    return
+  record = {"sha256": sha, "validation": _summary(_VALIDATION.value, sha),
+            "test": _summary(_TEST.value, sha)}
+  if _WORKDIR.value:
+    with open(os.path.join(_WORKDIR.value, "flags.txt")) as f:
+      record["recipe"] = [line.strip() for line in f if line.startswith("--")
+                          and not line.startswith(("--workdir", "--data_dir", "--generator_roots"))]
+  with open(_OUT.value.replace(".weights.h5", ".metrics.json"), "w") as f:
+    json.dump(record, f, indent=2, sort_keys=True)
+    f.write("\n")
+  print(json.dumps(record, indent=2, sort_keys=True)[:3000])
+
+
+if __name__ == "__main__":
+  app.run(main)
