@@ -11,6 +11,11 @@ detector_harmoniser); harmonised outputs are the network's raw output at S (pape
 the `*_gated` rows paste it into the composite through the mask, C + m * (H - C), and the
 `*_l_moments` rows are what tfharm returns by default (harmonise_any_size, the served model):
 the composite's object moved onto the prediction's L* mean/std (tfharm.models.correction).
+With a joint model its rows and detection join the same graph (`_joint_images`).
+
+Length (~410 lines): the graph, its loaders and the loop share EvalConfig and EvaluationError;
+the rows' names live in evaluation/methods.py and their images in models/methods.py. Splitting
+the weight loaders out (open_*) is the next cut if it grows.
 """
 
 from __future__ import annotations
