@@ -25,13 +25,8 @@ def _define_flags() -> None:
   from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Model base path; writes <export_dir>/<version>/.")
   _VERSION = flags.DEFINE_integer("version", None, "Version number (default: 1 + the largest there).")
-  _DETECTOR = flags.DEFINE_string(
-      "detector_weights", None, "Detector file or preset name (default: preset detector_256, tfharm.presets).")
-  _HARMONISER = flags.DEFINE_string(
-      "harmoniser_weights", None, "Harmoniser file or preset name (default: preset harmoniser_256).")
+  _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
   _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace an existing version.")
-  _JIT = flags.DEFINE_boolean(
-      "jit_compile", None, "XLA for the networks (default: on with a GPU, off on CPU).")
   # Literal choices: importing tfharm.models would start TensorFlow before the cheap checks
   # (tests/models/correction_test.py checks they equal correction.CORRECTIONS).
   _CORRECTION = flags.DEFINE_enum(

@@ -39,12 +39,7 @@ def _define_flags() -> None:
       "that an integer mask whose maximum is 1 is a 0/1 binary mask (logged).")
   _SAVE_MASK = flags.DEFINE_string("save_mask", None, "Also write the mask used as an 8-bit PNG "
                                    "(folder mode: a folder).")
-  _DETECTOR = flags.DEFINE_string(
-      "detector_weights", None, "Detector file or preset name (default: preset detector_256, tfharm.presets).")
-  _HARMONISER = flags.DEFINE_string(
-      "harmoniser_weights", None, "Harmoniser file or preset name (default: preset harmoniser_256).")
-  _JIT = flags.DEFINE_boolean(
-      "jit_compile", None, "XLA for the networks (default: on with a GPU, off on CPU).")
+  _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
   # Literal choices: importing tfharm.models would start TensorFlow before the cheap checks
   # (tests/models/correction_test.py checks they equal correction.CORRECTIONS).
   _CORRECTION = flags.DEFINE_enum(

@@ -14,6 +14,8 @@ import time
 
 from absl import app, flags, logging
 
+from tfharm.cli import program
+
 
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
@@ -21,12 +23,7 @@ def _define_flags() -> None:
   _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (default: this machine "
                               "only; the page has no authentication).")
   _PORT = flags.DEFINE_integer("port", 7860, "Port to listen on (0: any free port).")
-  _DETECTOR = flags.DEFINE_string(
-      "detector_weights", None, "Detector file or preset name (default: preset detector_256, tfharm.presets).")
-  _HARMONISER = flags.DEFINE_string(
-      "harmoniser_weights", None, "Harmoniser file or preset name (default: preset harmoniser_256).")
-  _JIT = flags.DEFINE_boolean(
-      "jit_compile", None, "XLA for the networks (default: on with a GPU, off on CPU).")
+  _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
   _MAX_MP = flags.DEFINE_float("max_megapixels", 24.0, "Larger photos are refused (memory).")
   _MAX_MB = flags.DEFINE_float("max_megabytes", 50.0, "Larger uploads are refused.")
   _EXAMPLES = flags.DEFINE_string("examples_dir", None, "Folder of example composites "

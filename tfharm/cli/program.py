@@ -88,3 +88,20 @@ def run(main: Callable[[list[str]], int | None], fast_exit: bool = False) -> Non
     finish(SUCCESS if code is None else int(code), fast=fast_exit)
 
   app.run(wrapped, flags_parser=_parse_flags)
+
+
+def define_network_flags(module_name: str
+                         ) -> tuple[flags.FlagHolder, flags.FlagHolder, flags.FlagHolder]:
+  """The flags of every command that runs the two networks (harmonise, export, app): the
+  detector and harmoniser weights (file or preset name) and XLA. Call inside `_define_flags`
+  with the command's `__name__`, so `--help` lists them as the command's own (absl names the
+  module run as a program by its sys.argv[0])."""
+  if module_name == "__main__":
+    module_name = sys.argv[0]
+  return (
+      flags.DEFINE_string("detector_weights", None, "Detector file or preset name (default: "
+                          "preset detector_256, tfharm.presets).", module_name=module_name),
+      flags.DEFINE_string("harmoniser_weights", None, "Harmoniser file or preset name "
+                          "(default: preset harmoniser_256).", module_name=module_name),
+      flags.DEFINE_boolean("jit_compile", None, "XLA for the networks (default: on with a GPU, "
+                           "off on CPU).", module_name=module_name))
