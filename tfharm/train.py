@@ -134,8 +134,12 @@ def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
        "Joint: weight of the detection cross-entropy in the loss.")
   real("joint_output_weight", _J.output_weight,
        "Joint: weight of MSE(harmonised, real) in [0, 1] RGB in the loss.")
+  real("joint_mask_output_weight", _J.mask_output_weight,
+       "Joint: weight of MSE(composite shifted by the L* head through the ground-truth mask, "
+       "real): trains the correction where the objects are while the detection is silent.")
   real("joint_max_delta_l", _J.model.max_delta_l, "Joint: bound of the L* change (L* units).")
-  string("joint_init", "", "Joint: start from these joint weights (.weights.h5 or .keras); a "
+  string("joint_init", "", "Joint: start from these joint weights (.weights.h5, .keras or a "
+         "preset name such as joint_256); a "
          "resumed checkpoint overrides them.")
   flags.mark_flags_as_required(["workdir", "data_dir"], flag_values=fv)
 
@@ -187,6 +191,7 @@ def _joint_task(fv: flags.FlagValues) -> training.Task:
   return joint.JointTask(joint.JointTaskConfig(
       JointConfig(max_delta_l=fv.joint_max_delta_l), labels, image_size=fv.image_size,
       detection_weight=fv.joint_detection_weight, output_weight=fv.joint_output_weight,
+      mask_output_weight=fv.joint_mask_output_weight,
       class_weights=_class_weights(fv.detector_class_weights),
       max_class_weight=fv.detector_max_class_weight, init=fv.joint_init or None))
 

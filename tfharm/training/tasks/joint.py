@@ -3,7 +3,11 @@
 loss = detection_weight * the detector task's cross-entropy (its labels, tfharm.models.
 detector_labels, and its class weights) + output_weight * MSE(harmonised, real) in [0, 1] RGB,
 so the network is trained on what the user receives (the mask-free output) as well as on the
-per-pixel classes. Validation: the detector task's metrics on the "probs" head and the
+per-pixel classes; optionally + mask_output_weight * MSE of the composite shifted by the same
+L* change through the ground-truth mask. That term trains the L* head where the objects are
+even while the detection is still near-silent (the output's gradient reaches delta_l scaled by
+m, ~0.05 at the start), and on identity examples it teaches "inside a mask that needs nothing,
+change nothing", which makes false alarms harmless. Validation: the detector task's metrics on the "probs" head and the
 harmoniser task's image metrics on the "harmonised" output (both beside doing nothing).
 """
 from __future__ import annotations
@@ -14,6 +18,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from tfharm import presets
 from tfharm.models import detector as detector_lib
 from tfharm.models import detector_labels as labels_lib
 from tfharm.models import joint as joint_lib
@@ -35,10 +40,14 @@ class JointTaskConfig:
   output_weight: float = 100.0
   class_weights: tuple[float, float, float] | None = None
   max_class_weight: float = 10.0
+  mask_output_weight: float = 0.0  # the ground-truth-gated output term (module docstring)
   threshold: float = 0.5  # on m = max(p_neg, p_pos) for IoU/F1/silence
-  init: str | None = None  # joint weights to start from (a resumed checkpoint overrides them)
+  init: str | None = None  # joint weights (a file or a preset name) to start from; a resumed
+  # checkpoint overrides them
 
   def __post_init__(self):
+    if self.mask_output_weight < 0:
+      raise ValueError(f"mask_output_weight must be >= 0, got {self.mask_output_weight}")
     if self.detection_weight < 0 or self.output_weight < 0 or not (
         self.detection_weight or self.output_weight):
       raise ValueError("detection_weight and output_weight must be >= 0, not both 0; got "
@@ -52,6 +61,7 @@ class JointTask(Task):
 
   def __init__(self, config: JointTaskConfig = JointTaskConfig()):
     self.config = config
+    self._shift = joint_lib.LightnessShift(dtype="float32", name="mask_shift")
     # The detection half is the detector task's own (labels, loss, metrics), not a copy.
     self.detection = DetectorTask(DetectorTaskConfig(
         labels=config.labels, image_size=config.image_size, class_weights=config.class_weights,
@@ -60,8 +70,9 @@ class JointTask(Task):
   def build_model(self) -> keras.Model:
     model = joint_lib.JointModel(self.config.model, name="joint")
     if self.config.init:
-      model.set_weights(joint_lib.load_joint(self.config.init, self.config.model).get_weights())
-      logging.info("Joint model initialised from %s.", self.config.init)
+      path = presets.resolve(self.config.init, "joint", presets.DEFAULT_JOINT)
+      model.set_weights(joint_lib.load_joint(path, self.config.model).get_weights())
+      logging.info("Joint model initialised from %s (%s).", self.config.init, path)
     return model
 
   def transform(self, batch: Batch) -> Batch:
@@ -75,8 +86,13 @@ class JointTask(Task):
     err = tf.square(tf.cast(outputs["harmonised"], tf.float32) - batch["real"])
     mse = tf.reduce_mean(err, axis=[1, 2, 3])  # (B,)
     cfg = self.config
-    return {"loss": cfg.detection_weight * det["loss"] + cfg.output_weight * mse,
-            "detection_loss": det["loss"], "ce": det["ce"], "output_mse": mse}
+    out = {"loss": cfg.detection_weight * det["loss"] + cfg.output_weight * mse,
+           "detection_loss": det["loss"], "ce": det["ce"], "output_mse": mse}
+    if cfg.mask_output_weight:
+      gated = self._shift(batch["composite"], outputs["delta_l"], batch["mask"])
+      out["mask_output_mse"] = tf.reduce_mean(tf.square(gated - batch["real"]), axis=[1, 2, 3])
+      out["loss"] += cfg.mask_output_weight * out["mask_output_mse"]
+    return out
 
   def metrics(self, batch: Batch, outputs) -> dict[str, tf.Tensor]:
     """The detector task's metrics of "probs", the image metrics of "harmonised", and
