@@ -72,8 +72,11 @@ def test_uploaded_composite_downloads_equal_the_cli_files(runs, page):
   page.harmonise()
   assert page.errors() == [], runs[0].output()
   assert "mask-free" in page.summary()
-  harmonised = _assert_downloads_equal(page, runs[1]["mask_free"])
-  assert not np.array_equal(harmonised, _pixels(PHOTO))  # it did harmonise
+  _assert_downloads_equal(page, runs[1]["mask_free"])
+  # The model ran (its soft mask came through). The default joint_256 leaves every demo
+  # composite's pixels unchanged mask-free (its m stays below ~0.15 there), so the pixels
+  # alone could not tell a run from a pass-through; the mask can.
+  assert _pixels(runs[1]["mask_free"] / "mask.png").max() > 0
 
 
 def test_clicked_example_with_its_mask_equals_the_cli_with_mask(runs, page):
@@ -82,7 +85,8 @@ def test_clicked_example_with_its_mask_equals_the_cli_with_mask(runs, page):
   page.harmonise()
   assert page.errors() == [], runs[0].output()
   assert "with the uploaded mask" in page.summary()
-  _assert_downloads_equal(page, runs[1]["with_mask"])
+  harmonised = _assert_downloads_equal(page, runs[1]["with_mask"])
+  assert not np.array_equal(harmonised, _pixels(PHOTO))  # it did harmonise
   page.choose("system", "mask-free")
 
 

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from tests import serving_helpers as helpers
+from tests.models.trained_weights import small_joint_model
 from tfharm.app import examples, handling, overlay
 from tfharm.serving import files
 
@@ -185,20 +186,29 @@ def test_overlay_colours_follow_the_evaluation_figures():
     overlay.overlay_detection(rgb, detection[..., :1])
 
 
+@pytest.mark.parametrize("model", ["joint", "pipeline"])
 def test_real_models_shared_weights_give_the_cli_pixels_of_the_other_correction(
-    tmp_path, photo, mask_png):
+    tmp_path, photo, mask_png, model):
   """load_modules builds the non-default correction's pipeline on the default one's networks
   (one copy of the weights); it must equal what the CLI builds for that --correction (random
-  weights, moved off their init). The default one is the CLI's own: tests/app_browser_test.py."""
+  weights, moved off their init), for either --model. The default one is the CLI's own:
+  tests/app_browser_test.py."""
   from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
   from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
-  weights = helpers.save_weights(str(tmp_path))
-  app = handling.App(handling.load_modules(*weights, jit_compile=False),
-                     work_dir=str(tmp_path / "work"))
+  if model == "joint":
+    weights = {"joint_weights": str(tmp_path / "joint.keras")}
+    small_joint_model().save(weights["joint_weights"])
+  else:
+    weights = dict(zip(("detector_weights", "harmoniser_weights"),
+                       helpers.save_weights(str(tmp_path))))
+  app = handling.App(handling.load_modules(**weights, jit_compile=False),
+                     work_dir=str(tmp_path / "work"), model=model)
   assert list(app.modules) == ["l_moments", "residual"]
-  assert app.modules["residual"].pipeline.detector is app.modules["l_moments"].pipeline.detector
+  first, other = (app.modules[c].pipeline for c in ("l_moments", "residual"))
+  network = "joint" if model == "joint" else "detector"
+  assert getattr(other, network) is getattr(first, network)
   cli = files.FileHarmoniser(ServingModule(
-      exporter.load_serving_pipeline(*weights, correction="residual"), jit_compile=False))
+      exporter.load_serving_pipeline(**weights, correction="residual"), jit_compile=False))
   inputs = files.load_inputs(photo[0], mask_png)
   results = {}
   for system, mask in ((handling.MASK_FREE, None), (handling.WITH_MASK, inputs[1])):
@@ -210,6 +220,7 @@ def test_real_models_shared_weights_give_the_cli_pixels_of_the_other_correction(
     assert np.abs(got.after.astype(int) - photo[1]).max() > 0  # it changed the photo
   l_moments = app.run(photo[0], None, handling.MASK_FREE, "l_moments")
   assert not np.array_equal(l_moments.after, results[handling.MASK_FREE].after)  # it matters
+  assert f"model {model}," in l_moments.summary
 
 
 def test_select_takes_half_darkened_half_brightened_big_objects_one_per_photo():

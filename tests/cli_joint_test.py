@@ -1,5 +1,5 @@
-"""`--model=joint` in the harmonise and export commands (a small random-weight joint model),
-and the default staying the two-network pipeline."""
+"""The joint model, the default of the harmonise and export commands (a small random-weight
+joint model here), and weight flags of the system that does not run refused."""
 import os
 
 import cv2
@@ -21,21 +21,32 @@ def joint_file(tmp_path_factory):
   return path
 
 
-def test_default_is_the_pipeline():
-  assert paths.DEFAULT_MODEL == "pipeline" and paths.MODELS == ("pipeline", "joint")
+def test_default_is_the_joint_model():
+  assert paths.DEFAULT_MODEL == "joint" and paths.MODELS == ("pipeline", "joint")
 
 
-def test_harmonise_and_export_with_the_joint_model(joint_file, tmp_path):
+def test_weights_of_the_system_that_does_not_run_are_refused():
+  paths.check_weight_flags("joint", joint_weights="j.keras")  # fine
+  paths.check_weight_flags("pipeline", "d.h5", "h.h5")  # fine
+  with pytest.raises(ValueError, match=r"--detector_weights apply to --model=pipeline.*default"):
+    paths.check_weight_flags("joint", detector_weights="d.h5")
+  with pytest.raises(ValueError, match=r"--joint_weights apply to --model=joint"):
+    paths.check_weight_flags("pipeline", joint_weights="j.keras")
+
+
+def test_harmonise_and_export_run_the_joint_model_by_default(joint_file, tmp_path):
+  """No --model: the output is the joint model's (and differs from the photo)."""
   photo = helpers.val_image("000000092660.jpg")[:77, :101]  # odd sizes
   src, dst = tmp_path / "photo.png", tmp_path / "out.png"
   cv2.imwrite(str(src), photo[..., ::-1])
-  proc = helpers.run(["-m", "tfharm.harmonise", "--model=joint", f"--joint_weights={joint_file}",
+  proc = helpers.run(["-m", "tfharm.harmonise", f"--joint_weights={joint_file}",
                       f"--input={src}", f"--output={dst}", "--nocache"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = cv2.imread(str(dst), cv2.IMREAD_COLOR)[..., ::-1]
   expected = load_joint_pipeline(joint_file).any_size(photo[None].astype("float32") / 255.0)
   helpers.assert_uint8_matches(out, expected["harmonised"][0].numpy(), max_ties=1e-2)
-  proc = helpers.run(["-m", "tfharm.export", "--model=joint", f"--joint_weights={joint_file}",
+  assert np.abs(out.astype(int) - photo).max() > 2  # the (perturbed) model did act
+  proc = helpers.run(["-m", "tfharm.export", f"--joint_weights={joint_file}",
                       f"--export_dir={tmp_path / 'serving'}"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   served = tf.saved_model.load(str(tmp_path / "serving" / "1")).signatures["serving_default"]
@@ -51,3 +62,14 @@ def test_missing_joint_weights_is_a_setup_error_before_work(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "none.keras" in proc.stderr and "--joint_weights" in proc.stderr
   assert not os.path.exists(tmp_path / "o.png") and not os.path.exists(tmp_path / "e" / "1")
+
+
+def test_pipeline_weights_without_model_pipeline_are_a_setup_error(tmp_path):
+  photo = tmp_path / "p.png"
+  cv2.imwrite(str(photo), np.zeros((8, 8, 3), np.uint8))
+  for args in (["-m", "tfharm.harmonise", f"--input={photo}", f"--output={tmp_path / 'o.png'}"],
+               ["-m", "tfharm.export", f"--export_dir={tmp_path / 'e'}"]):
+    proc = helpers.run(args + ["--detector_weights=detector_256"])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "add --model=pipeline" in proc.stderr
+  assert not os.path.exists(tmp_path / "o.png") and not os.path.exists(tmp_path / "e")

@@ -70,7 +70,8 @@ def weights(tmp_path_factory):
 def export_run(weights, tmp_path_factory):
   base = str(tmp_path_factory.mktemp("export") / "tfharm")
   proc = helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
-                      f"--detector_weights={weights[0]}", f"--harmoniser_weights={weights[1]}"])
+                      "--model=pipeline", f"--detector_weights={weights[0]}",
+                      f"--harmoniser_weights={weights[1]}"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip().endswith(os.path.join(base, "1"))
   return base, proc
@@ -247,7 +248,8 @@ def test_an_existing_version_is_refused_without_overwrite(export_dir, weights):
   pb = os.path.join(export_dir, "1", "saved_model.pb")
   before = os.stat(pb).st_mtime_ns
   proc = helpers.run(["-m", "tfharm.export", f"--export_dir={export_dir}", "--version=1",
-                      f"--detector_weights={weights[0]}", f"--harmoniser_weights={weights[1]}"])
+                      "--model=pipeline", f"--detector_weights={weights[0]}",
+                      f"--harmoniser_weights={weights[1]}"])
   assert proc.returncode == 2
   assert "already exists; pass --overwrite" in proc.stderr
   assert os.stat(pb).st_mtime_ns == before
@@ -257,7 +259,7 @@ def test_an_existing_version_is_refused_without_overwrite(export_dir, weights):
 def test_missing_weights_are_named(tmp_path):
   base = tmp_path / "models"
   proc = helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
-                      f"--detector_weights={tmp_path}/nope.head.weights.h5",
+                      "--model=pipeline", f"--detector_weights={tmp_path}/nope.head.weights.h5",
                       f"--harmoniser_weights={tmp_path}/nope.weights.h5"])
   assert proc.returncode == 2
   assert "missing weights" in proc.stderr
@@ -311,7 +313,8 @@ def test_versions_overwrite_and_interrupted_writes(tmp_path, monkeypatch):
 
 
 def test_unwritable_export_dirs_are_refused_before_the_models_load(weights, tmp_path):
-  flags = [f"--detector_weights={weights[0]}", f"--harmoniser_weights={weights[1]}"]
+  flags = ["--model=pipeline", f"--detector_weights={weights[0]}",
+           f"--harmoniser_weights={weights[1]}"]
   (tmp_path / "afile").write_text("in the way")
   cases = [(str(tmp_path / "afile"), "is a file, not a directory")]
   with helpers.tmpfs(tmp_path / "ro", "size=1m,ro") as ro, helpers.full_disk(tmp_path / "full") as full:

@@ -26,7 +26,9 @@ def cache_env(tmp_path_factory):
 
 
 def _flags(weights):
-  return [f"--detector_weights={weights[0]}", f"--harmoniser_weights={weights[1]}"]
+  """These tests are of the two-network pipeline's command (the joint default: cli_joint_test)."""
+  return ["--model=pipeline", f"--detector_weights={weights[0]}",
+          f"--harmoniser_weights={weights[1]}"]
 
 
 def _harmonise(*args, env=None):
@@ -280,7 +282,8 @@ def test_single_file_errors(weights, inputs, tmp_path):
   assert proc.returncode == 1
   assert "mask is 60x50, the image 317x213 (width x height); they must match" in proc.stderr
   proc = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.jpg",
-                    f"--detector_weights={tmp_path}/none.h5", f"--harmoniser_weights={weights[1]}")
+                    "--model=pipeline", f"--detector_weights={tmp_path}/none.h5",
+                    f"--harmoniser_weights={weights[1]}")
   _refused(proc, f"missing weights: {tmp_path}/none.h5")
   _refused(_harmonise(f"--input={tmp_path}/none.jpg", f"--output={tmp_path}/out.jpg"),
            "--input", "does not exist")

@@ -1,5 +1,5 @@
-"""Export detector + harmoniser (or, with --model=joint, the joint model) as a SavedModel for
-TensorFlow Serving.
+"""Export the default mask-free system, the joint model (or, with --model=pipeline, detector +
+harmoniser), as a SavedModel for TensorFlow Serving.
 
   python -m tfharm.export --export_dir=out/serving/tfharm [--version=N] [--overwrite]
   python -m tfharm.export --flagfile=configs/export.flags
@@ -22,7 +22,6 @@ def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
   global _EXPORT_DIR, _VERSION, _DETECTOR, _HARMONISER, _OVERWRITE, _JIT, _CORRECTION
   global _MODEL, _JOINT
-  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Model base path; writes <export_dir>/<version>/.")
   _VERSION = flags.DEFINE_integer("version", None, "Version number (default: 1 + the largest there).")
   _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
@@ -32,12 +31,7 @@ def _define_flags() -> None:
   _CORRECTION = flags.DEFINE_enum(
       "correction", "l_moments", ["l_moments", "residual"],
       "How the 256x256 prediction corrects the full-size image (tfharm/models/correction.py).")
-  _MODEL = flags.DEFINE_enum(
-      "model", paths.DEFAULT_MODEL, list(paths.MODELS),
-      "pipeline: detector + harmoniser; joint: the joint model (docs/joint.md).")
-  _JOINT = flags.DEFINE_string(
-      "joint_weights", None, "--model=joint: its file (.keras or .weights.h5; default: "
-      "checkpoints/joint_256.weights.h5).")
+  _MODEL, _JOINT = program.define_model_flags(__name__)
   flags.mark_flag_as_required("export_dir")
 
 
@@ -49,6 +43,7 @@ def main(argv):
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
   # Cheap checks before TensorFlow is imported: weights, the version, the directory.
   try:
+    paths_lib.check_weight_flags(_MODEL.value, _DETECTOR.value, _HARMONISER.value, _JOINT.value)
     if _MODEL.value == "joint":
       paths, joint = (None, None), paths_lib.resolve_joint_weights(_JOINT.value)
     else:

@@ -1,13 +1,16 @@
-"""Harmonise one image or a folder of images (JPEG/PNG) with the end-to-end model.
+"""Harmonise one image or a folder of images (JPEG/PNG) with the end-to-end model: by default
+the joint model (one network, preset joint_256), or with --model=pipeline the paper's two
+networks (detector + harmoniser); which is default and why: checkpoints/README.md.
 
   python -m tfharm.harmonise --input=photo.jpg --output=out.jpg [--mask=m.png] [--save_mask=p.png]
   python -m tfharm.harmonise --input=photos/ --output=harmonised/ [--mask=masks/] [--save_mask=masks_out/]
   python -m tfharm.harmonise --flagfile=configs/harmonise.flags --input=... --output=...
 
-Without --mask the detector finds the region (soft mask = max of its two channels); with one
+Without --mask the detection finds the region (soft mask = max of its two channels); with one
 (grey image, 0 = leave alone, 255 = harmonise, or a 0/1 binary mask: see --mask_scale; in folder
-mode masks/<stem>.png) only the harmoniser runs. Any size; the networks run at 256x256 and the
-correction is brought back to full resolution. The EXIF orientation is applied (outputs are
+mode masks/<stem>.png) the mask replaces it (the pipeline runs only its harmoniser; the joint
+model's L* change is applied through the given mask). Any size; the networks run at 256x256
+and the correction is brought back to full resolution. The EXIF orientation is applied (outputs are
 written upright), pixels with alpha 0 are returned unchanged and alpha is kept in PNG outputs.
 Runs the same functions as the exported SavedModel (README "Serving"), so results equal the
 served model's.
@@ -27,7 +30,6 @@ def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
   global _INPUT, _OUTPUT, _MASK, _SAVE_MASK, _DETECTOR, _HARMONISER, _JIT, _CORRECTION
   global _MASK_SCALE, _CACHE, _MODEL, _JOINT
-  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   _INPUT = flags.DEFINE_string("input", None, "An image (.jpg/.jpeg/.png) or a folder of them.")
   _OUTPUT = flags.DEFINE_string("output", None, "Output image (format from its extension), or "
                                 "a folder when --input is one (same file names).")
@@ -48,13 +50,7 @@ def _define_flags() -> None:
   _CACHE = flags.DEFINE_boolean(
       "cache", True, "Keep the traced model in $TFHARM_CACHE_DIR (default "
       "~/.cache/tfharm/harmonise) so later runs start in a few seconds (docs/cli.md).")
-  _MODEL = flags.DEFINE_enum(
-      "model", paths.DEFAULT_MODEL, list(paths.MODELS),
-      "pipeline: detector + harmoniser; joint: the joint model, one network (docs/joint.md); "
-      "with --mask, the mask gates its L* change.")
-  _JOINT = flags.DEFINE_string(
-      "joint_weights", None, "--model=joint: its file (.keras or .weights.h5; default: "
-      "checkpoints/joint_256.weights.h5).")
+  _MODEL, _JOINT = program.define_model_flags(__name__)
   flags.mark_flags_as_required(["input", "output"])
 
 
@@ -129,11 +125,12 @@ def main(argv):
   folder = os.path.isdir(src)
   jobs, ignored, folders = _plan(src, dst)
   try:
+    paths_lib.check_weight_flags(_MODEL.value, _DETECTOR.value, _HARMONISER.value, _JOINT.value)
     if _MODEL.value == "joint":
       paths = (paths_lib.resolve_joint_weights(_JOINT.value),) * 2
     else:
       paths = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
   need = sum(os.path.getsize(j.src) for j in jobs)  # outputs are about the inputs' size
   for flag, directory in folders:

@@ -3,7 +3,8 @@
   python -m tfharm.app                                  # http://127.0.0.1:7860
   python -m tfharm.app --flagfile=configs/app.flags --port=8080
 
-The models load once, before the page is served (the program prints "serving on URL" when
+It serves the same system as `tfharm.harmonise` (--model: the joint model by default, or the
+paper's pipeline). The models load once, before the page is served (the program prints "serving on URL" when
 it is ready); requests run one at a time. docs/app.md has the design and its measurements.
 """
 import os
@@ -19,11 +20,12 @@ from tfharm.cli import program
 
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
-  global _HOST, _PORT, _DETECTOR, _HARMONISER, _JIT, _MAX_MP, _MAX_MB, _EXAMPLES
+  global _HOST, _PORT, _DETECTOR, _HARMONISER, _JIT, _MAX_MP, _MAX_MB, _EXAMPLES, _MODEL, _JOINT
   _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (default: this machine "
                               "only; the page has no authentication).")
   _PORT = flags.DEFINE_integer("port", 7860, "Port to listen on (0: any free port).")
   _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
+  _MODEL, _JOINT = program.define_model_flags(__name__)
   _MAX_MP = flags.DEFINE_float("max_megapixels", 24.0, "Larger photos are refused (memory).")
   _MAX_MB = flags.DEFINE_float("max_megabytes", 50.0, "Larger uploads are refused.")
   _EXAMPLES = flags.DEFINE_string("examples_dir", None, "Folder of example composites "
@@ -43,19 +45,24 @@ def main(argv):
   start = time.perf_counter()
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
   try:
-    weights = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
-  except FileNotFoundError as e:
+    paths_lib.check_weight_flags(_MODEL.value, _DETECTOR.value, _HARMONISER.value, _JOINT.value)
+    if _MODEL.value == "joint":
+      weights = {"joint_weights": paths_lib.resolve_joint_weights(_JOINT.value)}
+    else:
+      weights = dict(zip(("detector_weights", "harmoniser_weights"),
+                         paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)))
+  except (FileNotFoundError, ValueError) as e:
     raise app.UsageError(str(e)) from e
   from tfharm.app import examples, handling, page  # pylint: disable=g-import-not-at-top
   examples_dir = os.path.abspath(_EXAMPLES.value or examples.EXAMPLES_DIR)
   rows = examples.example_rows(examples_dir)
   loaded = time.perf_counter()
-  modules = handling.load_modules(*weights, jit_compile=_JIT.value)
+  modules = handling.load_modules(**weights, jit_compile=_JIT.value)
   traced = time.perf_counter()
   handling.warm_up(modules)
   page_start = time.perf_counter()
   limits = handling.Limits(max_megapixels=_MAX_MP.value, max_megabytes=_MAX_MB.value)
-  harmonise_app = handling.App(modules, limits)
+  harmonise_app = handling.App(modules, limits, model=_MODEL.value)
   port = _PORT.value or _free_port(_HOST.value)
   blocks = page.build_page(harmonise_app, rows)
   blocks.queue(default_concurrency_limit=1)

@@ -105,8 +105,9 @@ class App:
   """The loaded models (one ServingModule per correction) and the requests' output folder."""
 
   def __init__(self, modules: dict[str, Any], limits: Limits = Limits(),
-               work_dir: str | None = None):
+               work_dir: str | None = None, model: str = "joint"):
     self.modules = modules
+    self.model = model  # the system's name, shown in each result's summary
     self.limits = limits
     self.work_dir = work_dir or tempfile.mkdtemp(prefix="tfharm-app-")
     os.makedirs(self.work_dir, exist_ok=True)
@@ -168,27 +169,36 @@ class App:
     return Result(before=decoded.rgb, after=files.read_image(harmonised_path).rgb,
                   overlay=overlay, harmonised_path=harmonised_path, mask_path=used_mask_path,
                   before_path=before_path, overlay_path=overlay_path,
-                  summary=f"Result {number}: {width} x {height}, {system}, correction "
-                          f"{correction}, {seconds:.1f} s{notes}")
+                  summary=f"Result {number}: {width} x {height}, {system}, model {self.model}, "
+                          f"correction {correction}, {seconds:.1f} s{notes}")
 
 
 def load_modules(detector_weights: str | None = None, harmoniser_weights: str | None = None,
-                 jit_compile: bool | None = None) -> dict[str, Any]:
-  """{correction: ServingModule} for every correction, sharing one copy of the weights.
+                 jit_compile: bool | None = None, joint_weights: str | None = None
+                 ) -> dict[str, Any]:
+  """{correction: ServingModule} for every correction, sharing one copy of the weights: the
+  joint model's if `joint_weights` is given, else the detector and harmoniser's.
 
   Each pipeline is the one `load_serving_pipeline(..., correction=c)` builds (same networks,
   same mask source), so every choice gives the CLI's `--correction=c` pixels (tested)."""
   from tfharm.models import correction as correction_lib  # pylint: disable=g-import-not-at-top
+  from tfharm.models.joint_pipeline import JointPipeline  # pylint: disable=g-import-not-at-top
   from tfharm.models.pipeline import HarmonisationPipeline  # pylint: disable=g-import-not-at-top
   from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
   from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
   default = correction_lib.DEFAULT_CORRECTION
-  first = exporter.load_serving_pipeline(detector_weights, harmoniser_weights, correction=default)
+  first = exporter.load_serving_pipeline(detector_weights, harmoniser_weights, correction=default,
+                                         joint_weights=joint_weights)
+
+  def same_networks(name):
+    if isinstance(first, JointPipeline):
+      return JointPipeline(first.joint, image_size=first.size, correction=name)
+    return HarmonisationPipeline(first.detector, first.harmoniser, correction=name)
+
   modules = {}
   for name in (default, *[c for c in correction_lib.CORRECTIONS if c != default]):
-    pipeline = first if name == default else HarmonisationPipeline(
-        first.detector, first.harmoniser, correction=name)
-    modules[name] = ServingModule(pipeline, jit_compile=jit_compile)
+    modules[name] = ServingModule(first if name == default else same_networks(name),
+                                  jit_compile=jit_compile)
   return modules
 
 

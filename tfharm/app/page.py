@@ -19,9 +19,10 @@ TITLE = "tfharm: harmonise a photo"
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                           font_mono=["ui-monospace", "monospace"])
 _INTRO = """# tfharm: harmonise a photo
-Upload a composite photo (JPEG or PNG). Mask-free, the **detector** finds where the luminance
-looks wrong and the **harmoniser** corrects that region; with a mask (white = harmonise), only
-the harmoniser runs. The result has the pixels of `python -m tfharm.harmonise`.
+Upload a composite photo (JPEG or PNG). Mask-free, the model finds where the luminance looks
+wrong and corrects that region; with a mask (white = harmonise), your mask says where. The
+result has the pixels of `python -m tfharm.harmonise` with the same `--model` (the result's
+summary names it).
 """
 
 

@@ -105,3 +105,20 @@ def define_network_flags(module_name: str
                           "(default: preset harmoniser_256).", module_name=module_name),
       flags.DEFINE_boolean("jit_compile", None, "XLA for the networks (default: on with a GPU, "
                            "off on CPU).", module_name=module_name))
+
+
+def define_model_flags(module_name: str) -> tuple[flags.FlagHolder, flags.FlagHolder]:
+  """--model (which mask-free system runs; default tfharm.serving.paths.DEFAULT_MODEL) and
+  --joint_weights, for harmonise, export and the app (registered as define_network_flags)."""
+  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  if module_name == "__main__":
+    module_name = sys.argv[0]
+  return (
+      flags.DEFINE_enum("model", paths.DEFAULT_MODEL, list(paths.MODELS),
+                        "joint: the joint model, one network (docs/joint.md); pipeline: the "
+                        "paper's detector + harmoniser. With a user mask, the mask replaces "
+                        "the predicted one (the joint model's L* change goes through it).",
+                        module_name=module_name),
+      flags.DEFINE_string("joint_weights", None, "--model=joint: its file (.keras or "
+                          ".weights.h5) or a preset name (default: preset joint_256, "
+                          "tfharm.presets).", module_name=module_name))

@@ -86,9 +86,25 @@ def clean_interrupted(export_dir: str) -> list[str]:
 # --- which model serves (tfharm.harmonise, tfharm.export; --model) ---------------------------
 # "pipeline": the detector + harmoniser; "joint": the joint model (tfharm.models.joint). The one
 # line to change when the joint model wins on validation (docs/joint.md).
-DEFAULT_MODEL = "pipeline"
+DEFAULT_MODEL = "joint"
 MODELS = ("pipeline", "joint")
 DEFAULT_JOINT = presets.get(presets.DEFAULT_JOINT).weights_path
+
+
+def check_weight_flags(model: str, detector_weights: str | None = None,
+                       harmoniser_weights: str | None = None,
+                       joint_weights: str | None = None) -> None:
+  """ValueError when weights are given for the model that will not run: without it, a user
+  who passes --detector_weights to the joint default (or --joint_weights to the pipeline)
+  would silently get the other system's output."""
+  other = ({"--detector_weights": detector_weights, "--harmoniser_weights": harmoniser_weights}
+           if model == "joint" else {"--joint_weights": joint_weights})
+  given = [name for name, value in other.items() if value]
+  if given:
+    wanted = "pipeline" if model == "joint" else "joint"
+    raise ValueError(f"{' and '.join(given)} apply to --model={wanted}, but --model={model} "
+                     f"runs{' (the default)' if model == DEFAULT_MODEL else ''}; add "
+                     f"--model={wanted} or drop {' and '.join(given)}")
 
 
 def resolve_joint_weights(joint_weights: str | None = None) -> str:
