@@ -16,7 +16,8 @@ ROWS = (("composite", "composite (do nothing)"),
         ("detector_harmoniser_abstain_l_moments", "pipeline + calibrated gate"),
         ("joint", "joint model, its own output at S"),
         ("joint_l_moments", "joint model (what tfharm returns with --model=joint)"),
-        ("harmoniser_gt_mask_l_moments", "reference: pipeline given the true mask (C_s)"))
+        ("harmoniser_gt_mask_l_moments", "reference: pipeline given the true mask (C_s)"),
+        ("joint_gt_mask", "reference: joint model given the true mask"))
 
 
 def table(path: str) -> str:

@@ -16,6 +16,7 @@ from tfharm.metrics import lpips as lpips_lib
 from tfharm.models import correction
 from tfharm.models import detector as det
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig
+from tfharm.models.joint_pipeline import JointPipeline
 from tests.eval_test import _batch, _config, _stub_detector, S, weight_files  # noqa: F401  pylint: disable=unused-import
 from tests.models.trained_weights import small_joint_model as _joint
 
@@ -33,9 +34,13 @@ def test_joint_rows_and_detection_equal_the_standalone_functions(joint_graph):
   out = joint_graph.compute(composite, real, mask)
   raw = joint_graph.joint(composite, training=False)
   m = det.soft_mask(raw["probs"])
+  # joint_gt_mask: what --model=joint --mask returns at S, the JointPipeline's own harmoniser.
+  with_mask = JointPipeline(joint_graph.joint, image_size=S).harmoniser(
+      {"image": composite * 2.0 - 1.0, "mask": mask})["image"]
   expected = {"joint": raw["harmonised"],
               "joint_l_moments": correction.apply_correction("l_moments", composite, m,
-                                                             composite, m, raw["harmonised"])}
+                                                             composite, m, raw["harmonised"]),
+              "joint_gt_mask": (with_mask + 1.0) / 2.0}
   for name, image in expected.items():
     np.testing.assert_allclose(out["metrics"][name]["mse"],
                                image_metrics.mse(image, real, value_range=(0.0, 1.0)),
@@ -47,6 +52,11 @@ def test_joint_rows_and_detection_equal_the_standalone_functions(joint_graph):
   assert set(runner.METHODS) < set(out["metrics"])
   photos = joint_graph.compute_real_photos(real)
   assert {"joint/psnr", "joint_l_moments/psnr", "joint_detector/fire_fraction"} <= set(photos)
+  assert "joint_gt_mask/psnr" not in photos  # unedited photos have no mask
+  shifted = out["images"]["joint_gt_mask"]
+  outside = tf.broadcast_to(mask == 0, tf.shape(shifted))
+  np.testing.assert_array_equal(tf.boolean_mask(shifted, outside),
+                                tf.boolean_mask(composite, outside))
 
 
 def test_without_a_joint_model_the_rows_are_absent():
@@ -62,7 +72,8 @@ def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # 
                                         joint_weights=path))
   for name in runner.JOINT_METHODS:
     assert np.isfinite(metrics["methods"][name]["psnr"]), name
-    assert name in metrics["shares"] and name in metrics["real_photos"]
+    assert name in metrics["shares"]
+    assert (name in metrics["real_photos"]) == (name in runner.JOINT_MASK_FREE_METHODS), name
   assert set(metrics["joint_detector"]) == {"iou", "f1", "ap"}
   assert metrics["provenance"]["joint_weights"]["path"] == path
   table = open(tmp_path / "out" / "table.md").read()

@@ -16,7 +16,7 @@ _SHORT = {"composite": "composite", "harmoniser_gt_mask": "C_s", "detector_harmo
           "harmoniser_gt_mask_gated": "C_s gated", "detector_harmoniser_gated": "C_p gated",
           "harmoniser_gt_mask_l_moments": "C_s L*", "detector_harmoniser_l_moments": "C_p L*",
           "detector_harmoniser_abstain_l_moments": "C_p gate L*", "ring_l_mean_gt_mask": "ring",
-          "joint": "joint", "joint_l_moments": "joint L*"}
+          "joint": "joint", "joint_l_moments": "joint L*", "joint_gt_mask": "joint GT"}
 _TITLES = {"mse": "MSE", "psnr": "PSNR (dB)", "lpips": "LPIPS", "fmse": "fMSE", "ssim": "SSIM"}
 
 

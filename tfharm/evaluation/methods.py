@@ -16,7 +16,11 @@ REAL_PHOTO_METHODS = ("detector_harmoniser_l_moments", "detector_harmoniser_abst
 # With a joint model (EvalConfig.joint_weights): its own output at S (L* += m * delta_l), and
 # what tfharm returns with --model=joint (the composite moved onto that output's L* moments
 # through m); both mask-free. Its detection is scored as `joint_detector/...`.
-JOINT_METHODS = ("joint", "joint_l_moments")
+# The joint model's rows: mask-free at S, mask-free as --model=joint returns it, and its L*
+# change through the ground-truth mask (what --model=joint --mask returns at S: the reference
+# its mask-free rows are measured against, as C_p against C_s). Unedited photos: the first two.
+JOINT_METHODS = ("joint", "joint_l_moments", "joint_gt_mask")
+JOINT_MASK_FREE_METHODS = JOINT_METHODS[:2]
 IMAGE_METRICS = ("mse", "psnr", "lpips", "fmse", "ssim")
 DETECTOR_METRICS = ("iou", "f1", "ap")
 LOWER_IS_BETTER = {"mse": True, "psnr": False, "lpips": True, "fmse": True, "ssim": False}

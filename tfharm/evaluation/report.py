@@ -35,6 +35,7 @@ LABELS = {
     "ring_l_mean_gt_mask": "baseline: L* mean of a ring, GT mask",
     "joint": "joint model, its own output (mask-free)",
     "joint_l_moments": "joint model, L* moments (--model=joint)",
+    "joint_gt_mask": "joint model, GT mask (its L* change through it)",
 }
 _DIGITS = {"mse": 2, "psnr": 2, "lpips": 4, "fmse": 1, "ssim": 4, "iou": 4, "f1": 4, "ap": 4}
 

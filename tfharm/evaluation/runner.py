@@ -33,7 +33,8 @@ import tensorflow as tf
 from tfharm import presets
 from tfharm.data import pipeline as data_pipeline
 from tfharm.evaluation.methods import (  # pylint: disable=unused-import  (re-exported)
-    DETECTOR_METRICS, HARMONISER_METHODS, IMAGE_METRICS, JOINT_METHODS, LOWER_IS_BETTER,
+    DETECTOR_METRICS, HARMONISER_METHODS, IMAGE_METRICS, JOINT_MASK_FREE_METHODS,
+    JOINT_METHODS, LOWER_IS_BETTER,
     METHODS, REAL_PHOTO_METHODS, detectors_in, methods_in)
 from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
@@ -44,6 +45,7 @@ from tfharm.models import correction
 from tfharm.models import detector as detector_lib
 from tfharm.models import detector_labels
 from tfharm.models import harmoniser as harmoniser_lib
+from tfharm.models import joint as joint_lib
 from tfharm.models import methods
 
 ID_FIELDS = ("image_id", "object_id", "reference_image_id", "reference_object_id")
@@ -169,6 +171,7 @@ class EvalGraph:
                gate: abstention.Gate = abstention.Gate(), joint=None):
     self.detector, self.harmoniser, self.lpips = detector, harmoniser, lpips_model
     self.joint = joint  # a JointModel, or None
+    self._shift = joint_lib.LightnessShift(dtype="float32", name="gt_mask_shift")
     self.methods = METHODS + (JOINT_METHODS if joint is not None else ())
     self.threshold = float(threshold)
     self.gate = gate
@@ -193,7 +196,7 @@ class EvalGraph:
       out[f"{name}/psnr"] = image_metrics.psnr_from_mse(mse, max_db=100.0)
     if self.joint is not None:
       images, m = self._joint_images(photo)
-      for name in JOINT_METHODS:
+      for name in JOINT_MASK_FREE_METHODS:
         mse = image_metrics.mse(images[name], photo, value_range=(0.0, 1.0))
         out[f"{name}/psnr"] = image_metrics.psnr_from_mse(mse, max_db=100.0)
       out["joint_detector/fire_fraction"] = tf.reduce_mean(tf.cast(m > 0.5, tf.float32),
@@ -202,13 +205,18 @@ class EvalGraph:
     out["detector/abstained"] = tf.cast(tf.reduce_max(gated, axis=[1, 2, 3]) == 0, tf.float32)
     return out
 
-  def _joint_images(self, composite: tf.Tensor) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-    """The joint rows' images and its soft mask m (B, S, S, 1), mask-free."""
+  def _joint_images(self, composite: tf.Tensor, mask: tf.Tensor | None = None
+                    ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+    """The joint rows' images and its soft mask m (B, S, S, 1): the mask-free rows, and with
+    the ground-truth `mask` also "joint_gt_mask" (its L* change through that mask)."""
     out = self.joint(composite, training=False)
     m = detector_lib.soft_mask(tf.cast(out["probs"], tf.float32))
     own = tf.cast(out["harmonised"], tf.float32)
-    return {"joint": own, "joint_l_moments": correction.apply_correction(
-        "l_moments", composite, m, composite, m, own)}, m
+    images = {"joint": own, "joint_l_moments": correction.apply_correction(
+        "l_moments", composite, m, composite, m, own)}
+    if mask is not None:
+      images["joint_gt_mask"] = self._shift(composite, out["delta_l"], mask)
+    return images, m
 
   def compute(self, composite: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict:
     """Pure TF; composite/real (B, S, S, 3) and mask (B, S, S, 1), all in [0, 1]."""
@@ -223,7 +231,7 @@ class EvalGraph:
     images = methods.method_images(composite, raw, masks, METHODS)
     detectors = {"detector": localisation.localisation_metrics(soft, mask, self.threshold)}
     if self.joint is not None:
-      joint_images, joint_m = self._joint_images(composite)
+      joint_images, joint_m = self._joint_images(composite, mask)
       images.update(joint_images)
       detectors["joint_detector"] = localisation.localisation_metrics(joint_m, mask,
                                                                       self.threshold)
