@@ -28,7 +28,7 @@ _VALIDATION = flags.DEFINE_string("validation_metrics", None, "tfharm.eval metri
                                   "validation, of the shipped file.")
 _TEST = flags.DEFINE_string("test_metrics", None, "Same, split test.")
 ROWS = ("composite", "detector_harmoniser_l_moments", "detector_harmoniser_abstain_l_moments",
-        "harmoniser_gt_mask_l_moments", "joint", "joint_l_moments")
+        "harmoniser_gt_mask_l_moments", "joint", "joint_l_moments", "joint_gt_mask")
 
 
 def _summary(path: str, sha: str) -> dict:

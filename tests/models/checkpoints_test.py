@@ -1,4 +1,5 @@
-"""The shipped harmoniser: compact storage, one-call loading, and its recorded numbers."""
+"""The shipped presets (harmoniser, detector, joint model): compact storage, one-call loading,
+and their recorded numbers re-measured."""
 
 import os
 
@@ -106,3 +107,51 @@ def test_shipped_detector_reproduces_its_recorded_numbers(shipped_detector_recor
       assert np.isnan(scores[metric]), metric
     else:
       assert scores[metric] == pytest.approx(value, rel=1e-3, abs=1e-4), metric
+
+
+def test_shipped_joint_reproduces_its_recorded_numbers(coco_mini_build):
+  """The joint model's rows of the test split, re-measured with the model alone (~10 s; the
+  record is the full `tfharm.eval --joint_weights` run, pipeline beside it, that
+  scripts/ship_joint.py checked was of exactly this file). Rows as the evaluation forms them
+  (tests/eval_joint_test.py checks the evaluation graph against these same functions)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
+  from tfharm.metrics import image as image_metrics  # pylint: disable=g-import-not-at-top
+  from tfharm.models import correction, detector, joint  # pylint: disable=g-import-not-at-top
+  from tfharm.models.joint_pipeline import JointPipeline  # pylint: disable=g-import-not-at-top
+  from tfharm.weights import store  # pylint: disable=g-import-not-at-top
+  preset = presets.get("joint_256")
+  record = preset.recorded_metrics()
+  assert store.sha256_file(preset.weights_path) == record["sha256"]
+  assert os.path.getsize(preset.weights_path) <= 25 * 2**20
+  model = joint.load_joint(preset.weights_path)
+  with_mask = JointPipeline(model, image_size=256).harmoniser
+
+  @tf.function
+  def rows(batch):
+    comp, real, mask = batch["composite"], batch["real"], batch["mask"]
+    out = model(comp, training=False)
+    m = detector.soft_mask(out["probs"])
+    images = {"joint": out["harmonised"],
+              "joint_l_moments": correction.apply_correction("l_moments", comp, m, comp, m,
+                                                             out["harmonised"]),
+              "joint_gt_mask": (with_mask({"image": comp * 2.0 - 1.0, "mask": mask})["image"]
+                                + 1.0) / 2.0}
+    return {k: image_metrics.image_metrics(v, real, mask, value_range=(0.0, 1.0))
+            for k, v in images.items()}
+
+  data_dir = coco_mini_build.data_dir.split("/luminance_composites/")[0]
+  values = {}
+  for batch in pipeline.make_dataset(data_dir, "test", batch_size=16):
+    for row, metrics in rows(batch).items():
+      for metric, v in metrics.items():
+        values.setdefault(row, {}).setdefault(metric, []).append(v.numpy())
+  recorded = record["test"]
+  assert len(np.concatenate(values["joint"]["mse"])) == recorded["num_examples"] == 146
+  checked = [row for row in values if row in recorded["methods"]]
+  assert {"joint", "joint_l_moments"} <= set(checked)
+  for row in checked:
+    for metric in ("mse", "psnr", "fmse", "ssim"):
+      got = float(np.nanmean(np.concatenate(values[row][metric])))
+      assert got == pytest.approx(recorded["methods"][row][metric], rel=1e-3, abs=1e-3), (
+          row, metric)
