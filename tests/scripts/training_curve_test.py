@@ -1,0 +1,38 @@
+"""scripts/training_curve.py: chained runs' samples, the values from the logs, the extrapolation."""
+import os
+import subprocess
+import sys
+
+import tensorflow as tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(workdir, batch, points, unchanged=None):
+  os.makedirs(workdir / "logs" / "eval")
+  (workdir / "flags.txt").write_text(f"--model=joint\n--batch_size={batch}\n")
+  writer = tf.summary.create_file_writer(str(workdir / "logs" / "eval"))
+  with writer.as_default():
+    for step, ap in points:
+      tf.summary.scalar("eval/ap", ap, step=step)
+      tf.summary.image("eval/images", tf.zeros((1, 4, 4, 3)), step=step)  # skipped
+      if unchanged is not None:
+        tf.summary.scalar("eval/unchanged_ap", unchanged, step=step)
+  writer.close()
+
+
+def test_chained_runs_and_a_log_linear_extrapolation(tmp_path):
+  # ap = 0.1 * log10(samples) - 0.1 exactly: 0.2 at 1e3, 0.3 at 1e4, ...
+  _run(tmp_path / "a", 10, [(100, 0.2), (1000, 0.3)], unchanged=0.05)
+  _run(tmp_path / "b", 100, [(0, 0.3), (990, 0.4)])  # continues a: 1e4 + 99,000 = 1.09e5
+  png = tmp_path / "curve.png"
+  cmd = [sys.executable, os.path.join(REPO, "scripts", "training_curve.py"),
+         f"--runs={tmp_path / 'a'},{tmp_path / 'b'}", "--metrics=ap", "--target=ap=0.6",
+         "--fit_points=2", f"--output={png}"]
+  out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+  rows = [line for line in out.splitlines() if line.startswith("| ") and "samples" not in line]
+  assert [r.split("|")[1].strip() for r in rows] == ["1000", "10000", "109000"]  # b's step 0 dropped
+  assert "doing nothing: ap 0.05" in out
+  assert "ap = 0.6 needs" in out and png.exists()
+  proc = subprocess.run(cmd, capture_output=True, text=True)
+  assert proc.returncode != 0 and "--overwrite" in proc.stderr  # the PNG is not replaced
