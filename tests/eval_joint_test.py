@@ -85,3 +85,12 @@ def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # 
   with pytest.raises(evaluation.EvaluationError, match="not found"):
     evaluation.evaluate(_config(demo_build, weight_files, tmp_path / "out2",
                                 joint_weights=str(tmp_path / "missing.keras")))
+
+
+def test_joint_weights_take_a_preset_name():
+  from tfharm import presets  # pylint: disable=g-import-not-at-top
+  model, path = runner.open_joint("joint_256")
+  assert path == presets.get("joint_256").weights_path and model is not None
+  assert runner.open_joint(None) == (None, None)
+  with pytest.raises(evaluation.EvaluationError, match="not a joint"):
+    runner.open_joint("harmoniser_256")

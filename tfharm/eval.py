@@ -29,8 +29,9 @@ _HARMONISER_WEIGHTS = flags.DEFINE_string(
     "harmoniser_weights", None,
     "Harmoniser .weights.h5/.keras or preset name. Default: preset harmoniser_256.")
 _JOINT_WEIGHTS = flags.DEFINE_string(
-    "joint_weights", None, "Also score this joint model (tfharm.models.joint; .keras or "
-    ".weights.h5): rows joint, joint_l_moments (mask-free) and its detection (joint_detector).")
+    "joint_weights", None, "Also score this joint model (tfharm.models.joint; .keras, "
+    ".weights.h5 or a preset name such as joint_256): rows joint, joint_l_moments (mask-free), "
+    "joint_gt_mask, and its detection (joint_detector).")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per graph call.")
 _LPIPS_NET = flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone.")

@@ -45,7 +45,7 @@ def evaluate(cfg: EvalConfig) -> dict:
   builder, size, n = runner.open_dataset(cfg)
   harmoniser, harmoniser_path = runner.open_harmoniser(cfg.harmoniser_weights, size)
   detector, detector_path = runner.open_detector(cfg.detector_weights)
-  joint = runner.open_joint(cfg.joint_weights)
+  joint, joint_path = runner.open_joint(cfg.joint_weights)
   lpips_model = lpips_lib.LPIPS(cfg.lpips_net, jit_compile=False)  # used inside our graph
   sha = {"detector": store.sha256_file(detector_path),
          "harmoniser": store.sha256_file(harmoniser_path)}
@@ -81,8 +81,8 @@ def evaluate(cfg: EvalConfig) -> dict:
       "detector_weights": {"path": detector_path, "sha256": sha["detector"]},
       "harmoniser_weights": {"path": harmoniser_path, "sha256": sha["harmoniser"]},
       "gate": {"path": gate_path, **dataclasses.asdict(gate)},
-      **({"joint_weights": {"path": cfg.joint_weights,
-                            "sha256": store.sha256_file(cfg.joint_weights)}} if joint else {}),
+      **({"joint_weights": {"path": joint_path,
+                            "sha256": store.sha256_file(joint_path)}} if joint else {}),
       "dataset": {"name": builder.name, "data_dir": os.path.abspath(cfg.data_dir),
                   "config": cfg.dataset_config,
                   "version": str(builder.info.version), "split": cfg.split,

@@ -144,15 +144,20 @@ def open_detector(path: str | None) -> tuple[Any, str]:
 
 
 def open_joint(path: str | None):
-  """The joint model to score beside the pipeline, or None; EvaluationError on a bad file."""
+  """(joint model, its file) to score beside the pipeline, or (None, None); `path` is a file
+  or a preset name (e.g. joint_256). EvaluationError on a bad file."""
   if not path:
-    return None
+    return None, None
   from tfharm.models import joint as joint_lib  # pylint: disable=g-import-not-at-top
+  try:
+    path = presets.resolve(path, "joint", presets.DEFAULT_JOINT)
+  except ValueError as e:
+    raise EvaluationError(str(e)) from e
   if not os.path.exists(path):
     raise EvaluationError(f"joint model weights {path} not found (a `python -m tfharm.train "
                           "--model=joint` run writes <workdir>/joint.keras)")
   try:
-    return joint_lib.load_joint(path)
+    return joint_lib.load_joint(path), path
   except (ValueError, TypeError, KeyError, OSError) as e:
     raise EvaluationError(f"joint model weights {path}: {str(e)[:300]}") from e
 
