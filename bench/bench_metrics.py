@@ -1,6 +1,6 @@
 """Throughput of the tfharm metrics, next to the official PyTorch LPIPS in the same run.
 
-  python bench/bench_metrics.py [--official_python=/work/benchenv/bin/python] [--rounds=5]
+  python bench/bench_metrics.py [--official_python=../benchenv/bin/python] [--rounds=5]
 
 Prints one `name value unit` line per figure. The official package runs in its own venv (it is
 not a tfharm dependency), as a worker subprocess fed the same inputs and the same converted
@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-INSTALL_HINT = ("python3.11 -m venv /work/benchenv && /work/benchenv/bin/pip install "
+INSTALL_HINT = ("python3.11 -m venv ../benchenv && ../benchenv/bin/pip install "
                 "torch==2.14.1 torchvision==0.29.1 lpips==0.1.4")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -157,7 +157,7 @@ def main(argv) -> None:
     print(f"# official: {info['versions']}")
   else:
     print(f"# official lpips not available ({why}); install it with: {INSTALL_HINT} "
-          "and pass --official_python=/work/benchenv/bin/python")
+          "and pass --official_python=../benchenv/bin/python")
 
   # --- LPIPS-alex throughput
   alex_flop_per_pair = None
@@ -293,7 +293,7 @@ if __name__ == "__main__":
     _worker()
   else:
     from absl import app, flags
-    flags.DEFINE_string("official_python", "/work/benchenv/bin/python",
+    flags.DEFINE_string("official_python", "../benchenv/bin/python",
                         "Python of a venv with torch==2.14.1 torchvision==0.29.1 lpips==0.1.4.")
     flags.DEFINE_integer("rounds", 5, "Interleaved rounds per configuration.")
     flags.DEFINE_integer("reps", 3, "Timed calls per implementation per round.")

@@ -19,8 +19,7 @@ PYTHON = sys.executable
 
 def save_weights(directory: str) -> tuple[str, str]:
   """(detector head file, harmoniser .weights.h5) of perturbed random models."""
-  sys.path.insert(0, os.path.join(REPO, "tests", "models"))
-  from trained_weights import perturb_trained_layers  # pylint: disable=g-import-not-at-top
+  from tests.models.trained_weights import perturb_trained_layers  # pylint: disable=g-import-not-at-top
   from tfharm.models import detector as det  # pylint: disable=g-import-not-at-top
   from tfharm.models import layer_files  # pylint: disable=g-import-not-at-top
   from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig  # pylint: disable=g-import-not-at-top
