@@ -31,7 +31,8 @@ def _define_flags() -> None:
   _CORRECTION = flags.DEFINE_enum(
       "correction", "l_moments", ["l_moments", "residual"],
       "How the 256x256 prediction corrects the full-size image (tfharm/models/correction.py).")
-  _MODEL, _JOINT = program.define_model_flags(__name__)
+  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  _MODEL, _JOINT = program.define_model_flags(__name__, paths.DEFAULT_MODEL, paths.MODELS)
   flags.mark_flag_as_required("export_dir")
 
 

@@ -50,7 +50,8 @@ def _define_flags() -> None:
   _CACHE = flags.DEFINE_boolean(
       "cache", True, "Keep the traced model in $TFHARM_CACHE_DIR (default "
       "~/.cache/tfharm/harmonise) so later runs start in a few seconds (docs/cli.md).")
-  _MODEL, _JOINT = program.define_model_flags(__name__)
+  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  _MODEL, _JOINT = program.define_model_flags(__name__, paths.DEFAULT_MODEL, paths.MODELS)
   flags.mark_flags_as_required(["input", "output"])
 
 

@@ -4,8 +4,8 @@
   python -m tfharm.app --flagfile=configs/app.flags --port=8080
 
 It serves the same system as `tfharm.harmonise` (--model: the joint model by default, or the
-paper's pipeline). The models load once, before the page is served (the program prints "serving on URL" when
-it is ready); requests run one at a time. docs/app.md has the design and its measurements.
+paper's pipeline). The models load once, before the page is served (the program prints
+"serving on URL" when it is ready); requests run one at a time. docs/app.md has the design and its measurements.
 """
 import os
 import shutil
@@ -25,7 +25,8 @@ def _define_flags() -> None:
                               "only; the page has no authentication).")
   _PORT = flags.DEFINE_integer("port", 7860, "Port to listen on (0: any free port).")
   _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
-  _MODEL, _JOINT = program.define_model_flags(__name__)
+  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  _MODEL, _JOINT = program.define_model_flags(__name__, paths.DEFAULT_MODEL, paths.MODELS)
   _MAX_MP = flags.DEFINE_float("max_megapixels", 24.0, "Larger photos are refused (memory).")
   _MAX_MB = flags.DEFINE_float("max_megabytes", 50.0, "Larger uploads are refused.")
   _EXAMPLES = flags.DEFINE_string("examples_dir", None, "Folder of example composites "

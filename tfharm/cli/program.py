@@ -107,14 +107,15 @@ def define_network_flags(module_name: str
                            "off on CPU).", module_name=module_name))
 
 
-def define_model_flags(module_name: str) -> tuple[flags.FlagHolder, flags.FlagHolder]:
-  """--model (which mask-free system runs; default tfharm.serving.paths.DEFAULT_MODEL) and
-  --joint_weights, for harmonise, export and the app (registered as define_network_flags)."""
-  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+def define_model_flags(module_name: str, default: str, choices: tuple[str, ...]
+                       ) -> tuple[flags.FlagHolder, flags.FlagHolder]:
+  """--model (which mask-free system runs; the callers pass tfharm.serving.paths.DEFAULT_MODEL
+  and MODELS: this module sits below serving) and --joint_weights, for harmonise, export and
+  the app (registered as define_network_flags)."""
   if module_name == "__main__":
     module_name = sys.argv[0]
   return (
-      flags.DEFINE_enum("model", paths.DEFAULT_MODEL, list(paths.MODELS),
+      flags.DEFINE_enum("model", default, list(choices),
                         "joint: the joint model, one network (docs/joint.md); pipeline: the "
                         "paper's detector + harmoniser. With a user mask, the mask replaces "
                         "the predicted one (the joint model's L* change goes through it).",
