@@ -4,6 +4,10 @@ the unedited photos. The default of tfharm.harmonise is the best of these on `va
 
   python scripts/mask_free_table.py out/eval/joint_validation/metrics.json \
       out/eval/joint_test/metrics.json
+  python scripts/mask_free_table.py tfharm/presets/joint_256.metrics.json   # a shipped record
+
+A preset's record (scripts/ship_joint.py) holds both splits' rows: its tables are the ones in
+checkpoints/README.md (tests/checkpoint_tables_test.py checks they are pasted, not retyped).
 """
 from __future__ import annotations
 
@@ -15,16 +19,23 @@ ROWS = (("composite", "composite (do nothing)"),
         ("detector_harmoniser_l_moments", "pipeline, mask-free (C_p, L* moments)"),
         ("detector_harmoniser_abstain_l_moments", "pipeline + calibrated gate"),
         ("joint", "joint model, its own output at S"),
-        ("joint_l_moments", "joint model (what tfharm returns with --model=joint)"),
+        ("joint_l_moments", "joint model (what tfharm returns by default, --model=joint)"),
         ("harmoniser_gt_mask_l_moments", "reference: pipeline given the true mask (C_s)"),
         ("joint_gt_mask", "reference: joint model given the true mask"))
 
 
 def table(path: str) -> str:
+  """The table of a metrics.json, or both splits' tables of a shipped record."""
   with open(path) as f:
     m = json.load(f)
+  if "sha256" in m and "validation" in m and "test" in m:
+    return "\n\n".join(table_of(m[split], f"Split `{split}`") for split in ("validation", "test"))
   split = m.get("provenance", {}).get("dataset", {}).get("split", "?")
-  lines = [f"`{path}`: split `{split}`, {m['num_examples']} composites, "
+  return table_of(m, f"`{path}`: split `{split}`")
+
+
+def table_of(m: dict, title: str) -> str:
+  lines = [f"{title}, {m['num_examples']} composites, "
            f"{m.get('real_photos', {}).get('num_photos', 0)} unedited photos", "",
            "| system | MSE | PSNR dB | improved | worse > 1 dB | photos: median PSNR | "
            "photos ≥ 40 dB |", "|---|---:|---:|---:|---:|---:|---:|"]
