@@ -62,8 +62,10 @@ def eval_scalars(workdir: str) -> dict[str, dict[int, float]]:
 
 
 def chained(runs: list[str], metrics: list[str]):
-  """(samples (N,), {metric: (N,)}, {metric: doing-nothing value}) over the chained runs."""
+  """(samples (N,), {metric: (N,)}, {metric: doing-nothing value}, [samples where each
+  continuation starts]) over the chained runs."""
   samples, values, unchanged, offset = [], {m: [] for m in metrics}, {}, 0
+  starts = []  # where each continuation begins, in samples
   for workdir in runs:
     scalars, batch = eval_scalars(workdir), batch_size(workdir)
     steps = sorted(scalars.get(f"eval/{metrics[0]}", {}))
@@ -80,7 +82,9 @@ def chained(runs: list[str], metrics: list[str]):
       if base and m not in unchanged:
         unchanged[m] = next(iter(base.values()))
     offset += steps[-1] * batch
-  return np.asarray(samples, float), {m: np.asarray(v) for m, v in values.items()}, unchanged
+    starts.append(offset)
+  return (np.asarray(samples, float), {m: np.asarray(v) for m, v in values.items()}, unchanged,
+          starts[:-1])
 
 
 def extrapolate(samples: np.ndarray, values: np.ndarray, target: float, points: int):
@@ -100,7 +104,7 @@ def main(argv):
   metrics = _METRICS.value
   if _OUTPUT.value and os.path.exists(_OUTPUT.value) and not _OVERWRITE.value:
     raise app.UsageError(f"{_OUTPUT.value} exists; pass --overwrite to replace it")
-  samples, values, unchanged = chained(_RUNS.value, metrics)
+  samples, values, unchanged, starts = chained(_RUNS.value, metrics)
   print("| samples seen | " + " | ".join(metrics) + " |")
   print("|---:|" + "---:|" * len(metrics))
   for i, s in enumerate(samples):
@@ -125,12 +129,16 @@ def main(argv):
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.8))
+    from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.4 * len(metrics), 3.0))
     for ax, m in zip(np.atleast_1d(axes), metrics):
       ax.plot(samples, values[m], "o-", label="validation")
       if m in unchanged:
         ax.axhline(unchanged[m], color="grey", ls="--", label="doing nothing")
+      for start in starts:
+        ax.axvline(start, color="tab:orange", lw=0.8, ls=":", label="next run starts")
       ax.set_xscale("log")
+      ax.xaxis.set_minor_formatter(ticker.NullFormatter())
       ax.set_xlabel("training samples seen")
       ax.set_title(m)
     np.atleast_1d(axes)[0].legend(fontsize=7)
