@@ -5,7 +5,8 @@
 
 It serves the same system as `tfharm.harmonise` (--model: the joint model by default, or the
 paper's pipeline). The models load once, before the page is served (the program prints
-"serving on URL" when it is ready); requests run one at a time. docs/app.md has the design and its measurements.
+"serving on URL" when it is ready); requests run one at a time. docs/app.md has the design
+and its measurements.
 """
 import os
 import shutil
