@@ -25,8 +25,11 @@ def perturb_trained_layers(model, seed: int = 0) -> None:
 
 def small_joint_model(seed: int = 0):
   """A small joint model (tfharm.models.joint; random trunk, narrow decoder), perturbed: fast
-  stand-in for a trained one in the pipeline, evaluation and command-line tests."""
+  stand-in for a trained one in the pipeline, evaluation and command-line tests. Seeded whole
+  (initial weights too): a random model's output, and whether it acts at all, must not vary."""
+  import keras  # pylint: disable=g-import-not-at-top
   from tfharm.models import joint  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(seed)
   model = joint.JointModel(joint.JointConfig(imagenet_weights=False, context_width=16,
                                              skip_widths=(8, 8), decoder_widths=(16, 8)))
   perturb([l for l in model.layers if l.weights], seed)
