@@ -30,7 +30,7 @@ app: install
 	$(PY) -m tfharm.app --flagfile=configs/app.flags
 
 test: install weights
-	$(PY) -m pytest -q -m "not slow" --durations=10 tests data_builders
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" --durations=10 tests data_builders
 
 # Slow checks and benchmarks: not part of `make test`.
 test-slow: install weights

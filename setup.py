@@ -25,11 +25,12 @@ setuptools.setup(
         "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
     ],
     extras_require={
-        # dill: tfds.testing. tensorflow-serving-api: the PredictRequest protos of the export
-        # tests (2.21.0 pins tensorflow>=2.21,<3 and installs with its dependencies).
+        # pytest-xdist: `make test` runs on two workers. dill: tfds.testing.
+        # tensorflow-serving-api: the PredictRequest protos of the export tests (2.21.0 pins
+        # tensorflow>=2.21,<3 and installs with its dependencies).
         # selenium: the web page's browser test (with Debian's chromium, `make browser`).
-        "dev": ["pytest>=8", "scikit-image>=0.22", "dill", "tensorflow-serving-api==2.21.*",
-                "selenium==4.51.0"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "scikit-image>=0.22", "dill",
+                "tensorflow-serving-api==2.21.*", "selenium==4.51.0"],
         # The web page, `python -m tfharm.app` (docs/app.md). Pinned: the page relies on
         # Gradio's DOM (element ids, toasts) in its browser test.
         "app": ["gradio==6.31.0"],

@@ -18,6 +18,15 @@ def copy_demo_root(dst: str) -> str:
   return dst
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_graph_cache(tmp_path_factory):
+  """tfharm.harmonise caches traced graphs in ~/.cache/tfharm by default: the tests (and the
+  commands they start, which inherit the environment) use one of their own, so they never
+  touch the user's and two pytest-xdist workers never share one."""
+  from tfharm.serving import cache  # pylint: disable=g-import-not-at-top
+  os.environ[cache.ENV_VAR] = str(tmp_path_factory.mktemp("graph_cache"))
+
+
 @pytest.fixture(scope="session")
 def demo_build(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp("demo_tfds"))
