@@ -6,7 +6,9 @@
 Writes tfharm/presets/harmoniser_256.weights.h5 (float16 storage) and
 tfharm/presets/harmoniser_256.metrics.json: the scores of the float16 file on the `256` build's
 `validation` split (what a checkpoint is chosen on: scripts/select_checkpoint.py) and `test`
-split (reported only), the float32 weights' test scores, and the training step. `--rescore`
+split (reported only), the test split's first 16 composites (`test_first_16`: what
+tests/models/checkpoints_test.py re-measures in seconds), the float32 weights' test scores,
+and the training step. `--rescore`
 keeps the shipped file and its provenance and re-measures it (e.g. after a dataset rebuild).
 Commit a new file only when it beats the committed one on validation.
 """
@@ -32,9 +34,12 @@ _RESCORE = flags.DEFINE_bool("rescore", False, "Re-measure the shipped file; shi
 flags.mark_flags_as_required(["data_dir"])
 
 
-def _scores(model, split: str) -> dict:
-  return validation.harmoniser_scores(
-      model, pipeline.make_dataset(_DATA.value, split, config="256", batch_size=16))
+SUBSET = 16
+
+
+def _scores(model, split: str, max_examples: int | None = None) -> dict:
+  return validation.harmoniser_scores(model, pipeline.make_dataset(
+      _DATA.value, split, config="256", batch_size=16, max_examples=max_examples))
 
 
 def main(argv):
@@ -60,7 +65,8 @@ def main(argv):
   builder = pipeline.load_builder(_DATA.value, "256")
   record.update(dataset=f"luminance_composites/256 {builder.info.version} "
                         f"(roots {builder.info.metadata.get('roots')})",
-                validation=_scores(shipped, "validation"), test=_scores(shipped, "test"))
+                validation=_scores(shipped, "validation"), test=_scores(shipped, "test"),
+                test_first_16=_scores(shipped, "test", SUBSET))
   with open(record_path, "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
     f.write("\n")

@@ -1,14 +1,17 @@
 """Ships a joint model run as preset `joint_256`: float16 weights + the record of its scores.
 
-  python scripts/ship_joint.py --workdir=RUN \
+  python scripts/ship_joint.py --workdir=RUN --data_dir=DATA \
       --validation_metrics=out/eval/joint_validation/metrics.json \
       --test_metrics=out/eval/joint_test/metrics.json
 
 The scores are `python -m tfharm.eval --joint_weights=<the shipped file>` runs on the
 validation and test splits (configs/eval_coco_validation.flags, configs/eval_coco.flags): this
 script checks they scored exactly the file it ships (SHA-256) and keeps the mask-free rows, the
-shares and the unedited-photo figures, beside the pipeline's in the same run. The file is
-made first with --metrics unset (it prints the path to evaluate), then recorded.
+shares and the unedited-photo figures, beside the pipeline's in the same run. It also scores
+the file itself on the test split's first 16 composites (`test_first_16`, tfharm.validation.
+joint_scores: what tests/models/checkpoints_test.py re-measures in seconds). The file is made
+first with --metrics unset (it prints the path to evaluate), then recorded. The recipe is the
+last invocation in the run's flags.txt (each resume appends one), machine paths left out.
 """
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from absl import app, flags
 from tfharm import presets
 from tfharm.weights import store
 
+SUBSET = 16
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train --model=joint workdir "
                                "(its exported weight average, joint.weights.h5).")
 _OUT = flags.DEFINE_string("output", os.path.join(presets.DIRECTORY, "joint_256.weights.h5"),
@@ -27,6 +32,9 @@ _OUT = flags.DEFINE_string("output", os.path.join(presets.DIRECTORY, "joint_256.
 _VALIDATION = flags.DEFINE_string("validation_metrics", None, "tfharm.eval metrics.json, split "
                                   "validation, of the shipped file.")
 _TEST = flags.DEFINE_string("test_metrics", None, "Same, split test.")
+_DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites/256 "
+                            "(the one evaluated): the test split's first composites are "
+                            "re-scored here for the record's test_first_16.")
 ROWS = ("composite", "detector_harmoniser_l_moments", "detector_harmoniser_abstain_l_moments",
         "harmoniser_gt_mask_l_moments", "joint", "joint_l_moments", "joint_gt_mask")
 
@@ -45,6 +53,33 @@ def _summary(path: str, sha: str) -> dict:
           "real_photos": m.get("real_photos")}
 
 
+def last_invocation(lines: list[str]) -> list[str]:
+  """The flags of the newest invocation in a flags.txt that several runs appended to: each
+  block starts with the same (alphabetically first) flag, in its --x or --nox form."""
+  def name(line):
+    return line.strip()[2:].split("=", 1)[0]
+  lines = [line.strip() for line in lines if line.startswith("--")]
+  if not lines:
+    return []
+  first = name(lines[0]).removeprefix("no")
+  starts = [i for i, line in enumerate(lines) if name(line) in (first, "no" + first)]
+  return lines[starts[-1]:]
+
+
+def recipe(flags_txt: str) -> list[str]:
+  with open(flags_txt) as f:
+    return [line for line in last_invocation(f.readlines())
+            if not line.startswith(("--workdir", "--data_dir", "--generator_roots"))]
+
+
+def first_test_scores(weights: str, data_dir: str) -> dict:
+  from tfharm import validation  # pylint: disable=g-import-not-at-top
+  from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
+  from tfharm.models import joint  # pylint: disable=g-import-not-at-top
+  return validation.joint_scores(joint.load_joint(weights), pipeline.make_dataset(
+      data_dir, "test", config="256", batch_size=SUBSET, max_examples=SUBSET))
+
+
 def main(argv):
   del argv
   if not os.path.exists(_OUT.value):
@@ -58,12 +93,13 @@ def main(argv):
     print(f"made {_OUT.value} (sha256 {sha}); evaluate it with tfharm.eval --joint_weights, "
           "then run again with --validation_metrics and --test_metrics")
     return
+  if not _DATA.value:
+    raise app.UsageError("--data_dir is required to record (the test_first_16 scores)")
   record = {"sha256": sha, "validation": _summary(_VALIDATION.value, sha),
-            "test": _summary(_TEST.value, sha)}
+            "test": _summary(_TEST.value, sha),
+            "test_first_16": first_test_scores(_OUT.value, _DATA.value)}
   if _WORKDIR.value:
-    with open(os.path.join(_WORKDIR.value, "flags.txt")) as f:
-      record["recipe"] = [line.strip() for line in f if line.startswith("--")
-                          and not line.startswith(("--workdir", "--data_dir", "--generator_roots"))]
+    record["recipe"] = recipe(os.path.join(_WORKDIR.value, "flags.txt"))
   with open(_OUT.value.replace(".weights.h5", ".metrics.json"), "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
     f.write("\n")

@@ -28,6 +28,7 @@ from tfharm.data import pipeline
 from tfharm.metrics import aggregate
 from tfharm.metrics import image as image_metrics
 from tfharm.models import harmoniser as harmoniser_lib
+from tfharm.models import joint as joint_lib
 from tfharm.models import methods
 
 # The gated row is reported beside the network's own output, never instead of it.
@@ -64,6 +65,26 @@ def harmoniser_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
       result[change] = {"mse": image_metrics.mse(outputs[name], comp, value_range=(0.0, 1.0))}
     return result
 
+  return _means(score, dataset)
+
+
+def joint_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
+  """Mean MSE / PSNR / fMSE / SSIM of a joint model's rows (models.methods.joint_images: the
+  pixels `tfharm.eval --joint_weights` scores) over `dataset` (make_dataset batches)."""
+  shift = joint_lib.LightnessShift(dtype="float32", name="gt_mask_shift")
+
+  @tf.function
+  def score(batch):
+    images, _ = methods.joint_images(model, batch["composite"], batch["mask"], shift)
+    return {name: image_metrics.image_metrics(out, batch["real"], batch["mask"],
+                                              value_range=(0.0, 1.0))
+            for name, out in images.items()}
+
+  return _means(score, dataset)
+
+
+def _means(score, dataset: tf.data.Dataset) -> dict:
+  """{"num_examples", method: {metric: mean}} of `score`'s per-example values over `dataset`."""
   sums: dict[str, dict[str, list[np.ndarray]]] = {}
   bar = keras.utils.Progbar(None, unit_name="batch")
   for i, batch in enumerate(dataset):
@@ -71,7 +92,8 @@ def harmoniser_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
       for metric, v in values.items():
         sums.setdefault(method, {}).setdefault(metric, []).append(v.numpy())
     bar.update(i + 1)
-  out = {"num_examples": int(sum(len(v) for v in sums["composite"]["mse"]))}
+  first = next(iter(sums.values()))
+  out = {"num_examples": int(sum(len(v) for v in first["mse"]))}
   for method, metrics in sums.items():
     out[method] = {m: float(np.mean(np.concatenate(v))) for m, v in metrics.items()}
   return out

@@ -41,7 +41,6 @@ from tfharm.metrics import localisation
 from tfharm.metrics import lpips as lpips_lib
 from tfharm.metrics.device import default_jit_compile
 from tfharm.models import abstention
-from tfharm.models import correction
 from tfharm.models import detector as detector_lib
 from tfharm.models import detector_labels
 from tfharm.models import harmoniser as harmoniser_lib
@@ -212,16 +211,7 @@ class EvalGraph:
 
   def _joint_images(self, composite: tf.Tensor, mask: tf.Tensor | None = None
                     ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-    """The joint rows' images and its soft mask m (B, S, S, 1): the mask-free rows, and with
-    the ground-truth `mask` also "joint_gt_mask" (its L* change through that mask)."""
-    out = self.joint(composite, training=False)
-    m = detector_lib.soft_mask(tf.cast(out["probs"], tf.float32))
-    own = tf.cast(out["harmonised"], tf.float32)
-    images = {"joint": own, "joint_l_moments": correction.apply_correction(
-        "l_moments", composite, m, composite, m, own)}
-    if mask is not None:
-      images["joint_gt_mask"] = self._shift(composite, out["delta_l"], mask)
-    return images, m
+    return methods.joint_images(self.joint, composite, mask, self._shift)
 
   def compute(self, composite: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict:
     """Pure TF; composite/real (B, S, S, 3) and mask (B, S, S, 1), all in [0, 1]."""

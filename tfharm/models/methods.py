@@ -13,6 +13,8 @@ with a suffix saying what is done with the raw output H (at S x S, in [0, 1]):
 
 plus `composite` (nothing done) and `ring_l_mean_gt_mask` (the training-free baseline of
 tfharm.models.baselines, with the ground-truth mask). docs/architecture.md describes the rows.
+A joint model's rows (`joint_images`) are `joint` (its own output), `joint_l_moments` (what
+`--model=joint` returns) and `joint_gt_mask` (its L* change through the ground-truth mask).
 """
 from __future__ import annotations
 
@@ -22,7 +24,9 @@ import tensorflow as tf
 
 from tfharm.models import baselines
 from tfharm.models import correction
+from tfharm.models import detector as detector_lib
 from tfharm.models import harmoniser as harmoniser_lib
+from tfharm.models import joint as joint_lib
 
 COMPOSITE = "composite"
 GT_MASK = "harmoniser_gt_mask"
@@ -72,3 +76,21 @@ def method_images(composite: tf.Tensor, raw: Mapping[str, tf.Tensor],
       raise ValueError(f"unknown method {method!r}: not {COMPOSITE!r}, {RING!r}, a harmoniser "
                        f"output ({sorted(raw)}) or one of them with {GATED!r}/{L_MOMENTS!r}")
   return images
+
+
+def joint_images(joint, composite: tf.Tensor, mask: tf.Tensor | None = None,
+                 shift: joint_lib.LightnessShift | None = None
+                 ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
+  """The joint rows' images from one call of `joint` (a JointModel, inference mode) on the
+  (B, S, S, 3) composite in [0, 1], and its soft mask m (B, S, S, 1); with the ground-truth
+  (B, S, S, 1) `mask` also "joint_gt_mask". `shift`: a LightnessShift to reuse (it has no
+  weights; a caller inside a loop passes one rather than make a layer per call)."""
+  out = joint(composite, training=False)
+  m = detector_lib.soft_mask(tf.cast(out["probs"], tf.float32))
+  own = tf.cast(out["harmonised"], tf.float32)
+  images = {"joint": own, "joint_l_moments": correction.apply_correction(
+      "l_moments", composite, m, composite, m, own)}
+  if mask is not None:
+    shift = shift or joint_lib.LightnessShift(dtype="float32", name="gt_mask_shift")
+    images["joint_gt_mask"] = shift(composite, out["delta_l"], mask)
+  return images, m
