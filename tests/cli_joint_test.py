@@ -3,7 +3,6 @@ joint model here), and weight flags of the system that does not run refused."""
 import os
 
 import cv2
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,7 +15,6 @@ from tests.models.trained_weights import small_joint_model
 
 @pytest.fixture(scope="module")
 def joint_file(tmp_path_factory):
-  keras.utils.set_random_seed(0)  # the initial weights too, so the model's output is fixed
   model = small_joint_model()
   path = str(tmp_path_factory.mktemp("joint") / "joint.keras")
   model.save(path)
@@ -34,6 +32,23 @@ def test_weights_of_the_system_that_does_not_run_are_refused():
     paths.check_weight_flags("joint", detector_weights="d.h5")
   with pytest.raises(ValueError, match=r"--joint_weights apply to --model=joint"):
     paths.check_weight_flags("pipeline", joint_weights="j.keras")
+
+
+def test_model_weights_are_the_files_of_the_system_that_runs(joint_file):
+  """What harmonise, export and the app load: the default presets, or the given file, keyed as
+  the loaders' arguments; the other system's flags and unknown models are refused."""
+  from tfharm import presets  # pylint: disable=g-import-not-at-top
+  assert paths.model_weights("joint") == {"joint_weights": presets.get("joint_256").weights_path}
+  assert paths.model_weights("joint", joint_weights=joint_file) == {"joint_weights": joint_file}
+  pipeline = paths.model_weights("pipeline")
+  assert list(pipeline) == ["detector_weights", "harmoniser_weights"]
+  assert all(os.path.isfile(p) for p in pipeline.values())
+  with pytest.raises(ValueError, match="--detector_weights apply to --model=pipeline"):
+    paths.model_weights("joint", detector_weights=pipeline["detector_weights"])
+  with pytest.raises(FileNotFoundError, match="missing joint model weights"):
+    paths.model_weights("joint", joint_weights=joint_file + ".gone")
+  with pytest.raises(ValueError, match="unknown model 'both'"):
+    paths.model_weights("both")
 
 
 def test_harmonise_and_export_run_the_joint_model_by_default(joint_file, tmp_path):

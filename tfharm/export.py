@@ -44,11 +44,8 @@ def main(argv):
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
   # Cheap checks before TensorFlow is imported: weights, the version, the directory.
   try:
-    paths_lib.check_weight_flags(_MODEL.value, _DETECTOR.value, _HARMONISER.value, _JOINT.value)
-    if _MODEL.value == "joint":
-      paths, joint = (None, None), paths_lib.resolve_joint_weights(_JOINT.value)
-    else:
-      paths, joint = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value), None
+    weights = paths_lib.model_weights(_MODEL.value, _DETECTOR.value, _HARMONISER.value,
+                                      _JOINT.value)
     version, _ = paths_lib.target(_EXPORT_DIR.value, _VERSION.value, _OVERWRITE.value)
   except (FileNotFoundError, paths_lib.VersionExistsError, ValueError) as e:
     raise program.SetupError(str(e)) from e
@@ -58,8 +55,7 @@ def main(argv):
   quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
   from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
   try:
-    pipeline = exporter.load_serving_pipeline(*paths, correction=_CORRECTION.value,
-                                              joint_weights=joint)
+    pipeline = exporter.load_serving_pipeline(**weights, correction=_CORRECTION.value)
     path = exporter.export(pipeline, _EXPORT_DIR.value, version,
                            overwrite=_OVERWRITE.value, jit_compile=_JIT.value)
   except (FileNotFoundError, exporter.VersionExistsError, ValueError) as e:

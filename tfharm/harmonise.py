@@ -93,7 +93,7 @@ def _plan(src: str, dst: str):
   return jobs, ignored, folders
 
 
-def _runner(paths, verbose: bool):
+def _runner(weights: dict[str, str], verbose: bool):
   """(Runner, ServingModule to cache or None, cache key or None): from the cache if there is
   an entry for these weights and this code, else built in-process."""
   from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
@@ -101,8 +101,7 @@ def _runner(paths, verbose: bool):
   quiet.start_tensorflow(verbose, keras=False)
   from tfharm.metrics.device import default_jit_compile  # pylint: disable=g-import-not-at-top
   jit = default_jit_compile() if _JIT.value is None else bool(_JIT.value)
-  joint = paths[0] if _MODEL.value == "joint" else None  # paths: (joint, joint)
-  key = cache.key(*paths, _CORRECTION.value, jit, model=_MODEL.value) if _CACHE.value else None
+  key = cache.key(weights, _CORRECTION.value, jit) if _CACHE.value else None
   if key:
     runner = cache.load(key)
     if runner is not None:
@@ -111,7 +110,7 @@ def _runner(paths, verbose: bool):
   from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
   from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
   module = ServingModule(exporter.load_serving_pipeline(
-      *paths, correction=_CORRECTION.value, joint_weights=joint), jit_compile=jit)
+      **weights, correction=_CORRECTION.value), jit_compile=jit)
   return cache.runner_from_module(module), module, key
 
 
@@ -126,11 +125,8 @@ def main(argv):
   folder = os.path.isdir(src)
   jobs, ignored, folders = _plan(src, dst)
   try:
-    paths_lib.check_weight_flags(_MODEL.value, _DETECTOR.value, _HARMONISER.value, _JOINT.value)
-    if _MODEL.value == "joint":
-      paths = (paths_lib.resolve_joint_weights(_JOINT.value),) * 2
-    else:
-      paths = paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)
+    weights = paths_lib.model_weights(_MODEL.value, _DETECTOR.value, _HARMONISER.value,
+                                      _JOINT.value)
   except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
   need = sum(os.path.getsize(j.src) for j in jobs)  # outputs are about the inputs' size
@@ -153,7 +149,7 @@ def main(argv):
   def harmoniser():  # models are loaded once an image has been decoded
     if not started:
       started["runner"], started["module"], started["key"] = _runner(
-          paths, flags.FLAGS.verbosity >= 1)
+          weights, flags.FLAGS.verbosity >= 1)
       started["harmoniser"] = files.FileHarmoniser(started["runner"])
     return started["harmoniser"]
 

@@ -47,14 +47,10 @@ def main(argv):
   start = time.perf_counter()
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
   try:
-    paths_lib.check_weight_flags(_MODEL.value, _DETECTOR.value, _HARMONISER.value, _JOINT.value)
-    if _MODEL.value == "joint":
-      weights = {"joint_weights": paths_lib.resolve_joint_weights(_JOINT.value)}
-    else:
-      weights = dict(zip(("detector_weights", "harmoniser_weights"),
-                         paths_lib.resolve_weights(_DETECTOR.value, _HARMONISER.value)))
+    weights = paths_lib.model_weights(_MODEL.value, _DETECTOR.value, _HARMONISER.value,
+                                      _JOINT.value)
   except (FileNotFoundError, ValueError) as e:
-    raise app.UsageError(str(e)) from e
+    raise program.SetupError(str(e)) from e
   from tfharm.app import examples, handling, page  # pylint: disable=g-import-not-at-top
   examples_dir = os.path.abspath(_EXAMPLES.value or examples.EXAMPLES_DIR)
   rows = examples.example_rows(examples_dir)
@@ -90,6 +86,6 @@ def main(argv):
 if __name__ == "__main__":
   _define_flags()
   try:
-    app.run(main)
+    program.run(main)  # exit codes and --help as the other programs (tfharm.cli.program)
   except KeyboardInterrupt:
     sys.exit(0)

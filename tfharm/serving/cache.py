@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from absl import logging
 import numpy as np
@@ -53,14 +53,15 @@ def _source_files() -> list[str]:
   return files
 
 
-def key(detector_weights: str, harmoniser_weights: str, correction: str,
-        jit_compile: bool | None, model: str = "pipeline") -> str:
-  """What the cached graph depends on, hashed (no TensorFlow import: its version is read from
-  the installed package's metadata)."""
+def key(weights: Mapping[str, str], correction: str, jit_compile: bool | None) -> str:
+  """What the cached graph depends on, hashed: the weight files (`weights`:
+  paths.model_weights, so also which system runs), tfharm's source, the converted offline
+  weights, the correction, XLA and TensorFlow's version (read from the installed package's
+  metadata: no TensorFlow import)."""
   from importlib import metadata  # pylint: disable=g-import-not-at-top
   from tfharm.weights import store  # pylint: disable=g-import-not-at-top
   h = hashlib.sha256()
-  labelled = [("detector", detector_weights), ("harmoniser", harmoniser_weights)]
+  labelled = [(name.removesuffix("_weights"), path) for name, path in sorted(weights.items())]
   labelled += [(os.path.relpath(p, _PACKAGE), p) for p in _source_files()]
   for label, path in labelled:
     h.update(label.encode())
@@ -74,8 +75,6 @@ def key(detector_weights: str, harmoniser_weights: str, correction: str,
   except metadata.PackageNotFoundError:
     tf_version = "?"
   h.update(f"{correction}|{jit_compile}|{tf_version}".encode())
-  if model != "pipeline":  # the joint model: (joint file, joint file); pipeline keys unchanged
-    h.update(f"|model={model}".encode())
   return h.hexdigest()[:32]
 
 

@@ -117,3 +117,20 @@ def resolve_joint_weights(joint_weights: str | None = None) -> str:
         ".weights.h5) of a `python -m tfharm.train --model=joint` run, or a preset name "
         "(checkpoints/README.md).")
   return path
+
+
+def model_weights(model: str, detector_weights: str | None = None,
+                  harmoniser_weights: str | None = None,
+                  joint_weights: str | None = None) -> dict[str, str]:
+  """The weight files `model` runs, as the keyword arguments of
+  exporter.load_serving_pipeline and app.handling.load_modules ({"joint_weights": path} or
+  {"detector_weights": ..., "harmoniser_weights": ...}), after `check_weight_flags`: the one
+  step every serving program (harmonise, export, app) takes from its flags to its files.
+  ValueError or FileNotFoundError as those two say."""
+  if model not in MODELS:
+    raise ValueError(f"unknown model {model!r}; one of {', '.join(MODELS)}")
+  check_weight_flags(model, detector_weights, harmoniser_weights, joint_weights)
+  if model == "joint":
+    return {"joint_weights": resolve_joint_weights(joint_weights)}
+  return dict(zip(("detector_weights", "harmoniser_weights"),
+                  resolve_weights(detector_weights, harmoniser_weights)))
