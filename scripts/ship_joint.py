@@ -53,23 +53,11 @@ def _summary(path: str, sha: str) -> dict:
           "real_photos": m.get("real_photos")}
 
 
-def last_invocation(lines: list[str]) -> list[str]:
-  """The flags of the newest invocation in a flags.txt that several runs appended to: each
-  block starts with the same (alphabetically first) flag, in its --x or --nox form."""
-  def name(line):
-    return line.strip()[2:].split("=", 1)[0]
-  lines = [line.strip() for line in lines if line.startswith("--")]
-  if not lines:
-    return []
-  first = name(lines[0]).removeprefix("no")
-  starts = [i for i, line in enumerate(lines) if name(line) in (first, "no" + first)]
-  return lines[starts[-1]:]
-
-
-def recipe(flags_txt: str) -> list[str]:
-  with open(flags_txt) as f:
-    return [line for line in last_invocation(f.readlines())
-            if not line.startswith(("--workdir", "--data_dir", "--generator_roots"))]
+def recipe(workdir: str) -> list[str]:
+  """The run's newest invocation (tfharm.training.run_flags), machine paths left out."""
+  from tfharm.training import run_flags  # pylint: disable=g-import-not-at-top
+  return [line for line in run_flags.invocations(workdir)[-1]
+          if not line.startswith(("--workdir", "--data_dir", "--generator_roots"))]
 
 
 def first_test_scores(weights: str, data_dir: str) -> dict:
@@ -99,7 +87,7 @@ def main(argv):
             "test": _summary(_TEST.value, sha),
             "test_first_16": first_test_scores(_OUT.value, _DATA.value)}
   if _WORKDIR.value:
-    record["recipe"] = recipe(os.path.join(_WORKDIR.value, "flags.txt"))
+    record["recipe"] = recipe(_WORKDIR.value)
   with open(_OUT.value.replace(".weights.h5", ".metrics.json"), "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
     f.write("\n")

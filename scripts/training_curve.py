@@ -17,7 +17,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import re
 
 from absl import app, flags
 import numpy as np
@@ -33,11 +32,15 @@ flags.mark_flag_as_required("runs")
 
 
 def batch_size(workdir: str) -> int:
-  with open(os.path.join(workdir, "flags.txt")) as f:
-    found = re.search(r"^--batch_size=(\d+)$", f.read(), re.M)
-  if not found:
-    raise app.UsageError(f"{workdir}/flags.txt has no --batch_size")
-  return int(found.group(1))
+  """The run's --batch_size; one value for all its starts (tfharm.training.run_flags), or the
+  samples-seen axis would be wrong."""
+  from tfharm.training import run_flags  # pylint: disable=g-import-not-at-top
+  sizes = {line for block in run_flags.invocations(workdir) for line in block
+           if line.startswith("--batch_size=")}
+  if len(sizes) != 1:
+    raise app.UsageError(f"{run_flags.path(workdir)}: expected one --batch_size for the whole "
+                         f"run, found {sorted(sizes) or 'none'}")
+  return int(sizes.pop().split("=", 1)[1])
 
 
 def eval_scalars(workdir: str) -> dict[str, dict[int, float]]:

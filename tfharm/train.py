@@ -24,6 +24,7 @@ from tfharm.models.detector_labels import LabelConfig
 from tfharm.models.harmoniser import HarmoniserConfig
 from tfharm.models.joint import JointConfig
 from tfharm.training import data as data_lib
+from tfharm.training import run_flags
 from tfharm.training.tasks import detector, detector_aet, harmoniser, joint
 
 _OPTS = training.TrainOptions(workdir="", data_dir="")
@@ -218,7 +219,7 @@ def main(argv, dataset_fn: data_lib.DatasetFn | None = None) -> None:
                                         fv.generator_weights, fv.image_size)
               if opts.train_source == "generator" else None)
     tf.io.gfile.makedirs(opts.workdir)
-    fv.append_flags_into_file(os.path.join(opts.workdir, "flags.txt"))
+    fv.append_flags_into_file(run_flags.path(opts.workdir))
     logs = training.train(opts, task, dataset_fn, stream)
   except training.DataError as e:
     raise app.UsageError(str(e)) from e

@@ -36,3 +36,15 @@ def test_chained_runs_and_a_log_linear_extrapolation(tmp_path):
   assert "ap = 0.6 needs" in out and png.exists()
   proc = subprocess.run(cmd, capture_output=True, text=True)
   assert proc.returncode != 0 and "--overwrite" in proc.stderr  # the PNG is not replaced
+
+
+def test_a_run_resumed_with_another_batch_size_is_refused(tmp_path):
+  """Samples seen = step * batch: one run with two batch sizes has no such axis."""
+  _run(tmp_path / "a", 10, [(100, 0.2)])
+  with open(tmp_path / "a" / "flags.txt", "a") as f:
+    f.write("--model=joint\n--batch_size=20\n")  # resumed with another batch
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "training_curve.py"),
+                         f"--runs={tmp_path / 'a'}", "--metrics=ap",
+                         f"--output={tmp_path / 'c.png'}"], capture_output=True, text=True)
+  assert proc.returncode != 0 and "expected one --batch_size" in proc.stderr
+  assert not (tmp_path / "c.png").exists()
