@@ -85,7 +85,7 @@ def main(argv):
     raise app.UsageError("--data_dir is required to record (the test_first_16 scores)")
   record = {"sha256": sha, "validation": _summary(_VALIDATION.value, sha),
             "test": _summary(_TEST.value, sha),
-            "test_first_16": first_test_scores(_OUT.value, _DATA.value)}
+            f"test_first_{SUBSET}": first_test_scores(_OUT.value, _DATA.value)}
   if _WORKDIR.value:
     record["recipe"] = recipe(_WORKDIR.value)
   with open(_OUT.value.replace(".weights.h5", ".metrics.json"), "w") as f:

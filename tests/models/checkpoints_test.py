@@ -72,6 +72,10 @@ def test_shipped_harmoniser_reproduces_its_recorded_numbers(shipped_record, coco
                  "harmoniser_empty_mask_l_moments"):
     for metric, value in recorded[method].items():
       assert scores[method][metric] == pytest.approx(value, rel=1e-3, abs=1e-3), (method, metric)
+    if "float32_test_first_16" in shipped_record:  # float16 storage keeps float32's numbers
+      float32 = shipped_record["float32_test_first_16"][method]
+      assert scores[method]["psnr"] == pytest.approx(float32["psnr"], abs=0.02)
+      assert scores[method]["mse"] == pytest.approx(float32["mse"], rel=0.01)
 
 
 @pytest.fixture(scope="module")
