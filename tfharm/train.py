@@ -57,6 +57,9 @@ def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   flags.DEFINE_list(
       "generator_roots", [], "COCO roots for --train_source=generator (their train2017 photos "
       "minus the built dataset's validation hold-out), e.g. COCO_MINI,COCO128.", flag_values=fv)
+  integer("generator_max_photos", None, "Train on at most this many of the generator's photos "
+          "(a fixed hash order of their ids, so smaller sets are nested in larger ones): the "
+          "data-scaling curve. Default: all.")
   string("generator_weights", ",".join(f"{n}={w:g}" for n, w in generator.DEFAULT_WEIGHTS),
          "Corruption weights of the online generator (reinhard, offset, identity).")
   integer("max_train_examples", o.max_train_examples, "Use at most this many (0: all).")
@@ -216,7 +219,8 @@ def main(argv, dataset_fn: data_lib.DatasetFn | None = None) -> None:
   try:
     dataset_fn = dataset_fn or data_lib.default_dataset_fn()
     stream = (data_lib.composite_stream(opts, dataset_fn, fv.generator_roots,
-                                        fv.generator_weights, fv.image_size)
+                                        fv.generator_weights, fv.image_size,
+                                        fv.generator_max_photos)
               if opts.train_source == "generator" else None)
     tf.io.gfile.makedirs(opts.workdir)
     fv.append_flags_into_file(run_flags.path(opts.workdir))

@@ -1,4 +1,10 @@
-"""Reading an MSCOCO 2017 root: instance annotations, images and object masks.
+"""Reading a COCO-format root: instance annotations, images and object masks.
+
+Any segmentation dataset in the MSCOCO 2017 layout is a root (LVIS, Objects365, an in-house
+set): categories come from each root's own annotation file, and objects are paired across
+roots by category *name*, so a "car" of COCO and a "car" of another root pair. Names are
+compared as written (case and spaces trimmed): two roots that use one name for different
+things cannot be told apart.
 
 No TensorFlow here: this runs in builder worker processes and Beam workers, where importing
 TensorFlow would cost seconds and memory per worker.
@@ -21,7 +27,9 @@ SPLIT_DIRS = {"train": "train2017", "test": "val2017"}
 # back from train2017 (`is_held_out`), so train, validation and test never share a photo.
 DATASET_SPLITS = {"train": "train", "validation": "train", "test": "test"}
 
-# The 80 COCO 2017 categories in the official id order: the ClassLabel names of the dataset.
+# The 80 COCO 2017 categories in the official id order: the first ClassLabel names of the
+# dataset; every other root's category is OTHER in the ClassLabel and keeps its name in the
+# `category_name` feature.
 CATEGORY_NAMES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
     "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
@@ -33,6 +41,20 @@ CATEGORY_NAMES = (
     "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
     "teddy bear", "hair drier", "toothbrush")
+OTHER = "other"
+CLASS_NAMES = CATEGORY_NAMES + (OTHER,)  # the dataset's `category` ClassLabel
+
+
+def class_index(name: str) -> int:
+  """The ClassLabel index of a category name: COCO's own index, else OTHER's."""
+  try:
+    return CATEGORY_NAMES.index(name)
+  except ValueError:
+    return len(CATEGORY_NAMES)
+
+
+def normalise_name(name) -> str:
+  return " ".join(str(name).split()).lower()
 
 
 class AnnotationError(ValueError):
@@ -55,6 +77,7 @@ class ImageRecord:
   height: int
   width: int
   image_dir: str = ""  # the folder holding file_name (roots differ when several are merged)
+  root: int = 0  # index of its root in the build's list of roots (the `root` feature)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,19 +88,28 @@ class ObjectRecord:
   area: float
   iscrowd: bool
   segmentation: Any
+  category: str = ""  # the category's name in its root's annotation file (normalise_name)
 
 
 @dataclasses.dataclass(frozen=True)
 class CocoSplit:
-  """One split's annotations, indexed for the builder."""
+  """One split's annotations, indexed for the builder. Category ids are per root (two roots may
+  use one id for different things), so each object carries its category's name."""
   image_dir: str
   images: dict[int, ImageRecord]
   objects: dict[int, ObjectRecord]
-  category_index: dict[int, int]  # COCO category id -> ClassLabel index (0..79)
 
-  def object_labels(self) -> dict[int, tuple[int, int]]:
-    """Object id -> (image id, ClassLabel index): all that pairing needs, small enough to ship."""
-    return {o.id: (o.image_id, self.category_index[o.category_id]) for o in self.objects.values()}
+  def object_labels(self) -> dict[int, tuple[int, str]]:
+    """Object id -> (image id, category name): all that pairing needs, small enough to ship."""
+    return {o.id: (o.image_id, o.category) for o in self.objects.values()}
+
+  def root_of(self, image_id: int) -> str:
+    """The name of the root folder a photo comes from (per-root reports)."""
+    return root_name(self.images[image_id].image_dir)
+
+
+def root_name(image_dir: str) -> str:
+  return os.path.basename(os.path.dirname(os.path.normpath(image_dir)))
 
 
 def _is_remote(path: str) -> bool:
@@ -106,7 +138,7 @@ def annotation_path(root: str, split: str) -> str:
   return os.path.join(root, "annotations", f"instances_{SPLIT_DIRS[split]}.json")
 
 
-def load_split(root: str, split: str) -> CocoSplit:
+def load_split(root: str, split: str, root_index: int = 0) -> CocoSplit:
   """Parses `annotations/instances_{train,val}2017.json`; raises AnnotationError naming the file."""
   if split not in SPLIT_DIRS:
     raise AnnotationError(f"unknown split {split!r}; expected one of {sorted(SPLIT_DIRS)}")
@@ -122,25 +154,36 @@ def load_split(root: str, split: str) -> CocoSplit:
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise AnnotationError(f"malformed annotation file {path}: {e}") from e
   try:
-    names = {c["id"]: c["name"] for c in data["categories"]}
+    categories = data["categories"]
+    if not categories:
+      raise AnnotationError(f"{path}: the annotation file defines no categories "
+                            "(\"categories\" is empty)")
+    names = {int(c["id"]): normalise_name(c["name"]) for c in categories}
     images = {i["id"]: ImageRecord(int(i["id"]), str(i["file_name"]), int(i["height"]),
-                                   int(i["width"]), image_dir) for i in data["images"]}
+                                   int(i["width"]), image_dir, root_index)
+              for i in data["images"]}
+    annotations = data["annotations"]
+    missing = sorted({int(a["category_id"]) for a in annotations} - set(names))
+    if missing:
+      raise AnnotationError(f"{path}: annotations use undefined category ids {missing[:10]}")
     objects = {a["id"]: ObjectRecord(int(a["id"]), int(a["image_id"]), int(a["category_id"]),
-                                     float(a["area"]), bool(a.get("iscrowd", 0)), a["segmentation"])
-               for a in data["annotations"]}
+                                     float(a["area"]), bool(a.get("iscrowd", 0)), a["segmentation"],
+                                     names[int(a["category_id"])])
+               for a in annotations}
   except (KeyError, TypeError, ValueError) as e:
-    raise AnnotationError(f"malformed annotation file {path}: missing or bad field {e}") from e
-  unknown = sorted(set(names.values()) - set(CATEGORY_NAMES))
-  if unknown:
-    raise AnnotationError(f"{path}: categories {unknown} are not COCO 2017 categories")
+    if isinstance(e, AnnotationError):
+      raise
+    raise AnnotationError(f"{path}: malformed annotation file: missing or bad field {e}") from e
   orphans = [o.id for o in objects.values() if o.image_id not in images]
   if orphans:
     raise AnnotationError(f"{path}: annotations {orphans[:5]} refer to images not in the file")
-  category_index = {cid: CATEGORY_NAMES.index(name) for cid, name in names.items()}
-  missing = sorted({o.category_id for o in objects.values()} - set(category_index))
-  if missing:
-    raise AnnotationError(f"{path}: annotations use undefined category ids {missing}")
-  return CocoSplit(image_dir, images, objects, category_index)
+  for o in objects.values():
+    size = o.segmentation.get("size") if isinstance(o.segmentation, dict) else None
+    image = images[o.image_id]
+    if size is not None and list(size) != [image.height, image.width]:
+      raise AnnotationError(f"{path}: annotation {o.id}: RLE mask size {list(size)} differs from "
+                            f"its image {image.file_name} ({image.height}x{image.width}, HxW)")
+  return CocoSplit(image_dir, images, objects)
 
 
 def has_split(root: str, split: str) -> bool:
@@ -167,7 +210,7 @@ def merge_splits(parts: Sequence[CocoSplit], name: str) -> CocoSplit:
   """One split from several roots. Image and annotation ids must be distinct across roots: COCO's
   are globally unique, so a clash means the same photo (or a copy) twice, and pairing and the
   split hash would silently treat two photos as one."""
-  images, objects, category_index = {}, {}, {}
+  images, objects = {}, {}
   for part in parts:
     clash = sorted(set(images) & set(part.images))
     if clash:
@@ -179,8 +222,7 @@ def merge_splits(parts: Sequence[CocoSplit], name: str) -> CocoSplit:
                             f"(one is {part.image_dir})")
     images.update(part.images)
     objects.update(part.objects)
-    category_index.update(part.category_index)
-  return CocoSplit(parts[0].image_dir if parts else "", images, objects, category_index)
+  return CocoSplit(parts[0].image_dir if parts else "", images, objects)
 
 
 def is_held_out(image_id: int, fraction: float) -> bool:
@@ -194,7 +236,7 @@ def subset(split: CocoSplit, keep) -> CocoSplit:
   """The images for which keep(image_id) holds, with their objects."""
   images = {i: r for i, r in split.images.items() if keep(i)}
   objects = {o: r for o, r in split.objects.items() if r.image_id in images}
-  return CocoSplit(split.image_dir, images, objects, split.category_index)
+  return CocoSplit(split.image_dir, images, objects)
 
 
 def load_dataset_splits(roots: Sequence[str], validation_fraction: float) -> dict[str, CocoSplit]:
@@ -208,7 +250,7 @@ def load_dataset_splits(roots: Sequence[str], validation_fraction: float) -> dic
                      "validation split is what checkpoints and thresholds are chosen on")
   merged = {}
   for source in SPLIT_DIRS:
-    parts = [load_split(r, source) for r in roots if has_split(r, source)]
+    parts = [load_split(r, source, k) for k, r in enumerate(roots) if has_split(r, source)]
     if not parts:
       raise AnnotationError(f"none of the roots {list(roots)} has {SPLIT_DIRS[source]} "
                             f"({annotation_path('ROOT', source)} and its image folder)")

@@ -60,6 +60,10 @@ class CompositeOptions:
   # References tried per target, in a seeded order, until one meets both bounds (one composite
   # per target); the paper configs try exactly their planned pair.
   max_reference_attempts: int = 8
+  # Composites per validation target in the one-per-target configs, each from its own share of
+  # the target's references: more held-back composites without more held-back photos, so the
+  # split separates checkpoints ~0.1 dB apart (its standard error is reported).
+  validation_references: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +78,7 @@ class CompositeSpec:
   target_image_id: int
   candidates: tuple[tuple[int, int], ...]  # (reference object id, its image id)
   index: int  # k-th composite of this target
-  category: int  # ClassLabel index
+  category: str  # the category's name (coco.class_index gives the ClassLabel)
 
   @property
   def key(self) -> str:
@@ -166,7 +170,7 @@ def object_statistics(task: ImageTask, options: CompositeOptions) -> ImageStatis
   return result
 
 
-def plan_composites(objects: dict[int, tuple[int, int]], split_name: str, usable: Iterable[int],
+def plan_composites(objects: dict[int, tuple[int, str]], split_name: str, usable: Iterable[int],
                     options: CompositeOptions, num_composites: int | None = None,
                     extra_references: Iterable[int] = ()
                     ) -> tuple[list[CompositeSpec], list[tuple[str, str]], PlanSummary]:
@@ -178,13 +182,13 @@ def plan_composites(objects: dict[int, tuple[int, int]], split_name: str, usable
   target uses its k-th reference, targets cycled in a seeded order, so no (target, reference)
   pair is planned twice; when the split has fewer distinct pairs than asked for, all of them are
   planned once and the shortfall is reported. `objects` maps object id -> (image id, category
-  label), for the targets and for `extra_references`: objects that may serve as references but
+  name: pairing is by name, across roots), for the targets and for `extra_references`: objects that may serve as references but
   are never targets (validation takes its references from all of train2017: a reference gives
   only its L* mean and std, never a pixel). Returns the specs, the targets skipped for want of a
   reference, and a summary.
   """
   usable = sorted(usable)
-  by_category: dict[int, list[int]] = collections.defaultdict(list)
+  by_category: dict[str, list[int]] = collections.defaultdict(list)
   for object_id in sorted(set(usable) | set(extra_references)):
     by_category[objects[object_id][1]].append(object_id)
   targets, skips = [], []
@@ -197,13 +201,14 @@ def plan_composites(objects: dict[int, tuple[int, int]], split_name: str, usable
       targets.append((object_id, [(pool[i], objects[pool[i]][0]) for i in order]))
     else:
       skips.append(("no_reference", f"annotation {object_id}: no other image has a usable "
-                    f"{coco.CATEGORY_NAMES[label]!r} object"))
+                    f"{label!r} object"))
   distinct = sum(len(refs) for _, refs in targets)
   spec = lambda t, k, cands: CompositeSpec(targets[t][0], objects[targets[t][0]][0], tuple(cands),
                                            k, objects[targets[t][0]][1])
   if num_composites is None:
-    specs = [spec(t, 0, refs[:options.max_reference_attempts])
-             for t, (_, refs) in enumerate(targets)]
+    per = options.validation_references if split_name == "validation" else 1
+    specs = [spec(t, j, refs[j::per][:options.max_reference_attempts])
+             for t, (_, refs) in enumerate(targets) for j in range(min(per, len(refs)))]
   else:
     wanted = min(num_composites, distinct)
     cycle = np.random.default_rng([options.seed, code]).permutation(len(targets))
@@ -278,8 +283,8 @@ def rejection(moved: MovedObject, options: CompositeOptions) -> str | None:
   return None
 
 
-def example_features(moved: MovedObject, real_png: bytes, mask_png: bytes, *, category: int,
-                     image_id: int, object_id: int, reference_image_id: int,
+def example_features(moved: MovedObject, real_png: bytes, mask_png: bytes, *, category: str,
+                     root: int, image_id: int, object_id: int, reference_image_id: int,
                      reference_object_id: int, target: colour.LStatistics,
                      reference: colour.LStatistics, corruption: str, png_compression: int) -> dict:
   """The feature dict of one example (the TFDS build's and the online generator's)."""
@@ -287,7 +292,8 @@ def example_features(moved: MovedObject, real_png: bytes, mask_png: bytes, *, ca
       "composite": _png(moved.composite, png_compression),
       "real": real_png,
       "mask": mask_png,
-      "category": category,
+      "category": coco.class_index(category),
+      "root": root,
       "image_id": image_id,
       "object_id": object_id,
       "reference_image_id": reference_image_id,
@@ -328,7 +334,8 @@ def image_composites(task: ImageTask, specs: list[CompositeSpec],
       reason = rejection(moved, options)
       if reason is None:
         examples.append((spec.key, example_features(
-            moved, real_png, mask_png, category=spec.category, image_id=spec.target_image_id,
+            moved, real_png, mask_png, category=spec.category, root=task.image.root,
+            image_id=spec.target_image_id,
             object_id=spec.target_id, reference_image_id=reference_image_id,
             reference_object_id=reference_id, target=target, reference=reference,
             corruption="reinhard", png_compression=options.png_compression)))

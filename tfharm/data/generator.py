@@ -22,6 +22,7 @@ validation hold-out (`coco.is_held_out`) are used.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import threading
 from typing import Mapping, Sequence
@@ -55,7 +56,10 @@ class GeneratorOptions:
   max_luminance_ratio: float | None = composites.PLAUSIBLE_RATIO
   # Draws per example until one meets the bounds; after that the example is an identity one.
   max_attempts: int = 16
-  categories: tuple[str, ...] | None = None  # COCO names to draw targets from (None: all)
+  categories: tuple[str, ...] | None = None  # category names to draw targets from (None: all)
+  # At most this many training photos, the first in a fixed hash order of their ids (None: all):
+  # nested subsets of one mix of roots, for the data-scaling curve.
+  max_photos: int | None = None
 
   def __post_init__(self):
     names = [n for n, _ in self.weights]
@@ -90,15 +94,29 @@ def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
   return tuple(out)
 
 
-def training_photos(roots: Sequence[str], validation_fraction: float) -> coco.CocoSplit:
-  """train2017 of every root that has it, merged, minus the validation hold-out."""
+def training_photos(roots: Sequence[str], validation_fraction: float,
+                    max_photos: int | None = None) -> coco.CocoSplit:
+  """train2017 of every root that has it, merged, minus the validation hold-out; with
+  `max_photos`, the first that many photos with objects in the order of `photo_rank`."""
   if not 0.0 < validation_fraction < 1.0:
     raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
-  parts = [coco.load_split(r, "train") for r in roots if coco.has_split(r, "train")]
+  parts = [coco.load_split(r, "train", k) for k, r in enumerate(roots) if coco.has_split(r, "train")]
   if not parts:
     raise coco.AnnotationError(f"none of the roots {list(roots)} has train2017")
   merged = coco.merge_splits(parts, "train2017")
-  return coco.subset(merged, lambda i: not coco.is_held_out(i, validation_fraction))
+  split = coco.subset(merged, lambda i: not coco.is_held_out(i, validation_fraction))
+  if max_photos is not None:
+    if max_photos < 2:
+      raise ValueError(f"max_photos must be at least 2, got {max_photos}")
+    with_objects = sorted({o.image_id for o in split.objects.values()}, key=photo_rank)
+    keep = set(with_objects[:max_photos])
+    split = coco.subset(split, keep.__contains__)
+  return split
+
+
+def photo_rank(image_id: int) -> bytes:
+  """A fixed pseudo-random order of photos, independent of roots and of the hold-out's hash."""
+  return hashlib.sha256(f"tfharm-photo-order:{image_id}".encode()).digest()
 
 
 def _toward(low: float, high: float, u: float, power: float = 3.0) -> float:
@@ -110,7 +128,8 @@ def _toward(low: float, high: float, u: float, power: float = 3.0) -> float:
 class _Object:
   id: int
   image_id: int
-  label: int
+  label: str  # category name: pairing is by name across roots
+  root: int
   mask: np.ndarray  # (S, S) bool
   stats: colour.LStatistics
 
@@ -121,13 +140,13 @@ class CompositeSource:
   def __init__(self, roots: Sequence[str], options: GeneratorOptions = GeneratorOptions()):
     self.options = options
     self._opts = options.composite_options
-    split = training_photos(roots, options.validation_fraction)
+    split = training_photos(roots, options.validation_fraction, options.max_photos)
     wanted = None
     if options.categories is not None:
-      unknown = sorted(set(options.categories) - set(coco.CATEGORY_NAMES))
+      wanted = {coco.normalise_name(c) for c in options.categories}
+      unknown = sorted(wanted - {o.category for o in split.objects.values()})
       if unknown:
-        raise ValueError(f"unknown COCO categories {unknown}")
-      wanted = {coco.CATEGORY_NAMES.index(c) for c in options.categories}
+        raise ValueError(f"categories {unknown} name no object of the training photos")
     self.images: dict[int, np.ndarray] = {}
     self.objects: list[_Object] = []
     self.skips: dict[str, int] = {}
@@ -149,7 +168,7 @@ class CompositeSource:
         except coco.SkipError as e:
           self._skip(e)
           continue
-        self.objects.append(_Object(obj.id, obj.image_id, label, mask,
+        self.objects.append(_Object(obj.id, obj.image_id, label, task.image.root, mask,
                                     colour.l_statistics(lab, mask)))
       if len(self.objects) > before:
         self.images[task.image.id] = rgb
@@ -165,7 +184,7 @@ class CompositeSource:
     names = [n for n, w in options.weights if w > 0]
     if "reinhard" in names:
       paired = {self.objects[i].label for i in self.reinhard_targets}
-      lonely = sorted(coco.CATEGORY_NAMES[c] for c in (wanted or set()) - paired)
+      lonely = sorted((wanted or set()) - paired)
       if lonely or not paired:
         raise ValueError(f"categories {lonely or 'all'} have eligible objects in fewer than two "
                          "training photos: no same-category reference for the reinhard "
@@ -238,7 +257,8 @@ class CompositeSource:
         "composite": moved.composite,
         "real": self.images[target.image_id],
         "mask": (target.mask.astype(np.uint8) * 255)[..., None],
-        "category": np.int64(target.label),
+        "category": np.int64(coco.class_index(target.label)),
+        "root": np.int64(target.root),
         "image_id": np.int64(target.image_id),
         "object_id": np.int64(target.id),
         "reference_image_id": np.int64(reference.image_id if reference else -1),
@@ -284,7 +304,7 @@ class CompositeSource:
 def _feature_spec(s: int) -> Mapping[str, tuple[tuple[int, ...], type]]:
   spec = {"composite": ((s, s, 3), np.uint8), "real": ((s, s, 3), np.uint8),
           "mask": ((s, s, 1), np.uint8)}
-  for k in ("category", "image_id", "object_id", "reference_image_id", "reference_object_id",
+  for k in ("category", "root", "image_id", "object_id", "reference_image_id", "reference_object_id",
             "corruption"):
     spec[k] = ((), np.int64)
   for k in ("target_l_mean", "target_l_std", "reference_l_mean", "reference_l_std",

@@ -28,7 +28,7 @@ def summarise(data_dir: str, config: str = "256") -> str:
                                                         if k not in ("composite", "real")})
     cats, ratios, areas = collections.Counter(), [], []
     for ex in ds.as_numpy_iterator():
-      cats[coco.CATEGORY_NAMES[ex["category"]]] += 1
+      cats[coco.CLASS_NAMES[ex["category"]]] += 1
       ratios.append(ex["reference_l_mean"] / max(ex["target_l_mean"], 1e-6))
       areas.append(float((ex["mask"] > 0).mean()))
     ratios = np.asarray(ratios)

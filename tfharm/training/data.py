@@ -77,7 +77,7 @@ def training_data(opts: TrainOptions, task: Task, dataset_fn: DatasetFn, data_se
 
 
 def composite_stream(opts: TrainOptions, dataset_fn: DatasetFn, roots: Sequence[str],
-                     weights: str, image_size: int) -> StreamFn:
+                     weights: str, image_size: int, max_photos: int | None = None) -> StreamFn:
   """The online generator over `roots` (tfharm.data.generator; `weights` as
   'reinhard=0.5,...'), holding out the built dataset's validation photos (same fraction),
   checked against the validation split's own image ids."""
@@ -89,7 +89,7 @@ def composite_stream(opts: TrainOptions, dataset_fn: DatasetFn, roots: Sequence[
                                      ).builder_config.validation_fraction
     options = generator.GeneratorOptions(
         image_size=image_size, seed=opts.seed, validation_fraction=fraction,
-        weights=generator.parse_weights(weights))
+        weights=generator.parse_weights(weights), max_photos=max_photos)
     source = generator.CompositeSource(list(roots), options)
   except (ValueError, FileNotFoundError) as e:  # AnnotationError is a ValueError
     raise DataError(f"--train_source=generator: {e}") from e

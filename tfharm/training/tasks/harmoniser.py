@@ -13,6 +13,7 @@ from absl import logging
 import keras
 import tensorflow as tf
 
+from tfharm.data import coco
 from tfharm.metrics import image as image_lib
 from tfharm.models import harmoniser as harmoniser_lib
 from tfharm.models import methods
@@ -70,8 +71,10 @@ class HarmoniserTask(Task):
     out = fixed_size(batch, {"composite": 3, "real": 3, "mask": 1}, self.config.model.image_size)
     if self.config.model.semantic:
       # Only the target object's class is known per composite: label it (category + 1,
-      # 0 = background) inside the mask; ClassLabel indices are already contiguous 0..79.
-      cat = tf.cast(tf.reshape(batch["category"], (-1, 1, 1)), tf.int32) + 1
+      # 0 = background) inside the mask; COCO's ClassLabel indices are contiguous 0..79, and a
+      # category of another root ("other", 80) is left unlabelled (0): the head has 81 classes.
+      cat = tf.cast(tf.reshape(batch["category"], (-1, 1, 1)), tf.int32)
+      cat = tf.where(cat < len(coco.CATEGORY_NAMES), cat + 1, 0)
       out["labels"] = tf.where(batch["mask"][..., 0] > 0.5, cat, 0)  # (B, S, S)
     return out
 
