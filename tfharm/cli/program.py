@@ -59,8 +59,10 @@ def finish(code: int, fast: bool = False):
   """Exits with `code`. fast: after flushing, skip the interpreter's teardown (os._exit), which
   takes about a second once TensorFlow is loaded; only for commands whose outputs are all
   written and closed by then."""
+  from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
   if not fast:
     raise SystemExit(code)
+  quiet.stop()  # lines still in the stderr filter's pipe reach the terminal before os._exit
   for stream in (sys.stdout, sys.stderr):
     try:
       stream.flush()

@@ -5,11 +5,15 @@ them, lines such as "Could not find cuda drivers on your machine", "failed call 
 cpu_feature_guard's "This TensorFlow binary is optimized to use available CPU instructions"
 (2 lines) and absl's "All log messages before absl::InitializeLog() is called are written to
 STDERR" (7 lines per command here; 4 with TF_CPP_MIN_LOG_LEVEL=3, which would also hide real
-errors). `start_tensorflow()` routes file descriptor 2 through a filter for exactly that phase:
-lines matching NOISE are dropped, every other line is passed on as it comes. Afterwards
-stderr is restored, so nothing later is filtered. Python INFO lines of libraries (TensorFlow's
-SavedModel writer: one line of 4,369 characters per export) are dropped too; tfharm's own INFO
-lines, and every warning and error, stay. With `verbose` nothing is filtered.
+errors). `start_tensorflow()` routes file descriptor 2 through a filter for the rest of the
+command (`stop()`, called by `program.finish` and at exit, restores it): lines matching NOISE are
+dropped at start-up; during the run TensorFlow's C++ INFO and WARNING lines go too (they sit
+below a user's default verbosity: `--verbosity=1` shows them), and so do the C++ ERROR lines
+known to be harmless (RUN_NOISE: oneDNN's "supports DT_UINT8 only on platforms with AVX-512",
+printed on every inference on AVX-512 machines). Every other line is passed on as it comes, so
+real errors show. Python INFO lines of libraries (TensorFlow's SavedModel writer: one line of
+4,369 characters per export) are dropped too; tfharm's own INFO lines, and every warning and
+error, stay. With `verbose` nothing is filtered.
 
 It also keeps two imports that TensorFlow makes at start-up off a command's critical path:
 matplotlib (through keras.src.visualization: ~0.5 s, only used for plotting) is hidden while
@@ -18,6 +22,7 @@ TensorFlow and Keras import, and Keras itself (~0.8 s) is imported only if `kera
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging as std_logging
 import os
@@ -36,6 +41,14 @@ NOISE = re.compile("|".join([
     r"^[IWE]\d{4} [\d:.]+\s+\d+ port\.cc:\d+\] oneDNN custom operations are on",
     r"Unable to register cu(DNN|FFT|BLAS) factory",
     r"computation placer already registered",
+]))
+# TensorFlow's C++ log lines (file.cc:N]) at INFO or WARNING: below a user's default verbosity.
+CPP_INFO = re.compile(r"^[IW]\d{4} [\d:.]+\s+\d+ [\w./-]+\.(cc|h|cpp):\d+\] ")
+# C++ ERROR lines that are not errors of the run (TF 2.21, any x86 CPU).
+RUN_NOISE = re.compile("|".join([
+    NOISE.pattern,
+    CPP_INFO.pattern,
+    r"^E\d{4} [\d:.]+\s+\d+ util\.cc:\d+\] oneDNN supports DT_\w+ only on platforms with",
 ]))
 
 
@@ -88,13 +101,38 @@ def _hidden_modules(names: tuple[str, ...]) -> Iterator[None]:
         del sys.modules[n]
 
 
+_run_filter: contextlib.ExitStack | None = None
+
+
+def quiet_run(pattern: re.Pattern = RUN_NOISE) -> None:
+  """Filters fd 2 with `pattern` until `stop()` (or the interpreter's exit)."""
+  global _run_filter
+  if _run_filter is not None:
+    return
+  stack = contextlib.ExitStack()
+  stack.enter_context(filtered_stderr(pattern))
+  _run_filter = stack
+  atexit.register(stop)
+
+
+def stop() -> None:
+  """Ends `quiet_run`: every line written so far has reached the real stderr when it returns."""
+  global _run_filter
+  stack, _run_filter = _run_filter, None
+  if stack is not None:
+    stack.close()
+
+
 def start_tensorflow(verbose: bool = False, keras: bool = True):
-  """Imports TensorFlow (and Keras if asked), probes the devices, returns the tf module."""
+  """Imports TensorFlow (and Keras if asked), probes the devices, returns the tf module; unless
+  `verbose`, stderr stays filtered for the rest of the command (`quiet_run`)."""
   if "tensorflow" in sys.modules:  # already started (a test process, a notebook)
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     return tf
   hidden = ("matplotlib",) + (() if keras else ("keras.src.optimizers",))
-  with (contextlib.nullcontext() if verbose else filtered_stderr()), _hidden_modules(hidden):
+  if not verbose:
+    quiet_run()
+  with _hidden_modules(hidden):
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if keras:
       import keras as _  # pylint: disable=g-import-not-at-top,unused-import
