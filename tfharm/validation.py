@@ -1,7 +1,15 @@
-"""Validation of a harmoniser checkpoint on a `luminance_composites` split, with true masks.
+"""Validation of a harmoniser or joint checkpoint on a `luminance_composites` split.
 
   python -m tfharm.validation --data_dir=DATA --config=256 --split=test \
       [--weights=tfharm/presets/harmoniser_256.weights.h5] [--output_json=out.json]
+  python -m tfharm.validation --data_dir=DATA --split=validation --joint_weights=RUN/joint.keras \
+      --output_json=out.json
+
+With --joint_weights: the joint model's per-image PSNR gains over the composite (mask-free, as
+tfharm.harmonise returns it at S, and through the true mask), their means with standard errors,
+the shares improved / worse by > 1 dB, and the detection's AP / IoU, overall and per root of
+the build (`joint_summary`): what checkpoints and recipes are chosen on, and what
+scripts/scaling_curve.py plots.
 
 Scores these ways of producing an image, each against the real photograph: `composite` (no
 harmonisation), `harmoniser_gt_mask` (C_s, the network's output as it is),
@@ -46,6 +54,10 @@ def _define_flags() -> None:
   _SPLIT = flags.DEFINE_string("split", "test", "Split to score.")
   _BATCH = flags.DEFINE_integer("batch_size", 16, "Batch size.")
   _OUTPUT = flags.DEFINE_string("output_json", None, "Also write the scores here.")
+  global _JOINT, _MAX
+  _JOINT = flags.DEFINE_string("joint_weights", None, "Score this joint model (a file or a preset "
+                               "name) instead of a harmoniser.")
+  _MAX = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
   flags.mark_flag_as_required("data_dir")
 
 
@@ -81,6 +93,76 @@ def joint_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
             for name, out in images.items()}
 
   return _means(score, dataset)
+
+
+# The joint model's per-image rows: what tfharm.harmonise returns at S (mask-free), and the same
+# L* change through the true mask (the reference the mask-free row is judged against).
+JOINT_ROWS = {"mask_free": "joint_l_moments", "gt_mask": "joint_gt_mask"}
+
+
+def joint_per_image(model: keras.Model, dataset: tf.data.Dataset, task=None) -> dict:
+  """Per-image arrays over `dataset` (make_dataset batches): PSNR of the composite and of each
+  JOINT_ROWS image against the real photo, the detection's AP / IoU against the suprathreshold
+  object (the joint task's definitions; NaN where an image has no such object), and the
+  image's root, corruption and id, for means with standard errors and per-root rows."""
+  from tfharm.training.tasks import joint as joint_task  # pylint: disable=g-import-not-at-top
+  task = task or joint_task.JointTask(joint_task.JointTaskConfig(image_size=None))
+  shift = joint_lib.LightnessShift(dtype="float32", name="gt_mask_shift")
+
+  @tf.function
+  def score(batch):
+    batch = task.transform(batch)
+    out = model(batch["composite"], training=False)
+    images, _ = methods.joint_images(model, batch["composite"], batch["mask"], shift, out)
+    psnr = lambda x: image_metrics.image_metrics(x, batch["real"], batch["mask"],  # noqa: E731
+                                                 value_range=(0.0, 1.0))["psnr"]
+    det = task.detection.metrics(batch, out["probs"])
+    values = {"psnr_composite": psnr(batch["composite"]), "ap": det["ap"], "iou": det["iou"]}
+    values.update({f"psnr_{k}": psnr(images[row]) for k, row in JOINT_ROWS.items()})
+    return values
+
+  columns: dict[str, list[np.ndarray]] = {}
+  bar = keras.utils.Progbar(None, unit_name="batch")
+  for i, batch in enumerate(dataset):
+    for k, v in score(batch).items():
+      columns.setdefault(k, []).append(v.numpy())
+    for k in ("root", "corruption", "image_id"):
+      if k in batch:
+        columns.setdefault(k, []).append(batch[k].numpy())
+    bar.update(i + 1)
+  return {k: np.concatenate(v) for k, v in columns.items()}
+
+
+def _mean_se(x: np.ndarray) -> dict:
+  x = x[~np.isnan(x)]
+  n = len(x)
+  return {"mean": float(np.mean(x)) if n else float("nan"),
+          "se": float(np.std(x, ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), "n": int(n)}
+
+
+def joint_summary(per_image: dict, root_names=None) -> dict:
+  """Means with standard errors of the PSNR gains over the composite (paired, per image), the
+  shares improved / worse by > 1 dB, and AP / IoU: overall and per root."""
+  def summarise(keep):
+    out = {"num_examples": int(keep.sum()),
+           "psnr_composite": _mean_se(per_image["psnr_composite"][keep])}
+    for k in JOINT_ROWS:
+      gain = per_image[f"psnr_{k}"][keep] - per_image["psnr_composite"][keep]
+      out[f"psnr_{k}"] = _mean_se(per_image[f"psnr_{k}"][keep])
+      out[f"gain_{k}"] = _mean_se(gain)
+      out[f"improved_{k}"] = float(np.mean(gain > 0)) if len(gain) else float("nan")
+      out[f"worse_by_1db_{k}"] = float(np.mean(gain < -1.0)) if len(gain) else float("nan")
+    out["ap"] = _mean_se(per_image["ap"][keep])
+    out["iou"] = _mean_se(per_image["iou"][keep])
+    return out
+
+  everything = np.ones(len(per_image["psnr_composite"]), bool)
+  result = {"overall": summarise(everything)}
+  if "root" in per_image:
+    for r in sorted(set(int(v) for v in per_image["root"])):
+      name = root_names[r] if root_names and r < len(root_names) else str(r)
+      result[f"root:{name}"] = summarise(per_image["root"] == r)
+  return result
 
 
 def _means(score, dataset: tf.data.Dataset) -> dict:
@@ -128,10 +210,12 @@ def detector_scores(model: keras.Model, dataset: tf.data.Dataset, task=None) -> 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  model = harmoniser_lib.load_harmoniser(_WEIGHTS.value)
   dataset = pipeline.make_dataset(_DATA_DIR.value, _SPLIT.value, config=_CONFIG.value,
-                                  batch_size=_BATCH.value)
-  scores = harmoniser_scores(model, dataset)
+                                  batch_size=_BATCH.value, max_examples=_MAX.value)
+  if _JOINT.value:
+    scores = _joint_main(dataset)
+  else:
+    scores = harmoniser_scores(harmoniser_lib.load_harmoniser(_WEIGHTS.value), dataset)
   text = json.dumps(scores, indent=2, sort_keys=True)
   print(text)
   if _OUTPUT.value:
@@ -139,6 +223,22 @@ def main(argv):
     with open(_OUTPUT.value, "w") as f:
       f.write(text + "\n")
   logging.info("scored %d examples", scores["num_examples"])
+
+
+def _joint_main(dataset) -> dict:
+  import hashlib  # pylint: disable=g-import-not-at-top
+  from tfharm import presets  # pylint: disable=g-import-not-at-top
+  path = presets.resolve(_JOINT.value, "joint", presets.DEFAULT_JOINT)
+  model = joint_lib.load_joint(path)
+  builder = pipeline.load_builder(_DATA_DIR.value, _CONFIG.value)
+  roots = builder.info.metadata.get("roots")
+  summary = joint_summary(joint_per_image(model, dataset), roots)
+  with open(path, "rb") as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+  return {"num_examples": summary["overall"]["num_examples"], **summary,
+          "provenance": {"weights": _JOINT.value, "file": os.path.abspath(path), "sha256": digest,
+                         "dataset": f"{pipeline.DATASET}/{_CONFIG.value} {builder.version}",
+                         "split": _SPLIT.value, "roots": roots}}
 
 
 if __name__ == "__main__":

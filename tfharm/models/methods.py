@@ -79,13 +79,14 @@ def method_images(composite: tf.Tensor, raw: Mapping[str, tf.Tensor],
 
 
 def joint_images(joint, composite: tf.Tensor, mask: tf.Tensor | None = None,
-                 shift: joint_lib.LightnessShift | None = None
+                 shift: joint_lib.LightnessShift | None = None, outputs=None
                  ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
   """The joint rows' images from one call of `joint` (a JointModel, inference mode) on the
   (B, S, S, 3) composite in [0, 1], and its soft mask m (B, S, S, 1); with the ground-truth
   (B, S, S, 1) `mask` also "joint_gt_mask". `shift`: a LightnessShift to reuse (it has no
-  weights; a caller inside a loop passes one rather than make a layer per call)."""
-  out = joint(composite, training=False)
+  weights; a caller inside a loop passes one rather than make a layer per call). `outputs`:
+  that call's result, when the caller needs it too (then `joint` is not called again)."""
+  out = outputs if outputs is not None else joint(composite, training=False)
   m = detector_lib.soft_mask(tf.cast(out["probs"], tf.float32))
   own = tf.cast(out["harmonised"], tf.float32)
   images = {"joint": own, "joint_l_moments": correction.apply_correction(
