@@ -1,0 +1,121 @@
+"""The data-scaling curve: validation quality of one recipe trained at an equal sample budget
+on nested sets of distinct training photos, as a PNG and a markdown table, with a log-linear
+extrapolation of the photos a target would need.
+
+  python scripts/scaling_curve.py --points=173=VAL_173.json,700=VAL_700.json,1311=VAL_ALL.json \
+      --output=checkpoints/scaling_curve.png --target=gain_mask_free=1.0
+
+Each VAL_*.json is `python -m tfharm.validation --split=validation --joint_weights=RUN/joint.keras
+--output_json=...` of one run (configs/train_joint_scaling.flags with --generator_max_photos).
+Plotted per point: the mean PSNR gain over the composite mask-free (what tfharm.harmonise
+returns at S) and through the true mask, and the detection's AP, each with +-1 standard error.
+The extrapolation fits value = a + b * log10(photos) through all points: an optimistic model of
+a learning curve, printed as that, never as a promise; a slope within its standard error of 0
+means photos are not what limits this recipe.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from absl import app, flags
+import numpy as np
+
+_POINTS = flags.DEFINE_list("points", None, "PHOTOS=validation.json, one per run.")
+_OUTPUT = flags.DEFINE_string("output", None, "PNG to write (refused if it exists, unless "
+                              "--overwrite).")
+_OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace --output.")
+_TARGET = flags.DEFINE_string("target", "gain_mask_free=1.0",
+                              "metric=value: extrapolate the photos needed to reach it.")
+METRICS = (("gain_mask_free", "PSNR gain mask-free (dB)"),
+           ("gain_gt_mask", "PSNR gain, true mask (dB)"), ("ap", "AP (suprathreshold)"))
+
+
+def read_points(specs: list[str]) -> list[tuple[int, dict]]:
+  points = []
+  for spec in specs:
+    photos, sep, path = spec.partition("=")
+    if not sep or not photos.isdigit():
+      raise app.UsageError(f"--points entry {spec!r} is not PHOTOS=validation.json")
+    with open(path) as f:
+      points.append((int(photos), json.load(f)))
+  return sorted(points, key=lambda p: p[0])
+
+
+def fit(photos: list[int], values: list[float]) -> tuple[float, float, float]:
+  """(a, b, se of b) of value = a + b * log10(photos), least squares."""
+  x, y = np.log10(np.asarray(photos, float)), np.asarray(values, float)
+  b, a = np.polyfit(x, y, 1)
+  if len(x) > 2:
+    resid = y - (a + b * x)
+    se = math.sqrt(resid @ resid / (len(x) - 2) / ((x - x.mean()) @ (x - x.mean())))
+  else:
+    se = float("nan")
+  return float(a), float(b), se
+
+
+def table(points: list[tuple[int, dict]], target: tuple[str, float] | None) -> str:
+  lines = ["| photos | composites | " + " | ".join(label for _, label in METRICS)
+           + " | improved (mask-free) | worse > 1 dB (mask-free) |",
+           "|---:|---:|" + "---:|" * (len(METRICS) + 2)]
+  for photos, m in points:
+    o = m["overall"]
+    cells = [f"{o[k]['mean']:+.3f} ± {o[k]['se']:.3f}" if k.startswith("gain")
+             else f"{o[k]['mean']:.3f} ± {o[k]['se']:.3f}" for k, _ in METRICS]
+    lines.append(f"| {photos} | {o['num_examples']} | " + " | ".join(cells)
+                 + f" | {100 * o['improved_mask_free']:.0f} % | "
+                 f"{100 * o['worse_by_1db_mask_free']:.1f} % |")
+  if target and len(points) >= 2:
+    metric, value = target
+    a, b, se = fit([p for p, _ in points], [m["overall"][metric]["mean"] for _, m in points])
+    lines += ["", f"Fit {metric} = {a:.3f} + {b:.3f} (± {se:.3f}) · log10(photos)."]
+    if b > 0:
+      need = 10 ** ((value - a) / b)
+      lines.append(f"{metric} = {value} would need ~{need:.3g} distinct photos at this sample "
+                   "budget (log-linear extrapolation: optimistic).")
+    else:
+      lines.append(f"The slope is not positive: more photos do not raise {metric} here.")
+  return "\n".join(lines)
+
+
+def plot(points: list[tuple[int, dict]], output: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4))
+  x = [p for p, _ in points]
+  for ax, (key, label) in zip(axes, METRICS):
+    y = [m["overall"][key]["mean"] for _, m in points]
+    e = [m["overall"][key]["se"] for _, m in points]
+    ax.errorbar(x, y, yerr=e, marker="o", capsize=3)
+    if key.startswith("gain"):
+      ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("distinct training photos")
+    ax.set_title(label, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(output, dpi=110)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}")
+  points = read_points(_POINTS.value or [])
+  if len(points) < 2:
+    raise app.UsageError("--points needs at least two runs")
+  target = None
+  if _TARGET.value:
+    metric, _, value = _TARGET.value.partition("=")
+    target = (metric, float(value))
+  print(table(points, target))
+  if _OUTPUT.value:
+    if os.path.exists(_OUTPUT.value) and not _OVERWRITE.value:
+      raise app.UsageError(f"{_OUTPUT.value} exists (--overwrite replaces it)")
+    plot(points, _OUTPUT.value)
+    print(f"\nwrote {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("points")
+  app.run(main)
