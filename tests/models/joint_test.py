@@ -157,3 +157,49 @@ def test_imagenet_trunk_is_vgg16(tmp_path):
     for v, r in zip(model.get_layer(name).get_weights(), reference[name]):
       np.testing.assert_array_equal(v, r)
     assert not model.get_layer(name).trainable
+
+
+@pytest.mark.parametrize("widths", [((32, 16), (64, 32)), ((8, 8, 4), (16, 8, 8))])
+def test_region_correction_is_one_affine_l_map_per_image(widths):
+  """correction="region": delta_l = shift + (s - 1) * (L* - mean under m), the same two numbers
+  for every pixel of an image; the output is still the composite with L* += m * delta, and
+  a .keras file round-trips it."""
+  skip, dec = widths
+  cfg = joint.JointConfig(imagenet_weights=False, correction="region", context_width=32,
+                          skip_widths=skip, decoder_widths=dec)
+  model = _model(seed=6, cfg=cfg)
+  assert "delta_l_tanh" not in [l.name for l in model.layers]
+  x = _images((2, 32, 40, 3), seed=7)
+  out = model(x, training=False)
+  delta = out["delta_l"].numpy()[..., 0]
+  lab_l = colour.rgb_to_lab(x)[..., 0]
+  for b in range(2):
+    design = np.stack([np.ones(lab_l[b].size), lab_l[b].ravel()], axis=1)
+    coef, *_ = np.linalg.lstsq(design, delta[b].ravel(), rcond=None)
+    np.testing.assert_allclose(design @ coef, delta[b].ravel(), atol=1e-3)  # affine in L*
+    assert 1.0 / 3.1 - 1 <= coef[1] <= 3.1 - 1  # the scale stays within the data's bound
+  assert np.abs(delta[0] - delta[1]).max() > 1e-4  # per image, not a constant
+  m = det.soft_mask(det.detection_channels(out["probs"].numpy())).numpy()
+  got = colour.rgb_to_lab(out["harmonised"].numpy())[..., 0]
+  inside = np.all((out["harmonised"].numpy() > 0.01) & (out["harmonised"].numpy() < 0.99), -1)
+  want = np.clip(lab_l + m[..., 0] * delta, 0, 100)
+  np.testing.assert_allclose(got[inside], want[inside], atol=0.05)
+  again = joint.JointModel.from_config(model.get_config())
+  assert again.cfg == cfg
+
+
+def test_region_correction_trains_its_parameters():
+  cfg = joint.JointConfig(imagenet_weights=False, correction="region", context_width=16)
+  model = _model(seed=8, cfg=cfg)
+  x = tf.constant(_images((2, 16, 16, 3)))
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(tf.square(model(x, training=True)["harmonised"] - 0.5))
+  grads = dict(zip([v.path for v in model.trainable_variables],
+                   tape.gradient(loss, model.trainable_variables)))
+  assert float(tf.reduce_max(tf.abs(grads["region_params/kernel"]))) > 0
+  assert all(np.all(np.isfinite(g.numpy())) for g in grads.values())
+
+
+def test_unknown_correction_is_a_clear_error():
+  with pytest.raises(ValueError, match="correction must be one of"):
+    joint.JointConfig(correction="global")

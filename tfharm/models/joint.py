@@ -22,6 +22,8 @@ Graph (cost per 256^2 image in docs/joint.md, counted by bench/bench_models.py):
   decoder: 2 (or 3) x [bilinear x2, concat a 1x1-reduced tap (a third level: a 3x3 conv of the
     full-size image), 3x3 conv + BN + ReLU]           -> (B, H/2, W/2, 32)
   heads: 1x1 -> 3 logits, 1x1 -> 1 (tanh * max_delta_l); bilinear x2 to H; softmax
+    (correction="region": instead of the 1x1 L* head, two numbers per image from the features
+    and L* statistics pooled inside and outside the soft mask: an affine L* map, RegionLightness)
 """
 from __future__ import annotations
 
@@ -59,6 +61,13 @@ class JointConfig:
   skip_widths: tuple[int, ...] = (32, 16)
   decoder_widths: tuple[int, ...] = (64, 32)
   max_delta_l: float = 50.0  # bound of the L* change, L* units
+  # How the L* change is predicted. "pixel": a map from a 1x1 conv (delta per pixel). "region":
+  # one affine L* map per image, delta = shift + (s - 1) * (L* - mean of L* under m), its two
+  # parameters regressed from the decoder's features and the L* statistics pooled inside the
+  # soft mask m and outside it (the region and its surroundings): the Reinhard form that made
+  # the composite, so its inverse is in the family, and one decision per region, not per pixel.
+  correction: str = "pixel"
+  max_log_scale: float = 1.1  # "region": |log s| bound (s within [1/3, 3], the data's bound)
 
   def __post_init__(self):
     for name in ("context_dilations", "skip_widths", "decoder_widths"):
@@ -69,8 +78,11 @@ class JointConfig:
                        f"widths, got {self.skip_widths} and {self.decoder_widths}")
     if self.max_delta_l <= 0:
       raise ValueError(f"max_delta_l must be positive, got {self.max_delta_l}")
+    if self.correction not in CORRECTIONS:
+      raise ValueError(f"correction must be one of {CORRECTIONS}, got {self.correction!r}")
 
 
+CORRECTIONS = ("pixel", "region")
 STRIDE = 8  # H and W must be multiples of this: the input's 2x pooling and the trunk's two
 
 
@@ -112,6 +124,62 @@ class LightnessShift(layers.Layer):
 
   def compute_output_shape(self, image_shape, delta_l_shape, gate_shape):
     return image_shape
+
+
+def _masked_stats(x, m):
+  """(B, C) means of x over the soft mask m (B, H, W, 1) and over 1 - m."""
+  def mean(w):
+    return tf.math.divide_no_nan(tf.reduce_sum(x * w, axis=[1, 2]),
+                                 tf.reduce_sum(w, axis=[1, 2]) + 1e-3)
+  return mean(m), mean(1.0 - m)
+
+
+@keras.saving.register_keras_serializable(package="tfharm")
+class RegionPool(layers.Layer):
+  """The region's and its surroundings' summary for the "region" correction: the features'
+  means inside the soft mask m and outside it, and L*/100's mean and standard deviation in
+  each, concatenated (B, 2C + 4)."""
+
+  def call(self, features, probs, image):
+    m = detector_lib.soft_mask(tf.cast(probs, tf.float32))
+    x = tf.cast(features, tf.float32)
+    l = colour.rgb_to_lab_tf(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 1.0))[..., :1]
+    l = l / 100.0
+    f_in, f_out = _masked_stats(x, m)
+    l_in, l_out = _masked_stats(l, m)
+    sq_in, sq_out = _masked_stats(tf.square(l), m)
+    sd = lambda sq, mu: tf.sqrt(tf.maximum(sq - tf.square(mu), 0.0) + 1e-6)  # noqa: E731
+    return tf.concat([f_in, f_out, l_in, sd(sq_in, l_in), l_out, sd(sq_out, l_out)], axis=-1)
+
+  def compute_output_shape(self, features_shape, probs_shape, image_shape):
+    return (features_shape[0], 2 * features_shape[-1] + 4)
+
+
+@keras.saving.register_keras_serializable(package="tfharm")
+class RegionLightness(layers.Layer):
+  """delta_l (B, H, W, 1) = shift + (exp(log_scale) - 1) * (L* - mean of L* under m): one
+  affine L* map per image from params (B, 2) in (-1, 1) (tanh), scaled by the bounds."""
+
+  def __init__(self, max_delta_l: float, max_log_scale: float, **kwargs):
+    super().__init__(**kwargs)
+    self.max_delta_l = float(max_delta_l)
+    self.max_log_scale = float(max_log_scale)
+
+  def call(self, image, params, probs):
+    m = detector_lib.soft_mask(tf.cast(probs, tf.float32))
+    l = colour.rgb_to_lab_tf(tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 1.0))[..., :1]
+    mean, _ = _masked_stats(l, m)  # (B, 1)
+    params = tf.cast(params, tf.float32)
+    shift = params[:, 0:1] * self.max_delta_l
+    scale = tf.exp(params[:, 1:2] * self.max_log_scale)
+    return shift[:, None, None, :] + (scale - 1.0)[:, None, None, :] * (l - mean[:, None, None, :])
+
+  def compute_output_shape(self, image_shape, params_shape, probs_shape):
+    return tuple(image_shape[:-1]) + (1,)
+
+  def get_config(self):
+    return {**super().get_config(), "max_delta_l": self.max_delta_l,
+            "max_log_scale": self.max_log_scale}
 
 
 @keras.saving.register_keras_serializable(package="tfharm")
@@ -156,13 +224,27 @@ class JointModel(keras.Model):
       x = layers.Concatenate(name=f"decoder{level}_concat")([x, s])
       x = _conv_bn_relu(x, width, 3, f"decoder{level}_conv")
     logits = layers.Conv2D(labels_lib.NUM_CLASSES, 1, name="detection_logits")(x)
-    delta = layers.Conv2D(1, 1, activation="tanh", kernel_initializer="zeros", dtype="float32",
-                          name="delta_l_tanh")(x)
+    if cfg.correction == "region":
+      head_probs = layers.Softmax(dtype="float32", name="head_probs")(logits)
+      head_image = (layers.AveragePooling2D(2, name="head_image_pool")(image)
+                    if len(cfg.decoder_widths) == 2 else image)
+      pooled = RegionPool(dtype="float32", name="region_pool")(x, head_probs, head_image)
+      hidden = layers.Dense(64, activation="relu", name="region_hidden")(pooled)
+      params = layers.Dense(2, activation="tanh", kernel_initializer="zeros", dtype="float32",
+                            name="region_params")(hidden)
+    else:
+      delta = layers.Conv2D(1, 1, activation="tanh", kernel_initializer="zeros", dtype="float32",
+                            name="delta_l_tanh")(x)
     if len(cfg.decoder_widths) == 2:  # heads at H/2
       logits = Upsample2x(name="logits_up")(logits)
-      delta = Upsample2x(dtype="float32", name="delta_l_up")(delta)
+      if cfg.correction == "pixel":
+        delta = Upsample2x(dtype="float32", name="delta_l_up")(delta)
     probs = layers.Softmax(dtype="float32", name="probs")(logits)
-    delta_l = layers.Rescaling(cfg.max_delta_l, dtype="float32", name="delta_l")(delta)
+    if cfg.correction == "region":
+      delta_l = RegionLightness(cfg.max_delta_l, cfg.max_log_scale, dtype="float32",
+                                name="delta_l")(image, params, probs)
+    else:
+      delta_l = layers.Rescaling(cfg.max_delta_l, dtype="float32", name="delta_l")(delta)
     harmonised = LightnessShift(dtype="float32", name="harmonised")(image, delta_l, probs)
     super().__init__(inputs=image,
                      outputs={"probs": probs, "delta_l": delta_l, "harmonised": harmonised},
