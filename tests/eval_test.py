@@ -250,9 +250,34 @@ def test_every_output_file_exists(eval_run):
   assert not [n for n in os.listdir(out) if n.startswith(artifacts.STAGING_PREFIX)]
   with open(os.path.join(out, "table.md")) as f:
     table = f.read()
-  assert "35.81" in table and "0.0292" in table and "coco_mini" in table
+  assert_paper_columns(table)
   with open(os.path.join(out, "per_category.csv")) as f:
     assert next(csv.reader(f))[:2] == ["category", "num_examples"]
+
+
+def assert_paper_columns(table: str) -> None:
+  """The paper's Table 1 numbers sit in the C_s and C_p rows' paper columns (not in prose)."""
+  lines = table.splitlines()
+  start = next(i for i, l in enumerate(lines) if l.startswith("| method | MSE |"))
+  block = []
+  for line in lines[start:]:
+    if not line.startswith("|"):
+      break
+    block.append(line)
+  assert block[0].split("|")[-4:-1] == [" paper MSE ", " paper PSNR ", " paper LPIPS "], block[0]
+  rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[-4:-1]]
+          for line in block}
+  assert rows[report.LABELS["harmoniser_gt_mask"]] == ["19.55", "35.81", "0.0227"], rows
+  assert rows[report.LABELS["detector_harmoniser"]] == ["22.65", "35.18", "0.0292"], rows
+
+
+def test_paper_columns_check_fails_on_a_mutated_table(eval_run):
+  _, out = eval_run
+  with open(os.path.join(out, "table.md")) as f:
+    table = f.read()
+  assert_paper_columns(table)
+  with pytest.raises(AssertionError):
+    assert_paper_columns(table.replace("| 35.81 |", "| 35.18 |", 1))
 
 
 def test_values_equal_standalone_metrics_on_the_same_examples(eval_run, demo_build, weight_files):

@@ -272,12 +272,11 @@ The binarised-mask row uses the same threshold. The detector is trained to stay 
 subthreshold composites (docs/decisions.md, "Detector labels and loss"), where the GT mask still marks the object, so
 the suprathreshold row is the fairer localisation score.
 
-**Paper columns**: Dolhasz et al. 2020, Table 1 (harmoniser C_s: 19.55 / 35.81 dB / 0.0227;
-detector + harmoniser C_p: 22.65 / 35.18 dB / 0.0292). What differs here: resolution
-{data['image_size']}×{data['image_size']} (the paper's networks ran at their own input sizes on the full-size
-composites), training data (our weights were trained on the coco_mini build, not the paper's
-full-COCO composites), and the weights themselves (ours, trained in this project; see
-checkpoints/README.md). The numbers are therefore not expected to match; the comparison that
+**Paper columns** (the last three of the first table): Dolhasz et al. 2020, Table 1, for C_s
+and C_p. What differs here: resolution {data['image_size']}×{data['image_size']} (the paper does not state the size
+its table was measured at), the training data (the paper's full-COCO composites; what each
+of these weights was trained on is in its record, checkpoints/README.md), and the weights
+themselves. The numbers are therefore not expected to match; the comparison that
 carries over is the ordering and the C_p − C_s gap.
 
 Weights: detector `{provenance['detector_weights']['path']}` (sha256 {provenance['detector_weights']['sha256'][:12]}…),
