@@ -13,9 +13,13 @@ import numpy as np
 from tfharm.data import coco
 from tfharm.data import composites
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding the build.")
-_CONFIG = flags.DEFINE_string("config", "256", "Builder config.")
-flags.mark_flag_as_required("data_dir")
+
+def _define_flags() -> None:
+  """Flags exist only when this runs as a program (importing `summarise` claims none)."""
+  global _DATA_DIR, _CONFIG
+  _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding the build.")
+  _CONFIG = flags.DEFINE_string("config", "256", "Builder config.")
+  flags.mark_flag_as_required("data_dir")
 
 
 def summarise(data_dir: str, config: str = "256") -> str:
@@ -26,14 +30,18 @@ def summarise(data_dir: str, config: str = "256") -> str:
   for name in sorted(builder.info.splits):
     ds = builder.as_dataset(split=name).map(lambda ex: {k: v for k, v in ex.items()
                                                         if k not in ("composite", "real")})
-    cats, ratios, areas = collections.Counter(), [], []
+    cats, roots, ratios, areas = collections.Counter(), collections.Counter(), [], []
+    names = builder.info.metadata.get("roots") or []
     for ex in ds.as_numpy_iterator():
       cats[coco.CLASS_NAMES[ex["category"]]] += 1
+      r = int(ex["root"])
+      roots[names[r] if r < len(names) else str(r)] += 1
       ratios.append(ex["reference_l_mean"] / max(ex["target_l_mean"], 1e-6))
       areas.append(float((ex["mask"] > 0).mean()))
     ratios = np.asarray(ratios)
     lines.append(f"  {name}: {len(ratios)} composites, {len(cats)} categories "
-                 f"(top: {', '.join(f'{c} {n}' for c, n in cats.most_common(5))})")
+                 f"(top: {', '.join(f'{c} {n}' for c, n in cats.most_common(5))}); by root: "
+                 f"{', '.join(f'{r} {n}' for r, n in sorted(roots.items()))}")
     if len(ratios):
       lo, hi = composites.TAU_NEG, composites.TAU_POS
       lines.append(f"    L* mean ratio composite/real: median {np.median(ratios):.3f}, "
@@ -44,11 +52,19 @@ def summarise(data_dir: str, config: str = "256") -> str:
 
 
 def main(argv):
+  from tfharm.cli import program, quiet  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet.start_tensorflow(flags.FLAGS.verbosity >= 1, keras=False)
   logging.set_verbosity(logging.WARNING)  # TFDS logs every file it opens at INFO
-  print(summarise(_DATA_DIR.value, _CONFIG.value))
+  try:
+    text = summarise(_DATA_DIR.value, _CONFIG.value)
+  except FileNotFoundError as e:
+    raise program.SetupError(str(e)) from None
+  print(text)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from tfharm.cli import program as _program  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  _program.run(main)
