@@ -90,12 +90,33 @@ def test_runs_inside_users_jit_compiled_function(models):
   np.testing.assert_allclose(f(x, y).numpy(), model(x, y).numpy(), rtol=0, atol=1e-5)
 
 
-def test_fast_mode_is_close_to_exact(models):
+def test_fast_mode_is_close_to_exact_where_bfloat16_runs(monkeypatch):
+  from tfharm.metrics import lpips
+  monkeypatch.setattr(lpips, "fast_dtype_available", lambda: True)  # as on AMX or a GPU
   x, y = _images(2, 64, 64, 10), _images(2, 64, 64, 11)
-  exact = models("alex")(x, y).numpy()
-  fast = models("alex", mode="fast")(x, y).numpy()
+  exact = lpips.LPIPS("alex")(x, y).numpy()
+  fast_model = lpips.LPIPS("alex", mode="fast")
+  fast = fast_model(x, y).numpy()
+  assert fast_model.compute_dtype == "bfloat16"
   assert np.abs(fast - exact).max() < 5e-3
   assert not np.array_equal(fast, exact)  # it really is a different computation
+
+
+def test_fast_mode_is_exact_where_bfloat16_is_slower(monkeypatch):
+  from tfharm.metrics import lpips
+  monkeypatch.setattr(lpips, "fast_dtype_available", lambda: False)  # AVX2 / AVX-512 CPUs
+  x, y = _images(2, 48, 48, 12), _images(2, 48, 48, 13)
+  fast_model = lpips.LPIPS("alex", mode="fast")
+  assert fast_model.compute_dtype == "float32"
+  np.testing.assert_array_equal(fast_model(x, y).numpy(), lpips.LPIPS("alex")(x, y).numpy())
+
+
+def test_bfloat16_is_fast_only_with_a_gpu_or_amx():
+  from tfharm.metrics import device
+  with open("/proc/cpuinfo") as f:
+    amx = any(l.startswith("flags") and " amx_bf16" in l for l in f)
+  gpu = bool(__import__("tensorflow").config.list_physical_devices("GPU"))
+  assert device.bfloat16_is_fast() == (amx or gpu)
 
 
 def test_load_image_converts_grayscale_and_rgba(tmp_path):

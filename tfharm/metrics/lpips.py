@@ -10,9 +10,10 @@ channel-unit-normalised ReLU features of AlexNet (default) or VGG16 after the sc
 size (half-pixel centres, as torch's Upsample(align_corners=False)) and sums them: (B, H, W).
 
 Modes: "exact" computes in float32 and matches the official package to ~1e-7 (parity test at
-1e-5). "fast" runs the convolutions in bfloat16 (normalisation and sums stay float32); it only
-pays off on hardware with bfloat16 matrix units (see bench/RESULTS.md), and deviates by up to
-about 1e-3-1e-2.
+1e-5). "fast" runs the convolutions in bfloat16 (normalisation and sums stay float32) where the device
+runs bfloat16 faster (a GPU, or a CPU with AMX: `device.bfloat16_is_fast`), deviating by up to
+about 1e-3-1e-2; elsewhere bfloat16 is slower (bench/RESULTS.md), so there "fast" is the exact
+float32 computation (`LPIPS.compute_dtype` says which ran; the command prints it).
 
 CLI (like the official lpips_2imgs.py / lpips_2dirs.py):
   python -m tfharm.metrics.lpips IMG0 IMG1 [--net=alex|vgg]
@@ -70,6 +71,7 @@ if __name__ == "__main__":
   _define_flags()
   _program.run(_command, fast_exit=True)
 
+from absl import logging as absl_logging
 import numpy as np
 import tensorflow as tf
 
@@ -101,6 +103,12 @@ def from_uint8(images) -> tf.Tensor:
   return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
+def fast_dtype_available() -> bool:
+  """Whether --mode=fast runs bfloat16 on this device (tfharm.metrics.device)."""
+  from tfharm.metrics import device  # pylint: disable=g-import-not-at-top
+  return device.bfloat16_is_fast()
+
+
 class LPIPS(tf.Module):
   """LPIPS distance; `lpips(x, y)` -> (B,) float32, or (B, H, W) with spatial=True."""
 
@@ -116,7 +124,14 @@ class LPIPS(tf.Module):
     self.min_size = min_size(net)
     self.jit_compile = default_jit_compile() if jit_compile is None else jit_compile
     convs, lins = store.load_lpips_arrays(net, weights_dir)  # hash-verified
-    cdt = tf.bfloat16 if mode == "fast" else tf.float32
+    # "fast" is bfloat16 only where that is faster (device.bfloat16_is_fast); elsewhere it is
+    # the exact float32 computation, never a slowdown. `compute_dtype` says which one runs.
+    cdt = tf.bfloat16 if mode == "fast" and fast_dtype_available() else tf.float32
+    self.compute_dtype = cdt.name
+    if mode == "fast":
+      absl_logging.info("LPIPS fast mode: %s convolutions%s", cdt.name,
+                        "" if cdt == tf.bfloat16 else " (no bfloat16 matrix unit here: "
+                        "bfloat16 would be slower, so fast = exact)")
     self._specs = nets.SPECS[net]
     self._kernels = [tf.constant(k, cdt) for k, _ in convs]
     self._biases = [tf.constant(b, tf.float32) for _, b in convs]
