@@ -7,9 +7,9 @@ builds them on a Keras tensor, `load_lite0_weights` copies the converted arrays 
 
 Taps for the joint model (LITE0_TAPS): the ReLU6 expansions that feed the stride-2 depthwise
 convs of blocks 2a, 3a and 4a, at H/2 (96 channels), H/4 (144) and H/8 (240) of the full-size
-input: the widest activation at each scale (the "expansion" feature location of MobileNetV3's
-segmentation head and timm's feature_location="expansion"), where the blocks' own outputs are
-thin linear bottlenecks (16, 24, 40 channels). The trunk up to the last tap is blocks 1a-3b
+input: the widest activation at each scale (where SSDLite taps MobileNetV2, timm's
+feature_location="expansion"), where the blocks' own outputs are thin linear bottlenecks (16,
+24, 40 channels). The trunk up to the last tap is blocks 1a-3b
 plus one 1x1 conv: 0.32 GFLOP per 256^2 image against 6.1 for VGG16 blocks 1-3 at half size
 (the whole classifier: 0.77 GFLOP at 224^2; 2 FLOP per multiply-add).
 """
@@ -36,8 +36,8 @@ def _bn_relu6(x, name, activation=True):
 
 
 def lite0_features(image, until: str | None = None, include_top: bool = False) -> dict:
-  """{name: Keras tensor} of EfficientNet-Lite0 on `image`, RGB in [0, 1], H and W multiples
-  of 32 for the full network (of 8 up to block4a's expansion).
+  """{name: Keras tensor} of EfficientNet-Lite0 on `image`, RGB in [0, 1], any H and W ("same"
+  padding rounds each stride-2 size up, as TF does).
 
   Names: "input_scaling", "stem_activation", per block "<block>_expand_activation" (not for
   block1a) and "<block>" (its output), "top_activation", and with `include_top` "predictions"
