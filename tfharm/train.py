@@ -22,7 +22,7 @@ from tfharm import training
 from tfharm.models.detector import DetectorConfig
 from tfharm.models.detector_labels import LabelConfig
 from tfharm.models.harmoniser import HarmoniserConfig
-from tfharm.models.joint import CORRECTIONS as JOINT_CORRECTIONS, JointConfig
+from tfharm.models.joint import CORRECTIONS as JOINT_CORRECTIONS, TRUNKS, JointConfig
 from tfharm.training import data as data_lib
 from tfharm.training import run_flags
 from tfharm.training.tasks import detector, detector_aet, harmoniser, joint
@@ -145,6 +145,9 @@ def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   enum("joint_correction", _J.model.correction, list(JOINT_CORRECTIONS),
        "Joint: pixel (an L* change per pixel) or region (one affine L* map per image from the "
        "region's and its surroundings' statistics; tfharm.models.joint).")
+  enum("joint_trunk", _J.model.trunk, list(TRUNKS), "Joint: the frozen ImageNet trunk; "
+       "efficientnet_lite0 needs the optional file of `make weights` and is used through the "
+       "exported .keras file, which carries it (tfharm.models.joint).")
   string("joint_init", "", "Joint: start from these joint weights (.weights.h5, .keras or a "
          "preset name such as joint_256); a "
          "resumed checkpoint overrides them.")
@@ -196,7 +199,8 @@ def _joint_task(fv: flags.FlagValues) -> training.Task:
   labels = LabelConfig(tau_neg=fv.detector_tau_neg, tau_pos=fv.detector_tau_pos,
                        mode=fv.detector_label_mode)
   return joint.JointTask(joint.JointTaskConfig(
-      JointConfig(max_delta_l=fv.joint_max_delta_l, correction=fv.joint_correction), labels,
+      JointConfig(max_delta_l=fv.joint_max_delta_l, correction=fv.joint_correction,
+                  trunk=fv.joint_trunk), labels,
       image_size=fv.image_size,
       detection_weight=fv.joint_detection_weight, output_weight=fv.joint_output_weight,
       mask_output_weight=fv.joint_mask_output_weight,

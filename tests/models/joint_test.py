@@ -3,6 +3,7 @@
 Random-weight models (imagenet_weights=False, perturbed) at 16-64 px: properties of the graph,
 not of training.
 """
+import dataclasses
 import os
 
 import keras
@@ -203,3 +204,65 @@ def test_region_correction_trains_its_parameters():
 def test_unknown_correction_is_a_clear_error():
   with pytest.raises(ValueError, match="correction must be one of"):
     joint.JointConfig(correction="global")
+
+
+LITE0 = joint.JointConfig(imagenet_weights=False, trunk="efficientnet_lite0", context_width=16,
+                          skip_widths=(8, 8), decoder_widths=(16, 8))
+
+
+def test_default_trunk_is_vgg16_and_unknown_trunks_are_refused():
+  assert joint.JointConfig().trunk == "vgg16"
+  names = {l.name for l in joint.JointModel(CFG).layers}
+  assert set(joint.VGG_LAYERS) <= names and "stem_conv" not in names
+  with pytest.raises(ValueError, match="unknown trunk 'resnet50'"):
+    joint.JointConfig(trunk="resnet50")
+
+
+def test_efficientnet_trunk_feeds_the_same_decoder_and_stays_frozen(tmp_path):
+  model = _model(seed=6, cfg=LITE0)
+  trunk = model.trunk_layer_names()
+  assert trunk[0] == "stem_conv" and trunk[-1] == "block4a_expand_bn" and len(trunk) == 32
+  assert not any(model.get_layer(n).trainable for n in trunk)
+  assert not {v.path.split("/")[0] for v in model.trainable_variables} & set(trunk)
+  x = tf.constant(_images((2, 32, 48, 3), seed=7))
+  out = model(x, training=False)
+  assert out["probs"].shape == (2, 32, 48, 3) and out["harmonised"].shape == (2, 32, 48, 3)
+  assert model.get_layer("context_reduce").input.shape[-1] == 240  # the H/8 tap
+  # Frozen batch norms use their moving statistics in training too.
+  tap = keras.Model(model.inputs, model.get_layer("block4a_expand_activation").output)
+  np.testing.assert_array_equal(tap(x, training=True).numpy(), tap(x, training=False).numpy())
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(tf.square(model(x, training=True)["harmonised"] - 0.5))
+  grads = tape.gradient(loss, model.trainable_variables)
+  assert all(g is not None for g in grads)  # the whole decoder learns
+  # Config and weight file round trip, trunk included.
+  again = joint.JointModel.from_config(model.get_config())
+  assert again.cfg == LITE0
+  path = str(tmp_path / "lite0.weights.h5")
+  model.save_weights(path)
+  expected = model(x)["harmonised"].numpy()  # after the training call moved the decoder's BN
+  np.testing.assert_array_equal(joint.load_joint(path, LITE0)(x)["harmonised"].numpy(), expected)
+  model.save(str(tmp_path / "lite0.keras"))  # what training exports: it carries the trunk
+  loaded = joint.load_joint(str(tmp_path / "lite0.keras"))
+  assert loaded.cfg == LITE0
+  np.testing.assert_array_equal(loaded(x)["harmonised"].numpy(), expected)
+
+
+def test_efficientnet_trunk_without_its_weights_names_the_setup(tmp_path, monkeypatch):
+  from tfharm.weights import store
+  monkeypatch.setenv(store.ENV_VAR, str(tmp_path / "empty"))
+  with pytest.raises(store.WeightsError, match=r"EfficientNet-Lite0 weights not found.*make "
+                     "weights"):
+    joint.JointModel(joint.JointConfig(trunk="efficientnet_lite0"))
+
+
+def test_imagenet_trunk_is_efficientnet_lite0():
+  from tfharm import weights
+  from tfharm.weights import store
+  if not store.is_converted(weights.weights_dir(), "efficientnet_lite0"):
+    pytest.skip("EfficientNet-Lite0 not converted (optional; `make weights`)")
+  model = joint.JointModel(dataclasses.replace(LITE0, imagenet_weights=True))
+  arrays = weights.load_efficientnet_lite0()
+  for v in model.get_layer("block4a_expand_conv").weights + model.get_layer("stem_bn").weights:
+    key = f"{v.path.split('/')[0]}/{'moving_variance' if 'variance' in v.path else v.name}"
+    np.testing.assert_array_equal(v.numpy(), arrays[key])

@@ -18,6 +18,8 @@ together, and the output loss trains both on what the user receives.
 Graph (cost per 256^2 image in docs/joint.md, counted by bench/bench_models.py):
   trunk (frozen, no backward): the image 2x average-pooled, ImageNet-normalised, through VGG16
     blocks 1-3 (the offline torchvision weights)     taps at H/2 (64), H/4 (128), H/8 (256)
+    or, with trunk="efficientnet_lite0", the full-size image through ImageNet EfficientNet-Lite0
+    up to block 4a's expansion (tfharm.models.trunks) taps at H/2 (96), H/4 (144), H/8 (240)
   context at H/8: 1x1 -> `context_width`, residual dilated 3x3 convs, + a global-pool term
   decoder: 2 (or 3) x [bilinear x2, concat a 1x1-reduced tap (a third level: a 3x3 conv of the
     full-size image), 3x3 conv + BN + ReLU]           -> (B, H/2, W/2, 32)
@@ -38,6 +40,7 @@ import tensorflow as tf
 from tfharm import colour
 from tfharm.models import detector as detector_lib
 from tfharm.models import detector_labels as labels_lib
+from tfharm.models import trunks
 
 # (block, convs, width) of VGG16's first three blocks, named as in tfharm.models.detector.
 _VGG_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256))
@@ -45,6 +48,7 @@ VGG_LAYERS = tuple(f"block{b}_conv{i + 1}" for b, n, _ in _VGG_BLOCKS for i in r
 # Initial bias of the detection logits: p_none ~ 0.9 at the start, so an untrained model
 # already (nearly) leaves photos alone and its output loss starts at the composite's.
 _NONE_BIAS = 3.0
+TRUNKS = ("vgg16", "efficientnet_lite0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +56,11 @@ class JointConfig:
   """The joint model. Defaults: 8.3 GFLOP forward per 256^2 image, 6.1 of it the frozen trunk;
   12.9 GFLOP per training image (bench/bench_models.py --models=joint)."""
 
-  imagenet_weights: bool = True  # load the converted torchvision VGG16 into the trunk
+  imagenet_weights: bool = True  # load the converted ImageNet weights into the trunk
+  # "vgg16": VGG16 blocks 1-3 at half size (the shipped models). "efficientnet_lite0": a 0.32
+  # GFLOP trunk instead of 6.1, 2.6 GFLOP forward in all (needs the optional EfficientNet-Lite0
+  # file of `make weights`).
+  trunk: str = "vgg16"
   context_width: int = 128
   context_dilations: tuple[int, ...] = (2, 4)
   # Decoder levels at H/4, H/2 (and H): reduced taps (at H a 3x3 conv of the image itself) and
@@ -80,10 +88,28 @@ class JointConfig:
       raise ValueError(f"max_delta_l must be positive, got {self.max_delta_l}")
     if self.correction not in CORRECTIONS:
       raise ValueError(f"correction must be one of {CORRECTIONS}, got {self.correction!r}")
+    if self.trunk not in TRUNKS:
+      raise ValueError(f"unknown trunk {self.trunk!r}; expected one of {TRUNKS}")
 
 
 CORRECTIONS = ("pixel", "region")
 STRIDE = 8  # H and W must be multiples of this: the input's 2x pooling and the trunk's two
+# (EfficientNet-Lite0: its three stride-2 layers)
+
+
+def _vgg_taps(normalised) -> list:
+  """VGG16 blocks 1-3 on the 2x average-pooled image: a quarter of the trunk's cost; detection
+  needs context more than detail."""
+  x = layers.AveragePooling2D(2, name="trunk_input_pool")(normalised)
+  taps = []
+  for block, n, width in _VGG_BLOCKS:
+    for i in range(n):
+      x = layers.Conv2D(width, 3, padding="same", activation="relu",
+                        name=f"block{block}_conv{i + 1}")(x)
+    taps.append(ops.stop_gradient(x))  # frozen trunk: no backward through it
+    if block < 3:
+      x = layers.MaxPooling2D(2, 2, name=f"block{block}_pool")(x)
+  return taps
 
 
 def _conv_bn_relu(x, width, kernel, name, dilation=1):
@@ -195,17 +221,12 @@ class JointModel(keras.Model):
     mean = np.asarray(detector_lib.IMAGENET_MEAN, "float32")
     std = np.asarray(detector_lib.IMAGENET_STD, "float32")
     normalised = (ops.cast(image, "float32") - mean) / std
-    # Half resolution: a quarter of the trunk's cost; detection needs context more than detail.
-    x = layers.AveragePooling2D(2, name="trunk_input_pool")(normalised)
-    taps = []
-    for block, n, width in _VGG_BLOCKS:
-      for i in range(n):
-        x = layers.Conv2D(width, 3, padding="same", activation="relu",
-                          name=f"block{block}_conv{i + 1}")(x)
-      taps.append(ops.stop_gradient(x))  # frozen trunk: no backward through it
-      if block < 3:
-        x = layers.MaxPooling2D(2, 2, name=f"block{block}_pool")(x)
-    # taps at H/2 (64 channels), H/4 (128), H/8 (256)
+    if cfg.trunk == "vgg16":
+      taps = _vgg_taps(normalised)
+    else:  # full size: the network's stem already halves it
+      features = trunks.lite0_features(ops.cast(image, "float32"), until=trunks.LITE0_TAPS[-1])
+      taps = [ops.stop_gradient(features[name]) for name in trunks.LITE0_TAPS]
+    # taps at H/2 (64 channels), H/4 (128), H/8 (256); EfficientNet-Lite0: 96, 144, 240
 
     c = _conv_bn_relu(taps[2], cfg.context_width, 1, "context_reduce")
     for d in cfg.context_dilations:
@@ -254,12 +275,22 @@ class JointModel(keras.Model):
     bias.assign(np.eye(labels_lib.NUM_CLASSES, dtype="float32")[labels_lib.NONE] * _NONE_BIAS)
     if cfg.imagenet_weights:
       self.load_imagenet_trunk()
-    for name in VGG_LAYERS:
-      self.get_layer(name).trainable = False
+    for name in self.trunk_layer_names():
+      self.get_layer(name).trainable = False  # also keeps its batch norms in inference mode
+
+  def trunk_layer_names(self) -> list[str]:
+    """The frozen trunk's layers that carry weights."""
+    if self.cfg.trunk == "vgg16":
+      return list(VGG_LAYERS)
+    return trunks.lite0_layer_names(self)
 
   def load_imagenet_trunk(self, directory: str | None = None) -> None:
-    """The first 7 convs from the converted torchvision VGG16 (hash-checked by tfharm.weights)."""
+    """The converted ImageNet weights (hash-checked by tfharm.weights): VGG16's first 7 convs,
+    or EfficientNet-Lite0 up to the last tap."""
     from tfharm import weights  # pylint: disable=g-import-not-at-top
+    if self.cfg.trunk == "efficientnet_lite0":
+      trunks.load_lite0_weights(self, weights.load_efficientnet_lite0(directory))
+      return
     arrays = weights.load_vgg16_imagenet(directory)
     for name in VGG_LAYERS:
       if name not in arrays:

