@@ -69,3 +69,34 @@ def test_skips_are_counted_and_exit_1_usage_errors_exit_2(golden, tmp_path):
   res = _run(str(d0), str(d1), f"--out={tmp_path}/afile/dists.txt")
   assert res.returncode == 2 and "is a file, not a directory" in res.stderr
   assert "Traceback" not in res.stderr
+
+
+def _pair_dirs(golden, tmp_path, name="good.png"):
+  """d0/<name> and d1/<name>: one scorable pair of the golden data."""
+  ref, _, root = golden
+  p = next(p for p in ref["pairs"] if p["name"] == "p01_64_lumrect")
+  d0, d1 = tmp_path / "d0", tmp_path / "d1"
+  d0.mkdir()
+  d1.mkdir()
+  shutil.copy(os.path.join(root, p["file_a"]), d0 / name)
+  shutil.copy(os.path.join(root, p["file_b"]), d1 / name)
+  return d0, d1
+
+
+def test_out_never_replaces_a_file_it_did_not_create(golden, tmp_path):
+  """Issue 26: --out=A/keep.png replaced a compared image with text (exit 0)."""
+  d0, d1 = _pair_dirs(golden, tmp_path, "keep.png")
+  image = (d0 / "keep.png").read_bytes()
+  for extra in ([], ["--overwrite"]):
+    res = _run(str(d0), str(d1), f"--out={d0}/keep.png", *extra)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.startswith(f"error: --out {d0}/keep.png is one of the images compared")
+    assert (d0 / "keep.png").read_bytes() == image
+  other = tmp_path / "notes.txt"
+  other.write_text("mine")
+  res = _run(str(d0), str(d1), f"--out={other}")
+  assert res.returncode == 2 and res.stderr.startswith(f"error: --out {other} exists;")
+  assert len(res.stderr.splitlines()) == 1 and other.read_text() == "mine"
+  res = _run(str(d0), str(d1), f"--out={other}", "--overwrite")
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert other.read_text().startswith("keep.png: ")

@@ -19,7 +19,8 @@ CLI (like the official lpips_2imgs.py / lpips_2dirs.py):
   python -m tfharm.metrics.lpips DIR0 DIR1 [--out=dists.txt]   # one "name: distance" per pair
 Exit status: 0 all pairs scored; 1 some pairs skipped (unreadable, sizes differ, no partner;
 each logged, counts at the end); 2 usage or setup error (bad arguments, --out not writable,
-weights not set up), found before TensorFlow starts where possible; 3 internal error.
+already there without --overwrite or one of the images compared, weights not set up), found
+before TensorFlow starts where possible; 3 internal error.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import os
 import sys
 
 MODES = ("exact", "fast")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -40,6 +42,33 @@ def _define_flags() -> None:
   flags.DEFINE_enum("net", "alex", ["alex", "vgg"], "Backbone.")
   flags.DEFINE_enum("mode", "exact", list(MODES), "exact: float32; fast: bfloat16 convolutions.")
   flags.DEFINE_string("out", None, "Directory mode: also write the lines to this file.")
+  flags.DEFINE_boolean("overwrite", False, "Replace an existing --out file.")
+
+
+def _check_out(out: str, dirs: tuple[str, str], overwrite: bool) -> None:
+  """--out may replace only what the user allows: never a compared image, and an existing
+  file only with --overwrite (SetupError otherwise)."""
+  from tfharm.cli import program
+  if not os.path.lexists(out):
+    return
+  try:
+    st = os.stat(out)
+  except OSError:
+    st = None
+  for d in dirs:
+    for name in os.listdir(d):
+      path = os.path.join(d, name)
+      try:
+        same = st is not None and os.path.samestat(st, os.stat(path))
+      except OSError:
+        same = False
+      if (same or os.path.abspath(path) == os.path.abspath(out)) and (
+          name.lower().endswith(IMAGE_EXTS)):
+        raise program.SetupError(f"--out {out} is one of the images compared ({path}); choose "
+                                 "another file")
+  if not overwrite:
+    raise program.SetupError(f"--out {out} exists; pass --overwrite to replace it, or choose "
+                             "another file")
 
 
 def _command(argv: list[str]) -> int:
@@ -59,6 +88,7 @@ def _command(argv: list[str]) -> int:
   if flags.FLAGS.out:
     if not os.path.isdir(argv[1]):
       raise app.UsageError("--out is for directory mode")
+    _check_out(flags.FLAGS.out, (argv[1], argv[2]), flags.FLAGS.overwrite)
     outputs.check_file(flags.FLAGS.out, "--out")
   quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
   from tfharm.metrics import lpips as module  # pylint: disable=g-import-not-at-top
@@ -232,8 +262,6 @@ def lpips(x, y, net: str = "alex", spatial: bool = False, mode: str = "exact") -
 
 
 # ----------------------------------------------------------------------------- images / CLI
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
 
 def load_image(path: str) -> np.ndarray:
   """Any PNG/JPEG/... -> uint8 (H, W, 3) RGB; grayscale and RGBA are converted with a warning."""
