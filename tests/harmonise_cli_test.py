@@ -357,3 +357,39 @@ def test_mask_scale_choices_equal_the_library_ones():
   (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args
              and isinstance(n.args[0], ast.Constant) and n.args[0].value == "mask_scale"]
   assert tuple(ast.literal_eval(call.args[2])) == files.MASK_SCALES
+
+
+def _one_line_error(proc, start):
+  _refused(proc)
+  assert proc.stderr.startswith(start) and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_existing_outputs_are_refused_without_overwrite(weights, inputs, cache_env, tmp_path):
+  """Issue 26: a file at --output or --save_mask was silently replaced. Refused before any
+  work (exit 2, one line); folder mode refuses a re-run into the same folders; --overwrite
+  replaces only the files the run writes."""
+  photo = f"--input={inputs}/photo.jpg"
+  mine = tmp_path / "mine.jpg"
+  mine.write_text("not yours")
+  _one_line_error(_harmonise(photo, f"--output={mine}", *_flags(weights)),
+                  f"error: --output {mine} exists; pass --overwrite")
+  _one_line_error(_harmonise(photo, f"--output={tmp_path}/new.jpg", f"--save_mask={mine}",
+                             *_flags(weights)), f"error: --save_mask {mine} exists")
+  assert mine.read_text() == "not yours" and not (tmp_path / "new.jpg").exists()
+  src, dst = tmp_path / "src", tmp_path / "dst"
+  src.mkdir()
+  dst.mkdir()
+  small = cv2.imread(str(inputs / "photo.jpg"))[:48, :64]
+  for name in ("a.png", "b.png"):
+    cv2.imwrite(str(src / name), small)
+  (dst / "a.png").write_text("an earlier result")
+  (dst / "keep.txt").write_text("not an output")
+  _one_line_error(_harmonise(f"--input={src}", f"--output={dst}", *_flags(weights)),
+                  f"error: 1 file this run would write exists already ({dst}/a.png); pass "
+                  "--overwrite")
+  assert sorted(os.listdir(dst)) == ["a.png", "keep.txt"]
+  proc = _harmonise(f"--input={src}", f"--output={dst}", "--overwrite", *_flags(weights),
+                    env=cache_env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert cv2.imread(str(dst / "a.png")).shape == (48, 64, 3)
+  assert (dst / "keep.txt").read_text() == "not an output"

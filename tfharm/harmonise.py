@@ -15,8 +15,10 @@ written upright), pixels with alpha 0 are returned unchanged and alpha is kept i
 Runs the same functions as the exported SavedModel (README "Serving"), so results equal the
 served model's.
 
-Nothing is started if an output or saved mask would replace an input or another output, or if
-an output folder cannot be written. Exit status: 0 all done, 1 some images skipped (reasons
+Nothing is started if an output or saved mask would replace an input or another output, if a
+file is already where one would be written (unless --overwrite; folder mode: any of the files
+the run writes, so a re-run into the same folders needs it), or if an output folder cannot be
+written. Exit status: 0 all done, 1 some images skipped (reasons
 logged, counts at the end), 2 usage or setup error (nothing done), 3 internal error.
 """
 import os
@@ -29,7 +31,7 @@ from tfharm.cli import program
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
   global _INPUT, _OUTPUT, _MASK, _SAVE_MASK, _DETECTOR, _HARMONISER, _JIT, _CORRECTION
-  global _MASK_SCALE, _CACHE, _MODEL, _JOINT
+  global _MASK_SCALE, _CACHE, _MODEL, _JOINT, _OVERWRITE
   _INPUT = flags.DEFINE_string("input", None, "An image (.jpg/.jpeg/.png) or a folder of them.")
   _OUTPUT = flags.DEFINE_string("output", None, "Output image (format from its extension), or "
                                 "a folder when --input is one (same file names).")
@@ -41,6 +43,10 @@ def _define_flags() -> None:
       "that an integer mask whose maximum is 1 is a 0/1 binary mask (logged).")
   _SAVE_MASK = flags.DEFINE_string("save_mask", None, "Also write the mask used as an 8-bit PNG "
                                    "(folder mode: a folder).")
+  _OVERWRITE = flags.DEFINE_boolean(
+      "overwrite", False, "Replace files already at --output / --save_mask (folder mode: the "
+      "files of this run's images; other files in the folders stay). Without it, any such file "
+      "stops the run before it starts (exit 2).")
   _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
   # Literal choices: importing tfharm.models would start TensorFlow before the cheap checks
   # (tests/models/correction_test.py checks they equal correction.CORRECTIONS).
@@ -90,6 +96,7 @@ def _plan(src: str, dst: str):
     if save_mask:
       folders.append(("--save_mask", os.path.dirname(os.path.abspath(save_mask))))
   files.check_collisions(jobs)
+  files.check_existing(jobs, _OVERWRITE.value)
   return jobs, ignored, folders
 
 

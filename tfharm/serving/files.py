@@ -112,6 +112,32 @@ def check_collisions(jobs: list[Job], other_inputs: Iterable[str] = ()) -> None:
                              "paths.")
 
 
+def check_existing(jobs: list[Job], overwrite: bool = False) -> None:
+  """Refuses (SetupError) a plan that would replace a file that is already there (an output
+  or saved mask: a file this run did not create) unless `overwrite`; a folder in the place of
+  an output is refused either way. Folder mode too: a re-run into the same folders needs
+  --overwrite, and then replaces only the files it writes."""
+  found = [(flag, path) for job in jobs
+           for flag, path in (("--output", job.dst), ("--save_mask", job.save_mask))
+           if path and os.path.lexists(path)]
+  folders = [path for _, path in found if os.path.isdir(path)]
+  if folders:
+    raise program.SetupError(f"{folders[0]} is a folder where this run would write a file; "
+                             "choose other --output/--save_mask paths. Nothing was written.")
+  if not found or overwrite:
+    return
+  if len(jobs) == 1 and len(found) == 1:
+    flag, path = found[0]
+    raise program.SetupError(f"{flag} {path} exists; pass --overwrite to replace it, or choose "
+                             "another path. Nothing was written.")
+  names = ", ".join(path for _, path in found[:3]) + (
+      f" and {len(found) - 3} more" if len(found) > 3 else "")
+  what = "1 file this run would write exists" if len(found) == 1 else (
+      f"{len(found)} files this run would write exist")
+  raise program.SetupError(f"{what} already ({names}); pass --overwrite to replace them, or "
+                           "choose other --output/--save_mask folders. Nothing was written.")
+
+
 def plan_folder(src_dir: str, dst_dir: str, mask_dir: str | None = None,
                 save_mask_dir: str | None = None) -> tuple[list[Job], list[str]]:
   """Every JPEG/PNG directly in src_dir -> dst_dir/<same name>; masks mask_dir/<stem>.png;
