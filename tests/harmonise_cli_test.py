@@ -393,3 +393,23 @@ def test_existing_outputs_are_refused_without_overwrite(weights, inputs, cache_e
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert cv2.imread(str(dst / "a.png")).shape == (48, 64, 3)
   assert (dst / "keep.txt").read_text() == "not an output"
+
+
+def test_a_float_mask_is_read_by_its_range(tmp_path):
+  """Issue 26: a float TIFF mask whose maximum is below 1 was divided by 255, so nothing was
+  harmonised. Floats in [0, 1] are weights; above 1 they are on a 0-255 (or 0-65535) scale;
+  --mask_scale still decides when given."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  weights = np.zeros((6, 8), np.float32)
+  weights[2:4, 3:6] = 0.8
+  weights[0, 0] = 0.3
+  cv2.imwrite(str(tmp_path / "w.tiff"), weights)
+  mask, notes = files.read_mask(str(tmp_path / "w.tiff"), (6, 8))
+  np.testing.assert_array_equal(mask[..., 0], weights)
+  assert any("float mask with values in [0, 1]: read as weights" in n for n in notes), notes
+  cv2.imwrite(str(tmp_path / "w255.tiff"), weights * 255)
+  mask, notes = files.read_mask(str(tmp_path / "w255.tiff"), (6, 8))
+  np.testing.assert_allclose(mask[..., 0], weights, rtol=1e-6)
+  assert any("read on a 0-255 scale" in n for n in notes), notes
+  np.testing.assert_allclose(files.read_mask(str(tmp_path / "w.tiff"), (6, 8), "255")[0][..., 0],
+                             weights / 255, rtol=1e-6)

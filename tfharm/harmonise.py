@@ -40,7 +40,8 @@ def _define_flags() -> None:
   _MASK_SCALE = flags.DEFINE_enum(
       "mask_scale", "auto", ["auto", "1", "255", "65535"],
       "The mask value meaning 'harmonise fully'. auto: 255 (8-bit) or 65535 (16-bit), except "
-      "that an integer mask whose maximum is 1 is a 0/1 binary mask (logged).")
+      "that an integer mask whose maximum is 1 is a 0/1 binary mask, and that a float mask "
+      "(TIFF) with values in [0, 1] holds weights (each logged).")
   _SAVE_MASK = flags.DEFINE_string("save_mask", None, "Also write the mask used as an 8-bit PNG "
                                    "(folder mode: a folder).")
   _OVERWRITE = flags.DEFINE_boolean(

@@ -244,7 +244,8 @@ def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[n
 
   scale: the value that means "harmonise fully". "auto": 255 for 8-bit and 65535 for 16-bit
   files, except that an integer mask whose maximum is 1 (a 0/1 binary mask, common) is read as
-  0/1, with a note. Values above the scale are clipped. The EXIF orientation is applied, as to
+  0/1, with a note; a float mask (TIFF) by its range: values in [0, 1] are weights, larger
+  ones levels of 0-255 or 0-65535 (noted). Values outside [0, scale] are clipped. The EXIF orientation is applied, as to
   the image; its size must then equal the image's."""
   if scale not in MASK_SCALES:
     raise ValueError(f"mask scale must be one of {MASK_SCALES}, got {scale!r}")
@@ -262,18 +263,38 @@ def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[n
   if mask.shape[:2] != tuple(shape):
     raise HarmoniseError("mask_size_mismatch", f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                          f"the image {shape[1]}x{shape[0]} (width x height); they must match")
-  if scale == "auto":
+  floating = np.issubdtype(mask.dtype, np.floating)
+  if scale != "auto":
+    full = int(scale)
+  elif floating:
+    full = _float_mask_scale(path, mask, notes)
+  else:
     full = 65535 if mask.dtype == np.uint16 else 255
     if int(mask.max()) == 1:
       full = 1
       notes.append("binary 0/1 mask: 1 read as 'harmonise fully' (pass --mask_scale=255 if it "
                    "was meant as 1/255)")
-  else:
-    full = int(scale)
   out = mask.astype(np.float32)
   out /= np.float32(full)
   np.clip(out, 0.0, 1.0, out=out)
   return out[..., None], notes
+
+
+def _float_mask_scale(path: str, mask: np.ndarray, notes: list[str]) -> int:
+  """The "harmonise fully" value of a float mask (a TIFF), from its range: a float mask has
+  no bit depth to go by, and values in [0, 1] are weights (dividing 0.8 by 255 would
+  harmonise nothing); larger values are taken as 0-255 or 0-65535 levels."""
+  peak = float(mask.max())
+  if peak <= 1.0:
+    notes.append("float mask with values in [0, 1]: read as weights (1 = harmonise fully)")
+    return 1
+  for full in (255, 65535):
+    if peak <= full:
+      notes.append(f"float mask with values up to {peak:.4g}: read on a 0-{full} scale (pass "
+                   "--mask_scale to choose another)")
+      return full
+  raise HarmoniseError("bad_mask", f"{path}: float mask with values up to {peak:.4g}; expected "
+                       "weights in [0, 1] (or levels up to 255 or 65535)")
 
 
 # ----------------------------------------------------------------------------- writing
