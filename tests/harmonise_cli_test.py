@@ -413,3 +413,33 @@ def test_a_float_mask_is_read_by_its_range(tmp_path):
   assert any("read on a 0-255 scale" in n for n in notes), notes
   np.testing.assert_allclose(files.read_mask(str(tmp_path / "w.tiff"), (6, 8), "255")[0][..., 0],
                              weights / 255, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_nan_or_infinite_mask_is_a_named_skip(weights, inputs, tmp_path, bad):
+  """Issue 26: a float mask with NaN crashed at int(mask.max()) (exit 3); with --mask_scale
+  given, NaN reached the model. Now a counted skip naming the values, in a single run (exit 1,
+  before TensorFlow starts) and in folder mode."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  mask = np.zeros((213, 317), np.float32)
+  mask[50:60, 70:90] = bad
+  cv2.imwrite(str(tmp_path / "bad.tiff"), mask)
+  for scale in ("auto", "255"):
+    with pytest.raises(files.HarmoniseError, match=r"200 NaN or infinite value\(s\)") as e:
+      files.read_mask(str(tmp_path / "bad.tiff"), (213, 317), scale)
+    assert e.value.reason == "bad_mask"
+  proc = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.jpg",
+                    f"--mask={tmp_path}/bad.tiff", *_flags(weights))
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "bad.tiff: mask has 200 NaN or infinite value(s)" in proc.stderr
+  assert "skipped 1 {'bad_mask': 1}" in proc.stderr and "Traceback" not in proc.stderr
+  src, masks = tmp_path / "src", tmp_path / "masks"
+  src.mkdir()
+  masks.mkdir()
+  (src / "photo.jpg").write_bytes((inputs / "photo.jpg").read_bytes())
+  (masks / "photo.png").write_bytes((tmp_path / "bad.tiff").read_bytes())  # a TIFF named .png
+  proc = _harmonise(f"--input={src}", f"--output={tmp_path}/o", f"--mask={masks}",
+                    *_flags(weights))
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "harmonised 0 image(s)" in proc.stderr and "skipped 1 {'bad_mask': 1}" in proc.stderr
+  assert helpers.noise_lines(proc.stderr) == []  # TensorFlow was never started

@@ -264,6 +264,11 @@ def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[n
     raise HarmoniseError("mask_size_mismatch", f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                          f"the image {shape[1]}x{shape[0]} (width x height); they must match")
   floating = np.issubdtype(mask.dtype, np.floating)
+  if floating:
+    bad = mask.size - int(np.count_nonzero(np.isfinite(mask)))
+    if bad:  # NaN would reach the model as NaN pixels; no scale can read it
+      raise HarmoniseError("bad_mask", f"{path}: mask has {bad} NaN or infinite value(s); a "
+                           "mask must hold finite weights")
   if scale != "auto":
     full = int(scale)
   elif floating:
