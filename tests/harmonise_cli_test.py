@@ -443,3 +443,30 @@ def test_a_nan_or_infinite_mask_is_a_named_skip(weights, inputs, tmp_path, bad):
   assert proc.returncode == 1, proc.stderr[-2000:]
   assert "harmonised 0 image(s)" in proc.stderr and "skipped 1 {'bad_mask': 1}" in proc.stderr
   assert helpers.noise_lines(proc.stderr) == []  # TensorFlow was never started
+
+
+def test_a_colour_mask_counts_each_pixel_as_its_largest_channel(tmp_path):
+  """Issue 26: colour masks were applied at their luminance (pure red at 30 %, blue at 11 %)
+  and the log said only "converted to grey". The rule: a pixel counts as its largest channel;
+  the log says so (and that alpha is ignored)."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  bgr = np.zeros((6, 8, 3), np.uint8)
+  bgr[0, :, 2] = 255  # red
+  bgr[1, :, 1] = 255  # green
+  bgr[2, :, 0] = 255  # blue
+  bgr[3] = (40, 200, 90)
+  cv2.imwrite(str(tmp_path / "c.png"), bgr)
+  mask, notes = files.read_mask(str(tmp_path / "c.png"), (6, 8))
+  np.testing.assert_array_equal(mask[:3, :, 0], 1.0)
+  np.testing.assert_allclose(mask[3, :, 0], 200 / 255)
+  assert notes == ["colour mask: each pixel counts as its largest channel (pure red, green or "
+                   "blue = harmonise fully)"]
+  cv2.imwrite(str(tmp_path / "a.png"), np.dstack([bgr, np.full((6, 8), 7, np.uint8)]))
+  mask, notes = files.read_mask(str(tmp_path / "a.png"), (6, 8))
+  np.testing.assert_array_equal(mask[:3, :, 0], 1.0)
+  assert "its alpha channel is ignored" in notes[0]
+  grey = np.repeat((np.arange(48).reshape(6, 8) * 5).astype(np.uint8)[..., None], 3, axis=-1)
+  cv2.imwrite(str(tmp_path / "g.png"), grey)
+  mask, notes = files.read_mask(str(tmp_path / "g.png"), (6, 8))
+  np.testing.assert_allclose(mask[..., 0], grey[..., 0] / 255)
+  assert notes == ["grey mask stored as colour (equal channels): read as grey"]

@@ -7,8 +7,8 @@ networks (detector + harmoniser); which is default and why: checkpoints/README.m
   python -m tfharm.harmonise --flagfile=configs/harmonise.flags --input=... --output=...
 
 Without --mask the detection finds the region (soft mask = max of its two channels); with one
-(grey image, 0 = leave alone, 255 = harmonise, or a 0/1 binary mask: see --mask_scale; in folder
-mode masks/<stem>.png) the mask replaces it (the pipeline runs only its harmoniser; the joint
+(grey image, 0 = leave alone, 255 = harmonise, or a 0/1 binary mask: see --mask_scale; a colour
+mask counts each pixel as its largest channel; in folder mode masks/<stem>.png) the mask replaces it (the pipeline runs only its harmoniser; the joint
 model's L* change is applied through the given mask). Any size; the networks run at 256x256
 and the correction is brought back to full resolution. The EXIF orientation is applied (outputs are
 written upright), pixels with alpha 0 are returned unchanged and alpha is kept in PNG outputs.

@@ -240,7 +240,8 @@ def read_image(path: str) -> Decoded:
 
 
 def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[np.ndarray, list[str]]:
-  """Grey (or colour: converted) 8/16-bit PNG/JPEG -> ((H, W, 1) float32 in [0, 1], notes).
+  """Grey 8/16-bit PNG/JPEG (or float TIFF) -> ((H, W, 1) float32 in [0, 1], notes). A colour
+  mask counts each pixel as its largest channel (noted).
 
   scale: the value that means "harmonise fully". "auto": 255 for 8-bit and 65535 for 16-bit
   files, except that an integer mask whose maximum is 1 (a 0/1 binary mask, common) is read as
@@ -256,9 +257,7 @@ def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[n
   orientation = _check_and_orientation(path, data, "unreadable_mask", "mask image")
   notes = []
   if mask.ndim == 3:
-    code = cv2.COLOR_BGRA2GRAY if mask.shape[-1] == 4 else cv2.COLOR_BGR2GRAY
-    mask = cv2.cvtColor(np.ascontiguousarray(mask), code) if mask.shape[-1] in (3, 4) else mask[..., 0]
-    notes.append("colour mask converted to grey")
+    mask = _colour_mask_to_grey(mask, notes)
   mask = np.ascontiguousarray(_orient(mask, orientation, notes))
   if mask.shape[:2] != tuple(shape):
     raise HarmoniseError("mask_size_mismatch", f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
@@ -283,6 +282,23 @@ def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[n
   out /= np.float32(full)
   np.clip(out, 0.0, 1.0, out=out)
   return out[..., None], notes
+
+
+def _colour_mask_to_grey(mask: np.ndarray, notes: list[str]) -> np.ndarray:
+  """(H, W, C) -> (H, W): each pixel counts as its largest colour channel, so a region marked
+  in pure red, green or blue is harmonised fully (luminance would give red 30 % and blue
+  11 %); a grey mask saved in colour is unchanged. A 4th channel (alpha) is not read."""
+  colour = mask[..., :3] if mask.shape[-1] >= 3 else mask[..., :1]
+  grey = colour.max(axis=-1)
+  if all(np.array_equal(colour[..., c], grey) for c in range(colour.shape[-1])):
+    note = "grey mask stored as colour (equal channels): read as grey"
+  else:
+    note = ("colour mask: each pixel counts as its largest channel (pure red, green or blue = "
+            "harmonise fully)")
+  if mask.shape[-1] in (2, 4):
+    note += "; its alpha channel is ignored"
+  notes.append(note)
+  return grey
 
 
 def _float_mask_scale(path: str, mask: np.ndarray, notes: list[str]) -> int:
