@@ -470,3 +470,46 @@ def test_a_colour_mask_counts_each_pixel_as_its_largest_channel(tmp_path):
   mask, notes = files.read_mask(str(tmp_path / "g.png"), (6, 8))
   np.testing.assert_allclose(mask[..., 0], grey[..., 0] / 255)
   assert notes == ["grey mask stored as colour (equal channels): read as grey"]
+
+
+def test_folder_mode_counts_and_names_every_entry_it_cannot_read(weights, inputs, cache_env,
+                                                                  tmp_path):
+  """Issue 26: broken symlinks, link loops, FIFOs (and devices, folders) with image names
+  were dropped without a word: exit 0, "skipped 0". Each is a counted skip naming its cause;
+  none is opened for reading (a FIFO would block)."""
+  src = tmp_path / "src"
+  src.mkdir()
+  cv2.imwrite(str(src / "good.png"), cv2.imread(str(inputs / "photo.jpg"))[:48, :64])
+  os.symlink(tmp_path / "gone.png", src / "dangling.png")
+  os.symlink(src / "loop_b.png", src / "loop_a.png")
+  os.symlink(src / "loop_a.png", src / "loop_b.png")
+  os.mkfifo(src / "pipe.jpg")
+  os.symlink("/dev/null", src / "device.jpeg")
+  (src / "folder.png").mkdir()
+  proc = _harmonise(f"--input={src}", f"--output={tmp_path}/out", *_flags(weights),
+                    env=cache_env)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert re.search(r"harmonised 1 image\(s\) into .*; skipped 6 \{'broken_link': 3, "
+                   r"'not_a_file': 3\}", proc.stderr), proc.stderr[-3000:]
+  for message in (f"dangling.png: a broken symbolic link (to {tmp_path}/gone.png)",
+                  "loop_a.png: a symbolic link loop", "loop_b.png: a symbolic link loop",
+                  "pipe.jpg: a FIFO (named pipe), not a regular file",
+                  "device.jpeg: a character device, not a regular file",
+                  "folder.png: a directory, not a regular file"):
+    assert message in proc.stderr, message
+  assert os.listdir(tmp_path / "out") == ["good.png"]
+
+
+def test_a_file_that_vanished_is_reported_as_gone(tmp_path):
+  """Issue 26: an input removed after the run listed it was "not a readable JPEG or PNG"."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  jobs = [files.Job(str(tmp_path / "gone.jpg"), str(tmp_path / "out.jpg"))]
+  with pytest.raises(files.HarmoniseError, match="no such file any more") as e:
+    files.load_inputs(jobs[0].src)
+  assert e.value.reason == "missing"
+  assert files.harmonise_jobs(None, jobs, progress=False) == {"missing": 1}
+  cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((4, 4, 3), np.uint8))
+  os.symlink(tmp_path / "gone.png", tmp_path / "link.png")
+  with pytest.raises(files.HarmoniseError, match="link.png: a broken symbolic link") as e:
+    files.load_inputs(str(tmp_path / "photo.png"), str(tmp_path / "link.png"))
+  assert e.value.reason == "missing_mask"

@@ -68,7 +68,8 @@ def _plan(src: str, dst: str):
   from tfharm.serving import files  # pylint: disable=g-import-not-at-top
   mask, save_mask = _MASK.value, _SAVE_MASK.value
   if not os.path.exists(src):
-    raise app.UsageError(f"--input {src} does not exist")
+    raise app.UsageError(f"--input {src} does not exist"
+                         + (" (a broken symbolic link)" if os.path.islink(src) else ""))
   folder = os.path.isdir(src)
   if mask and not os.path.exists(mask):
     raise app.UsageError(f"--mask {mask} does not exist")
@@ -137,7 +138,7 @@ def main(argv):
                                       _JOINT.value)
   except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
-  need = sum(os.path.getsize(j.src) for j in jobs)  # outputs are about the inputs' size
+  need = files.input_bytes(jobs)  # outputs are about the inputs' size
   for flag, directory in folders:
     outputs.check_directory(directory, flag, need)
     files.clean_stale_temporaries(directory)

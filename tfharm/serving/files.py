@@ -14,6 +14,7 @@ import dataclasses
 import io
 import os
 import re
+import stat
 import tempfile
 from typing import Iterable
 
@@ -21,7 +22,7 @@ from absl import logging
 import cv2
 import numpy as np
 
-from tfharm.cli import outputs, program
+from tfharm.cli import inputs, outputs, program
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _WRITE_PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
@@ -140,19 +141,36 @@ def check_existing(jobs: list[Job], overwrite: bool = False) -> None:
 
 def plan_folder(src_dir: str, dst_dir: str, mask_dir: str | None = None,
                 save_mask_dir: str | None = None) -> tuple[list[Job], list[str]]:
-  """Every JPEG/PNG directly in src_dir -> dst_dir/<same name>; masks mask_dir/<stem>.png;
-  saved masks save_mask_dir/<stem>.png. Returns (jobs, ignored non-image files)."""
-  names = sorted(n for n in os.listdir(src_dir) if os.path.isfile(os.path.join(src_dir, n)))
+  """Every JPEG/PNG name directly in src_dir -> dst_dir/<same name>; masks
+  mask_dir/<stem>.png; saved masks save_mask_dir/<stem>.png. Returns (jobs, ignored non-image
+  entries; sub-folders are not listed). An image name is a job whatever the entry is (a broken
+  link, a FIFO, a folder): reading it is then a counted skip naming the cause, never a silent
+  drop."""
   jobs, ignored = [], []
-  for name in names:
+  for name in sorted(os.listdir(src_dir)):
     if not is_image_path(name):
-      ignored.append(os.path.join(src_dir, name))
+      if not os.path.isdir(os.path.join(src_dir, name)):
+        ignored.append(os.path.join(src_dir, name))
       continue
     stem = os.path.splitext(name)[0]
     jobs.append(Job(os.path.join(src_dir, name), os.path.join(dst_dir, name),
                     None if mask_dir is None else os.path.join(mask_dir, stem + ".png"),
                     None if save_mask_dir is None else os.path.join(save_mask_dir, stem + ".png")))
   return jobs, ignored
+
+
+def input_bytes(jobs: list[Job]) -> int:
+  """The size of the jobs' regular input files (the outputs take about as much); entries
+  that are not regular files count 0 (they are skipped when read)."""
+  total = 0
+  for job in jobs:
+    try:
+      st = os.stat(job.src)
+    except OSError:
+      continue
+    if stat.S_ISREG(st.st_mode):
+      total += st.st_size
+  return total
 
 
 # ----------------------------------------------------------------------------- reading
@@ -168,14 +186,22 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
   return image
 
 
-def _read_bytes(path: str, reason: str, what: str) -> np.ndarray:
+def _read_bytes(path: str, what: str, mask: bool = False) -> np.ndarray:
+  """The file's bytes, or HarmoniseError naming the cause (tfharm.cli.inputs: nothing blocks
+  on a FIFO). The skip reason is the cause's kind (missing, broken_link, not_a_file,
+  unreadable); for a mask missing_mask or unreadable_mask."""
   try:
-    data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
-  except OSError as e:
-    raise HarmoniseError(reason, f"{path}: cannot read it ({e.strerror})") from e
-  if data is None or not data.size:
-    raise HarmoniseError(reason, f"{path}: not a readable {what}")
-  return data
+    data = inputs.read_bytes(path)
+  except inputs.InputError as e:
+    reason = e.kind
+    if mask:
+      gone = e.kind in (inputs.MISSING, inputs.BROKEN_LINK)
+      reason = "missing_mask" if gone else "unreadable_mask"
+    raise HarmoniseError(reason, str(e)) from None
+  if not data:
+    raise HarmoniseError("unreadable_mask" if mask else "unreadable",
+                         f"{path}: not a readable {what} (the file is empty)")
+  return np.frombuffer(data, np.uint8)
 
 
 def _check_and_orientation(path: str, data: np.ndarray, reason: str, what: str) -> int:
@@ -207,7 +233,7 @@ def read_image(path: str) -> Decoded:
   """JPEG/PNG -> RGB uint8 as the user sees it: the EXIF orientation is applied, grey is
   repeated, alpha dropped (kept aside), 16 bit scaled to 8; every conversion is noted. A file
   with corrupt data (any decoder warning) is unreadable."""
-  data = _read_bytes(path, "unreadable", "JPEG or PNG image")
+  data = _read_bytes(path, "JPEG or PNG image")
   image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # no EXIF rotation with IMREAD_UNCHANGED
   if image is None or image.size == 0:
     raise HarmoniseError("unreadable", f"{path}: not a readable JPEG or PNG image")
@@ -250,7 +276,7 @@ def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[n
   the image; its size must then equal the image's."""
   if scale not in MASK_SCALES:
     raise ValueError(f"mask scale must be one of {MASK_SCALES}, got {scale!r}")
-  data = _read_bytes(path, "unreadable_mask", "mask image")
+  data = _read_bytes(path, "mask image", mask=True)
   mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
   if mask is None or mask.size == 0:
     raise HarmoniseError("unreadable_mask", f"{path}: not a readable mask image")
@@ -434,7 +460,7 @@ def load_inputs(src: str, mask_path: str | None = None,
     logging.info("%s: %s", src, note)
   mask = None
   if mask_path is not None:
-    if not os.path.isfile(mask_path):
+    if not os.path.lexists(mask_path):  # else read_mask names the cause (a FIFO, a bad link)
       raise HarmoniseError("missing_mask", f"{src}: no mask {mask_path}")
     mask, notes = read_mask(mask_path, decoded.rgb.shape[:2], mask_scale)
     for note in notes:
@@ -445,7 +471,8 @@ def load_inputs(src: str, mask_path: str | None = None,
 def harmonise_jobs(harmoniser, jobs: list[Job], mask_scale: str = "auto",
                    progress: bool = True) -> collections.Counter:
   """Runs every job; returns counts: `done` and one key per skip reason (unreadable,
-  missing_mask, mask_size_mismatch, write_failed, ...; each logged). `harmoniser` is a
+  missing, broken_link, not_a_file, missing_mask, mask_size_mismatch, bad_mask, write_failed,
+  ...; each logged). `harmoniser` is a
   FileHarmoniser or a function returning one, called when the first image has been decoded
   (a folder of unreadable files never starts TensorFlow)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
