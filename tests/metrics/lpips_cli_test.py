@@ -10,9 +10,9 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run(*args):
+def _run(*args, timeout=300):
   return subprocess.run([sys.executable, "-m", "tfharm.metrics.lpips", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=timeout)
 
 
 def test_two_images_and_directory_mode(golden, tmp_path):
@@ -100,3 +100,20 @@ def test_out_never_replaces_a_file_it_did_not_create(golden, tmp_path):
   res = _run(str(d0), str(d1), f"--out={other}", "--overwrite")
   assert res.returncode == 0, res.stderr[-2000:]
   assert other.read_text().startswith("keep.png: ")
+
+
+def test_nothing_waits_on_a_fifo_or_a_device(golden, tmp_path):
+  """Issue 26: a FIFO with an image name was opened and waited on forever. Files that are not
+  regular are named skips (exit 1), found without opening them."""
+  d0, d1 = _pair_dirs(golden, tmp_path)
+  os.mkfifo(d0 / "pipe.png")
+  os.symlink("/dev/zero", d0 / "zero.png")
+  for name in ("pipe.png", "zero.png"):
+    shutil.copy(d1 / "good.png", d1 / name)
+  res = _run(str(d0), str(d1), timeout=120)  # before: killed by the timeout
+  assert res.returncode == 1, res.stderr[-2000:]
+  assert "skipped 2 {'not_a_file': 2}" in res.stderr
+  assert f"{d0}/pipe.png: a FIFO (named pipe), not a regular file" in res.stderr
+  assert f"{d0}/zero.png: a character device, not a regular file" in res.stderr
+  res = _run(str(d1 / "good.png"), str(d0 / "pipe.png"), timeout=120)
+  assert res.returncode == 1 and "pipe.png: a FIFO (named pipe), not a regular file" in res.stderr

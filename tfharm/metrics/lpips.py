@@ -17,8 +17,8 @@ about 1e-3-1e-2.
 CLI (like the official lpips_2imgs.py / lpips_2dirs.py):
   python -m tfharm.metrics.lpips IMG0 IMG1 [--net=alex|vgg]
   python -m tfharm.metrics.lpips DIR0 DIR1 [--out=dists.txt]   # one "name: distance" per pair
-Exit status: 0 all pairs scored; 1 some pairs skipped (unreadable, sizes differ, no partner;
-each logged, counts at the end); 2 usage or setup error (bad arguments, --out not writable,
+Exit status: 0 all pairs scored; 1 some pairs skipped (unreadable, not a regular file, sizes
+differ, no partner; each logged, counts at the end); 2 usage or setup error (bad arguments, --out not writable,
 already there without --overwrite or one of the images compared, weights not set up), found
 before TensorFlow starts where possible; 3 internal error.
 """
@@ -264,11 +264,16 @@ def lpips(x, y, net: str = "alex", spatial: bool = False, mode: str = "exact") -
 # ----------------------------------------------------------------------------- images / CLI
 
 def load_image(path: str) -> np.ndarray:
-  """Any PNG/JPEG/... -> uint8 (H, W, 3) RGB; grayscale and RGBA are converted with a warning."""
+  """Any PNG/JPEG/... -> uint8 (H, W, 3) RGB; grayscale and RGBA are converted with a warning.
+  Only a regular file is opened (tfharm.cli.inputs: a FIFO would block forever); otherwise an
+  InputError (an OSError) names the cause."""
+  import io  # pylint: disable=g-import-not-at-top
   from PIL import Image  # only the CLI and tests read files
   from absl import logging
+  from tfharm.cli import inputs  # pylint: disable=g-import-not-at-top
+  data = inputs.read_bytes(path)
   try:
-    im = Image.open(path)
+    im = Image.open(io.BytesIO(data))
     im.load()
   except (OSError, SyntaxError, ValueError) as e:  # unreadable, truncated or corrupt data
     raise OSError(f"{path}: not a readable image ({e})") from e
@@ -298,7 +303,7 @@ def _distance(model: "LPIPS", p0: str, p1: str) -> float:
 def main(argv: list[str]) -> int:
   """The command, after the checks of `_command`; returns the exit code."""
   from absl import flags, logging
-  from tfharm.cli import program
+  from tfharm.cli import inputs, program
   flags_ = flags.FLAGS
   a, b = argv[1], argv[2]
   try:
@@ -321,7 +326,10 @@ def main(argv: list[str]) -> int:
     try:
       d = _distance(model, p0, p1)
     except (ValueError, OSError) as e:
-      reason = "size_mismatch" if "differ" in str(e) else "unreadable"
+      if isinstance(e, inputs.InputError):  # missing, broken_link, not_a_file, unreadable
+        reason = e.kind
+      else:
+        reason = "size_mismatch" if "differ" in str(e) else "unreadable"
       skipped[reason] = skipped.get(reason, 0) + 1
       logging.warning("skipped %s: %s", name, e)
       continue
