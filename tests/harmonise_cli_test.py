@@ -513,3 +513,24 @@ def test_a_file_that_vanished_is_reported_as_gone(tmp_path):
   with pytest.raises(files.HarmoniseError, match="link.png: a broken symbolic link") as e:
     files.load_inputs(str(tmp_path / "photo.png"), str(tmp_path / "link.png"))
   assert e.value.reason == "missing_mask"
+
+
+def test_a_damaged_cache_entry_is_named_and_rebuilt(weights, inputs, tmp_path):
+  """Issue 26: a corrupted cache entry crashed every later run (a traceback that did not name
+  the cache) and was never rebuilt. Now the run says which entry, builds the model, finishes,
+  and caches it anew."""
+  env = {"TFHARM_CACHE_DIR": str(tmp_path / "cache")}
+  args = (f"--input={inputs}/grey.png", *_flags(weights))
+  proc = _harmonise(*args, f"--output={tmp_path}/first.png", env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (entry,) = os.listdir(tmp_path / "cache")
+  entry = tmp_path / "cache" / entry
+  pb = entry / "harmonise" / "saved_model.pb"
+  good = pb.read_bytes()
+  pb.write_bytes(good[:len(good) // 3])  # a truncated write, a bad disk block
+  proc = _harmonise(*args, f"--output={tmp_path}/second.png", env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"the cached model {entry} cannot be loaded" in proc.stderr, proc.stderr[-3000:]
+  assert f"cached the model in {entry}" in proc.stderr
+  assert pb.read_bytes() != good[:len(good) // 3]
+  assert (tmp_path / "first.png").read_bytes() == (tmp_path / "second.png").read_bytes()

@@ -102,25 +102,31 @@ def _plan(src: str, dst: str):
   return jobs, ignored, folders
 
 
-def _runner(weights: dict[str, str], verbose: bool):
-  """(Runner, ServingModule to cache or None, cache key or None): from the cache if there is
-  an entry for these weights and this code, else built in-process."""
+def _runner(weights: dict[str, str], verbose: bool, built: dict):
+  """The Runner: from the cache if there is an entry for these weights and this code, else
+  built in-process. A model built in-process (also when the cache entry turns out to be
+  damaged) is put in built["module"], with its cache key in built["key"], for main to cache."""
   from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
   from tfharm.serving import cache  # pylint: disable=g-import-not-at-top
   quiet.start_tensorflow(verbose, keras=False)
   from tfharm.metrics.device import default_jit_compile  # pylint: disable=g-import-not-at-top
   jit = default_jit_compile() if _JIT.value is None else bool(_JIT.value)
   key = cache.key(weights, _CORRECTION.value, jit) if _CACHE.value else None
+
+  def build():
+    from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+    from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
+    built["module"] = ServingModule(exporter.load_serving_pipeline(
+        **weights, correction=_CORRECTION.value), jit_compile=jit)
+    built["key"] = key
+    return cache.runner_from_module(built["module"])
+
   if key:
-    runner = cache.load(key)
+    runner = cache.load(key, rebuild=build)
     if runner is not None:
       logging.info("model from the cache %s", runner.source)
-      return runner, None, None
-  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
-  from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
-  module = ServingModule(exporter.load_serving_pipeline(
-      **weights, correction=_CORRECTION.value), jit_compile=jit)
-  return cache.runner_from_module(module), module, key
+      return runner
+  return build()
 
 
 def main(argv):
@@ -156,10 +162,9 @@ def main(argv):
   started = {}
 
   def harmoniser():  # models are loaded once an image has been decoded
-    if not started:
-      started["runner"], started["module"], started["key"] = _runner(
-          weights, flags.FLAGS.verbosity >= 1)
-      started["harmoniser"] = files.FileHarmoniser(started["runner"])
+    if "harmoniser" not in started:
+      started["harmoniser"] = files.FileHarmoniser(
+          _runner(weights, flags.FLAGS.verbosity >= 1, started))
     return started["harmoniser"]
 
   if folder:
@@ -173,7 +178,7 @@ def main(argv):
     except files.HarmoniseError as e:
       logging.error("skipped: %s", e)
       counts[e.reason] = 1
-  if started.get("module") is not None and started["key"]:
+  if started.get("module") is not None and started.get("key"):
     from tfharm.serving import cache  # pylint: disable=g-import-not-at-top
     cache.save(started["module"], started["key"])
   skipped = {k: v for k, v in counts.items() if k != "done"}
