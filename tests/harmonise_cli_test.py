@@ -534,3 +534,17 @@ def test_a_damaged_cache_entry_is_named_and_rebuilt(weights, inputs, tmp_path):
   assert f"cached the model in {entry}" in proc.stderr
   assert pb.read_bytes() != good[:len(good) // 3]
   assert (tmp_path / "first.png").read_bytes() == (tmp_path / "second.png").read_bytes()
+
+
+def test_the_longest_file_names_fit_their_temporary(tmp_path):
+  """Issue 26: outputs named with >= ~230 characters could not be written: the temporary
+  name added ~25 to it, past the 255 a name may have. Killed runs' temporaries of the old
+  form are still cleaned up."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  name = "p" * 251 + ".png"  # 255 characters, the most Linux allows
+  files.write_image(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+  assert os.listdir(tmp_path) == [name]
+  for stale in (".tfharm-999999999-abc.tmp", ".x.png.tfharm-999999999-abc.tmp"):
+    (tmp_path / stale).write_bytes(b"half")
+  assert files.clean_stale_temporaries(str(tmp_path)) == 2
+  assert os.listdir(tmp_path) == [name]

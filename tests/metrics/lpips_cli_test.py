@@ -117,3 +117,14 @@ def test_nothing_waits_on_a_fifo_or_a_device(golden, tmp_path):
   assert f"{d0}/zero.png: a character device, not a regular file" in res.stderr
   res = _run(str(d1 / "good.png"), str(d0 / "pipe.png"), timeout=120)
   assert res.returncode == 1 and "pipe.png: a FIFO (named pipe), not a regular file" in res.stderr
+
+
+def test_out_may_have_the_longest_name(golden, tmp_path):
+  """Issue 26: --out's temporary added ~10 characters to its name, so a 250-character name
+  failed (a traceback after the scoring)."""
+  d0, d1 = _pair_dirs(golden, tmp_path)
+  out = tmp_path / ("d" * 251 + ".txt")
+  res = _run(str(d0), str(d1), f"--out={out}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert out.read_text().startswith("good.png: ")
+  assert sorted(os.listdir(tmp_path)) == sorted(["d0", "d1", out.name])

@@ -335,11 +335,21 @@ def main(argv: list[str]) -> int:
       continue
     lines.append(f"{name}: {d:.6f}")
     print(lines[-1], flush=True)
-  if flags_.out:
-    tmp = f"{flags_.out}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      f.write("\n".join(lines) + ("\n" if lines else ""))
-    os.replace(tmp, flags_.out)
+  if flags_.out:  # atomically; a short temporary name, so any valid --out name fits
+    import tempfile  # pylint: disable=g-import-not-at-top
+    fd, tmp = tempfile.mkstemp(prefix=".tfharm-lpips-", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(flags_.out)))
+    try:
+      with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + ("\n" if lines else ""))
+      umask = os.umask(0)  # mkstemp makes the file 0600; give it a new file's permissions
+      os.umask(umask)
+      os.chmod(tmp, 0o666 & ~umask)
+      os.replace(tmp, flags_.out)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      raise
   logging.info("scored %d pair(s); skipped %d %s", len(lines), sum(skipped.values()),
                dict(sorted(skipped.items())))
   return program.SKIPPED if skipped else program.SUCCESS

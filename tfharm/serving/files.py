@@ -27,9 +27,11 @@ from tfharm.cli import inputs, outputs, program
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _WRITE_PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
                  ".png": [cv2.IMWRITE_PNG_COMPRESSION, 3]}
-# Temporary files of write_image: ".<name>.tfharm-<pid>-<random>.tmp" (hidden; the pid tells a
-# later run whether the writer is gone, so it can remove what a killed run left).
-_TEMP_RE = re.compile(r"^\..+\.tfharm-(\d+)-[^.]+\.tmp$")
+# Temporary files of write_image: ".tfharm-<pid>-<random>.tmp" (hidden; the pid tells a later
+# run whether the writer is gone, so it can remove what a killed run left). Without the
+# output's name: that made a 255-character name ~25 too long. Older versions wrote
+# ".<name>.tfharm-<pid>-<random>.tmp"; those are recognised too.
+_TEMP_RE = re.compile(r"^\.(?:.+\.)?tfharm-(\d+)-[^.]+\.tmp$")
 MASK_SCALES = ("auto", "1", "255", "65535")
 _EXIF_ORIENTATION = 0x0112
 _ORIENTATIONS = {  # EXIF value -> (what is done to the stored pixels, the numpy transform)
@@ -386,8 +388,7 @@ def write_image(path: str, rgb: np.ndarray, alpha: np.ndarray | None = None) -> 
   directory = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tfharm-{os.getpid()}-",
-                               suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".tfharm-{os.getpid()}-", suffix=".tmp", dir=directory)
   except OSError as e:
     raise HarmoniseError("write_failed", f"{path}: cannot write ({e.strerror})") from e
   try:
