@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -128,3 +129,20 @@ def test_out_may_have_the_longest_name(golden, tmp_path):
   assert res.returncode == 0, res.stderr[-2000:]
   assert out.read_text().startswith("good.png: ")
   assert sorted(os.listdir(tmp_path)) == sorted(["d0", "d1", out.name])
+
+
+def test_skips_are_counted_under_their_real_cause(golden, tmp_path):
+  """Issue 26: a pair smaller than LPIPS' minimum was counted (and so reported) as
+  'unreadable'; a file removed after the listing likewise."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  d0, d1 = _pair_dirs(golden, tmp_path)
+  tiny = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+  for d in (d0, d1):
+    Image.fromarray(tiny).save(d / "tiny.png")
+  os.symlink(tmp_path / "gone.png", d0 / "gone.png")
+  shutil.copy(d1 / "good.png", d1 / "gone.png")
+  res = _run(str(d0), str(d1))
+  assert res.returncode == 1, res.stderr[-2000:]
+  assert "skipped 2 {'broken_link': 1, 'too_small': 1}" in res.stderr, res.stderr[-2000:]
+  assert (f"skipped tiny.png: {d0}/tiny.png is 24x20, smaller than LPIPS-alex's minimum 31x31"
+          in res.stderr), res.stderr[-2000:]

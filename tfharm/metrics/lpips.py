@@ -18,7 +18,7 @@ CLI (like the official lpips_2imgs.py / lpips_2dirs.py):
   python -m tfharm.metrics.lpips IMG0 IMG1 [--net=alex|vgg]
   python -m tfharm.metrics.lpips DIR0 DIR1 [--out=dists.txt]   # one "name: distance" per pair
 Exit status: 0 all pairs scored; 1 some pairs skipped (unreadable, not a regular file, sizes
-differ, no partner; each logged, counts at the end); 2 usage or setup error (bad arguments, --out not writable,
+differ, too small, no partner; each logged with its cause, counts at the end); 2 usage or setup error (bad arguments, --out not writable,
 already there without --overwrite or one of the images compared, weights not set up), found
 before TensorFlow starts where possible; 3 internal error.
 """
@@ -296,8 +296,26 @@ def _pairs(dir0: str, dir1: str) -> tuple[list[tuple[str, str, str]], list[str]]
           [n for n in names0 if n not in names1])
 
 
+class _Skip(ValueError):
+  """A pair that cannot be scored, with its skip counter's key."""
+
+  def __init__(self, reason: str, message: str):
+    super().__init__(message)
+    self.reason = reason
+
+
 def _distance(model: "LPIPS", p0: str, p1: str) -> float:
-  return float(model(from_uint8(load_image(p0)), from_uint8(load_image(p1))))
+  """The pair's distance; _Skip names why a readable pair cannot be scored (the model's own
+  checks would say so too, but as plain ValueErrors)."""
+  a, b = load_image(p0), load_image(p1)
+  if a.shape != b.shape:
+    raise _Skip("size_mismatch", f"image shapes differ: {p0} is {a.shape[1]}x{a.shape[0]}, "
+                f"{p1} {b.shape[1]}x{b.shape[0]}")
+  if min(a.shape[:2]) < model.min_size:
+    raise _Skip("too_small", f"{p0} is {a.shape[1]}x{a.shape[0]}, smaller than LPIPS-"
+                f"{model.net}'s minimum {model.min_size}x{model.min_size} (its last layer "
+                "would be empty)")
+  return float(model(from_uint8(a), from_uint8(b)))
 
 
 def main(argv: list[str]) -> int:
@@ -328,8 +346,8 @@ def main(argv: list[str]) -> int:
     except (ValueError, OSError) as e:
       if isinstance(e, inputs.InputError):  # missing, broken_link, not_a_file, unreadable
         reason = e.kind
-      else:
-        reason = "size_mismatch" if "differ" in str(e) else "unreadable"
+      else:  # size_mismatch, too_small; else a file Pillow cannot decode
+        reason = e.reason if isinstance(e, _Skip) else "unreadable"
       skipped[reason] = skipped.get(reason, 0) + 1
       logging.warning("skipped %s: %s", name, e)
       continue
