@@ -75,8 +75,10 @@ def bench(repo: str, label: str, work: str, photo640: str, photo24: str | None) 
   for mode, extra in (("warm", []), ("nocache", ["--nocache"] if label == "this" else [])):
     if mode == "warm" and not os.listdir(cache):
       continue  # a checkout without the cache
-    runs = [run_once(harmonise + [f"--output={out(mode + '.png')}", *extra], repo, env)
-            for _ in range(_REPEATS.value)]
+    # A new output per run: harmonise refuses to replace a file without --overwrite, a flag the
+    # reference checkout may not have.
+    runs = [run_once(harmonise + [f"--output={out(f'{mode}_{i}.png')}", *extra], repo, env)
+            for i in range(_REPEATS.value)]
     results[mode] = {k: _median([r[k] for r in runs]) for k in ("wall", "cpu", "rss")}
     walls = ", ".join(f"{r['wall']:.2f}" for r in runs)
     print(f"cli.{label}.startup_640x480_{mode} {results[mode]['wall']:.2f} s wall (median of "

@@ -271,3 +271,15 @@ def test_page_handler_shows_upload_errors_as_messages(tmp_path, photo):
     page.make_handler(broken)(photo[0], None, handling.MASK_FREE, "l_moments",
                               progress=lambda *a, **k: None)
   assert isinstance(page.build_page(app, examples.example_rows()), gr.Blocks)
+
+
+def test_a_float_mask_upload_is_read_as_weights(tmp_path, photo):
+  """Issue 26: a float TIFF mask of 0.8 was divided by 255 on the page too (nothing changed)."""
+  path, rgb = photo
+  weights = np.zeros((60, 90), np.float32)
+  weights[10:40, 20:70] = 0.8
+  cv2.imwrite(str(tmp_path / "mask.tiff"), weights)
+  result = _app(tmp_path).run(path, str(tmp_path / "mask.tiff"), handling.WITH_MASK)
+  expected = (rgb * (1.0 - weights[..., None])).astype(np.uint8)
+  np.testing.assert_array_equal(result.after, expected)
+  np.testing.assert_array_equal(_read(result.mask_path), np.round(weights * 255).astype(np.uint8))

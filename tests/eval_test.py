@@ -535,3 +535,18 @@ def test_cli_demo_end_to_end(demo_build, weight_files, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "detector + harmoniser (C_p)" in proc.stdout and "examples/s" in proc.stdout
   assert os.path.exists(tmp_path / "o" / "metrics.json")
+
+
+@pytest.mark.parametrize("threshold", ["nan", "2", "1"])
+def test_cli_refuses_a_threshold_no_mask_value_can_pass(tmp_path, threshold):
+  """Issue 26: --threshold=nan (or 2) was accepted and IoU and F1 came out 0 with exit 0.
+  A soft mask value counts as positive above the threshold, so it must be in [0, 1)."""
+  proc = _cli("--flagfile=configs/eval_coco.flags", f"--data_dir={tmp_path}",
+              f"--output_dir={tmp_path / 'o'}", f"--threshold={threshold}")
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert proc.stderr.startswith(f"error: --threshold must be in [0, 1), got {float(threshold)}")
+  assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "o").exists()
+  with pytest.raises(evaluation.EvaluationError, match="threshold"):
+    evaluation.evaluate(evaluation.EvalConfig(data_dir=str(tmp_path),
+                                              output_dir=str(tmp_path / "o"),
+                                              threshold=float(threshold)))

@@ -357,3 +357,194 @@ def test_mask_scale_choices_equal_the_library_ones():
   (call,) = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and n.args
              and isinstance(n.args[0], ast.Constant) and n.args[0].value == "mask_scale"]
   assert tuple(ast.literal_eval(call.args[2])) == files.MASK_SCALES
+
+
+def _one_line_error(proc, start):
+  _refused(proc)
+  assert proc.stderr.startswith(start) and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_existing_outputs_are_refused_without_overwrite(weights, inputs, cache_env, tmp_path):
+  """Issue 26: a file at --output or --save_mask was silently replaced. Refused before any
+  work (exit 2, one line); folder mode refuses a re-run into the same folders; --overwrite
+  replaces only the files the run writes."""
+  photo = f"--input={inputs}/photo.jpg"
+  mine = tmp_path / "mine.jpg"
+  mine.write_text("not yours")
+  _one_line_error(_harmonise(photo, f"--output={mine}", *_flags(weights)),
+                  f"error: --output {mine} exists; pass --overwrite")
+  _one_line_error(_harmonise(photo, f"--output={tmp_path}/new.jpg", f"--save_mask={mine}",
+                             *_flags(weights)), f"error: --save_mask {mine} exists")
+  assert mine.read_text() == "not yours" and not (tmp_path / "new.jpg").exists()
+  src, dst = tmp_path / "src", tmp_path / "dst"
+  src.mkdir()
+  dst.mkdir()
+  small = cv2.imread(str(inputs / "photo.jpg"))[:48, :64]
+  for name in ("a.png", "b.png"):
+    cv2.imwrite(str(src / name), small)
+  (dst / "a.png").write_text("an earlier result")
+  (dst / "keep.txt").write_text("not an output")
+  _one_line_error(_harmonise(f"--input={src}", f"--output={dst}", *_flags(weights)),
+                  f"error: 1 file this run would write exists already ({dst}/a.png); pass "
+                  "--overwrite")
+  assert sorted(os.listdir(dst)) == ["a.png", "keep.txt"]
+  proc = _harmonise(f"--input={src}", f"--output={dst}", "--overwrite", *_flags(weights),
+                    env=cache_env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert cv2.imread(str(dst / "a.png")).shape == (48, 64, 3)
+  assert (dst / "keep.txt").read_text() == "not an output"
+
+
+def test_a_float_mask_is_read_by_its_range(tmp_path):
+  """Issue 26: a float TIFF mask whose maximum is below 1 was divided by 255, so nothing was
+  harmonised. Floats in [0, 1] are weights; above 1 they are on a 0-255 (or 0-65535) scale;
+  --mask_scale still decides when given."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  weights = np.zeros((6, 8), np.float32)
+  weights[2:4, 3:6] = 0.8
+  weights[0, 0] = 0.3
+  cv2.imwrite(str(tmp_path / "w.tiff"), weights)
+  mask, notes = files.read_mask(str(tmp_path / "w.tiff"), (6, 8))
+  np.testing.assert_array_equal(mask[..., 0], weights)
+  assert any("float mask with values in [0, 1]: read as weights" in n for n in notes), notes
+  cv2.imwrite(str(tmp_path / "w255.tiff"), weights * 255)
+  mask, notes = files.read_mask(str(tmp_path / "w255.tiff"), (6, 8))
+  np.testing.assert_allclose(mask[..., 0], weights, rtol=1e-6)
+  assert any("read on a 0-255 scale" in n for n in notes), notes
+  np.testing.assert_allclose(files.read_mask(str(tmp_path / "w.tiff"), (6, 8), "255")[0][..., 0],
+                             weights / 255, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_nan_or_infinite_mask_is_a_named_skip(weights, inputs, tmp_path, bad):
+  """Issue 26: a float mask with NaN crashed at int(mask.max()) (exit 3); with --mask_scale
+  given, NaN reached the model. Now a counted skip naming the values, in a single run (exit 1,
+  before TensorFlow starts) and in folder mode."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  mask = np.zeros((213, 317), np.float32)
+  mask[50:60, 70:90] = bad
+  cv2.imwrite(str(tmp_path / "bad.tiff"), mask)
+  for scale in ("auto", "255"):
+    with pytest.raises(files.HarmoniseError, match=r"200 NaN or infinite value\(s\)") as e:
+      files.read_mask(str(tmp_path / "bad.tiff"), (213, 317), scale)
+    assert e.value.reason == "bad_mask"
+  proc = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.jpg",
+                    f"--mask={tmp_path}/bad.tiff", *_flags(weights))
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "bad.tiff: mask has 200 NaN or infinite value(s)" in proc.stderr
+  assert "skipped 1 {'bad_mask': 1}" in proc.stderr and "Traceback" not in proc.stderr
+  src, masks = tmp_path / "src", tmp_path / "masks"
+  src.mkdir()
+  masks.mkdir()
+  (src / "photo.jpg").write_bytes((inputs / "photo.jpg").read_bytes())
+  (masks / "photo.png").write_bytes((tmp_path / "bad.tiff").read_bytes())  # a TIFF named .png
+  proc = _harmonise(f"--input={src}", f"--output={tmp_path}/o", f"--mask={masks}",
+                    *_flags(weights))
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert "harmonised 0 image(s)" in proc.stderr and "skipped 1 {'bad_mask': 1}" in proc.stderr
+  assert helpers.noise_lines(proc.stderr) == []  # TensorFlow was never started
+
+
+def test_a_colour_mask_counts_each_pixel_as_its_largest_channel(tmp_path):
+  """Issue 26: colour masks were applied at their luminance (pure red at 30 %, blue at 11 %)
+  and the log said only "converted to grey". The rule: a pixel counts as its largest channel;
+  the log says so (and that alpha is ignored)."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  bgr = np.zeros((6, 8, 3), np.uint8)
+  bgr[0, :, 2] = 255  # red
+  bgr[1, :, 1] = 255  # green
+  bgr[2, :, 0] = 255  # blue
+  bgr[3] = (40, 200, 90)
+  cv2.imwrite(str(tmp_path / "c.png"), bgr)
+  mask, notes = files.read_mask(str(tmp_path / "c.png"), (6, 8))
+  np.testing.assert_array_equal(mask[:3, :, 0], 1.0)
+  np.testing.assert_allclose(mask[3, :, 0], 200 / 255)
+  assert notes == ["colour mask: each pixel counts as its largest channel (pure red, green or "
+                   "blue = harmonise fully)"]
+  cv2.imwrite(str(tmp_path / "a.png"), np.dstack([bgr, np.full((6, 8), 7, np.uint8)]))
+  mask, notes = files.read_mask(str(tmp_path / "a.png"), (6, 8))
+  np.testing.assert_array_equal(mask[:3, :, 0], 1.0)
+  assert "its alpha channel is ignored" in notes[0]
+  grey = np.repeat((np.arange(48).reshape(6, 8) * 5).astype(np.uint8)[..., None], 3, axis=-1)
+  cv2.imwrite(str(tmp_path / "g.png"), grey)
+  mask, notes = files.read_mask(str(tmp_path / "g.png"), (6, 8))
+  np.testing.assert_allclose(mask[..., 0], grey[..., 0] / 255)
+  assert notes == ["grey mask stored as colour (equal channels): read as grey"]
+
+
+def test_folder_mode_counts_and_names_every_entry_it_cannot_read(weights, inputs, cache_env,
+                                                                  tmp_path):
+  """Issue 26: broken symlinks, link loops, FIFOs (and devices, folders) with image names
+  were dropped without a word: exit 0, "skipped 0". Each is a counted skip naming its cause;
+  none is opened for reading (a FIFO would block)."""
+  src = tmp_path / "src"
+  src.mkdir()
+  cv2.imwrite(str(src / "good.png"), cv2.imread(str(inputs / "photo.jpg"))[:48, :64])
+  os.symlink(tmp_path / "gone.png", src / "dangling.png")
+  os.symlink(src / "loop_b.png", src / "loop_a.png")
+  os.symlink(src / "loop_a.png", src / "loop_b.png")
+  os.mkfifo(src / "pipe.jpg")
+  os.symlink("/dev/null", src / "device.jpeg")
+  (src / "folder.png").mkdir()
+  proc = _harmonise(f"--input={src}", f"--output={tmp_path}/out", *_flags(weights),
+                    env=cache_env)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert re.search(r"harmonised 1 image\(s\) into .*; skipped 6 \{'broken_link': 3, "
+                   r"'not_a_file': 3\}", proc.stderr), proc.stderr[-3000:]
+  for message in (f"dangling.png: a broken symbolic link (to {tmp_path}/gone.png)",
+                  "loop_a.png: a symbolic link loop", "loop_b.png: a symbolic link loop",
+                  "pipe.jpg: a FIFO (named pipe), not a regular file",
+                  "device.jpeg: a character device, not a regular file",
+                  "folder.png: a directory, not a regular file"):
+    assert message in proc.stderr, message
+  assert os.listdir(tmp_path / "out") == ["good.png"]
+
+
+def test_a_file_that_vanished_is_reported_as_gone(tmp_path):
+  """Issue 26: an input removed after the run listed it was "not a readable JPEG or PNG"."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  jobs = [files.Job(str(tmp_path / "gone.jpg"), str(tmp_path / "out.jpg"))]
+  with pytest.raises(files.HarmoniseError, match="no such file any more") as e:
+    files.load_inputs(jobs[0].src)
+  assert e.value.reason == "missing"
+  assert files.harmonise_jobs(None, jobs, progress=False) == {"missing": 1}
+  cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((4, 4, 3), np.uint8))
+  os.symlink(tmp_path / "gone.png", tmp_path / "link.png")
+  with pytest.raises(files.HarmoniseError, match="link.png: a broken symbolic link") as e:
+    files.load_inputs(str(tmp_path / "photo.png"), str(tmp_path / "link.png"))
+  assert e.value.reason == "missing_mask"
+
+
+def test_a_damaged_cache_entry_is_named_and_rebuilt(weights, inputs, tmp_path):
+  """Issue 26: a corrupted cache entry crashed every later run (a traceback that did not name
+  the cache) and was never rebuilt. Now the run says which entry, builds the model, finishes,
+  and caches it anew."""
+  env = {"TFHARM_CACHE_DIR": str(tmp_path / "cache")}
+  args = (f"--input={inputs}/grey.png", *_flags(weights))
+  proc = _harmonise(*args, f"--output={tmp_path}/first.png", env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (entry,) = os.listdir(tmp_path / "cache")
+  entry = tmp_path / "cache" / entry
+  pb = entry / "harmonise" / "saved_model.pb"
+  good = pb.read_bytes()
+  pb.write_bytes(good[:len(good) // 3])  # a truncated write, a bad disk block
+  proc = _harmonise(*args, f"--output={tmp_path}/second.png", env=env)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert f"the cached model {entry} cannot be loaded" in proc.stderr, proc.stderr[-3000:]
+  assert f"cached the model in {entry}" in proc.stderr
+  assert pb.read_bytes() != good[:len(good) // 3]
+  assert (tmp_path / "first.png").read_bytes() == (tmp_path / "second.png").read_bytes()
+
+
+def test_the_longest_file_names_fit_their_temporary(tmp_path):
+  """Issue 26: outputs named with >= ~230 characters could not be written: the temporary
+  name added ~25 to it, past the 255 a name may have. Killed runs' temporaries of the old
+  form are still cleaned up."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  name = "p" * 251 + ".png"  # 255 characters, the most Linux allows
+  files.write_image(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+  assert os.listdir(tmp_path) == [name]
+  for stale in (".tfharm-999999999-abc.tmp", ".x.png.tfharm-999999999-abc.tmp"):
+    (tmp_path / stale).write_bytes(b"half")
+  assert files.clean_stale_temporaries(str(tmp_path)) == 2
+  assert os.listdir(tmp_path) == [name]

@@ -65,8 +65,14 @@ def assert_uint8_matches(got: np.ndarray, reference01: np.ndarray, max_ties: flo
   assert np.abs(diff).max() <= 1 and np.mean(diff != 0) <= max_ties
 
 
-# The commands' own environment: no TF_CPP_MIN_LOG_LEVEL, so the tests see what a user sees.
-_ENV = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+def _env() -> dict:
+  """The commands' own environment: no TF_CPP_MIN_LOG_LEVEL, so the tests see what a user
+  sees. Read at each start, not at import: conftest sets the session's private
+  TFHARM_CACHE_DIR after this module is imported, and a copy taken earlier sent the
+  commands' graph cache to the user's ~/.cache."""
+  return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
 # Lines that must never reach a user's terminal on a CPU machine (tfharm.cli.quiet).
 NOISE = ("cudart_stub", "cpu_feature_guard", "absl::InitializeLog", "cuInit", "cuda_",
          "To enable the following instructions")
@@ -74,13 +80,13 @@ NOISE = ("cudart_stub", "cpu_feature_guard", "absl::InitializeLog", "cuInit", "c
 
 def run(args, program: str = PYTHON, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
   """A fresh process (by default Python: `-m ...` or a script), output captured."""
-  return subprocess.run([program, *args], cwd=REPO, env={**_ENV, **(env or {})},
+  return subprocess.run([program, *args], cwd=REPO, env={**_env(), **(env or {})},
                         capture_output=True, text=True, timeout=600, **kwargs)
 
 
 def start(args, program: str = PYTHON) -> subprocess.Popen:
   """Like run() but in the background; collect with .communicate()."""
-  return subprocess.Popen([program, *args], cwd=REPO, env=_ENV, stdout=subprocess.PIPE,
+  return subprocess.Popen([program, *args], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
 
 

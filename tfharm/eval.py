@@ -38,7 +38,8 @@ _LPIPS_NET = flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS back
 _JIT_COMPILE = flags.DEFINE_bool(
     "jit_compile", None, "XLA for the evaluation graph. Default: on with a GPU, off on CPU "
     "(tfharm.metrics.device.default_jit_compile).")
-_THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Binarised-mask and IoU/F1 threshold.")
+_THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Binarised-mask and IoU/F1 threshold, in "
+                                "[0, 1): a soft mask value above it counts as positive.")
 _GATE_FILE = flags.DEFINE_string(
     "gate_file", None, "Abstention gate of the abstaining rows (scripts/calibrate_gate.py). "
     "Default: tfharm/presets/gate_256.json when present (it must match the weights), else none.")
@@ -52,6 +53,9 @@ flags.mark_flags_as_required(["data_dir", "output_dir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not 0.0 <= _THRESHOLD.value < 1.0:  # also refuses NaN
+    raise app.UsageError(f"--threshold must be in [0, 1), got {_THRESHOLD.value} (a mask value "
+                         "counts as positive above it)")
   from tfharm.cli import outputs, quiet  # pylint: disable=g-import-not-at-top (no TensorFlow)
   # Before TensorFlow starts (~5 s): the results must be writable (evaluator repeats this).
   outputs.check_directory(_OUTPUT_DIR.value, "--output_dir", 20 << 20)

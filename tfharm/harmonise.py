@@ -7,16 +7,18 @@ networks (detector + harmoniser); which is default and why: checkpoints/README.m
   python -m tfharm.harmonise --flagfile=configs/harmonise.flags --input=... --output=...
 
 Without --mask the detection finds the region (soft mask = max of its two channels); with one
-(grey image, 0 = leave alone, 255 = harmonise, or a 0/1 binary mask: see --mask_scale; in folder
-mode masks/<stem>.png) the mask replaces it (the pipeline runs only its harmoniser; the joint
+(grey image, 0 = leave alone, 255 = harmonise, or a 0/1 binary mask: see --mask_scale; a colour
+mask counts each pixel as its largest channel; in folder mode masks/<stem>.png) the mask replaces it (the pipeline runs only its harmoniser; the joint
 model's L* change is applied through the given mask). Any size; the networks run at 256x256
 and the correction is brought back to full resolution. The EXIF orientation is applied (outputs are
 written upright), pixels with alpha 0 are returned unchanged and alpha is kept in PNG outputs.
 Runs the same functions as the exported SavedModel (README "Serving"), so results equal the
 served model's.
 
-Nothing is started if an output or saved mask would replace an input or another output, or if
-an output folder cannot be written. Exit status: 0 all done, 1 some images skipped (reasons
+Nothing is started if an output or saved mask would replace an input or another output, if a
+file is already where one would be written (unless --overwrite; folder mode: any of the files
+the run writes, so a re-run into the same folders needs it), or if an output folder cannot be
+written. Exit status: 0 all done, 1 some images skipped (reasons
 logged, counts at the end), 2 usage or setup error (nothing done), 3 internal error.
 """
 import os
@@ -29,7 +31,7 @@ from tfharm.cli import program
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
   global _INPUT, _OUTPUT, _MASK, _SAVE_MASK, _DETECTOR, _HARMONISER, _JIT, _CORRECTION
-  global _MASK_SCALE, _CACHE, _MODEL, _JOINT
+  global _MASK_SCALE, _CACHE, _MODEL, _JOINT, _OVERWRITE
   _INPUT = flags.DEFINE_string("input", None, "An image (.jpg/.jpeg/.png) or a folder of them.")
   _OUTPUT = flags.DEFINE_string("output", None, "Output image (format from its extension), or "
                                 "a folder when --input is one (same file names).")
@@ -38,9 +40,14 @@ def _define_flags() -> None:
   _MASK_SCALE = flags.DEFINE_enum(
       "mask_scale", "auto", ["auto", "1", "255", "65535"],
       "The mask value meaning 'harmonise fully'. auto: 255 (8-bit) or 65535 (16-bit), except "
-      "that an integer mask whose maximum is 1 is a 0/1 binary mask (logged).")
+      "that an integer mask whose maximum is 1 is a 0/1 binary mask, and that a float mask "
+      "(TIFF) with values in [0, 1] holds weights (each logged).")
   _SAVE_MASK = flags.DEFINE_string("save_mask", None, "Also write the mask used as an 8-bit PNG "
                                    "(folder mode: a folder).")
+  _OVERWRITE = flags.DEFINE_boolean(
+      "overwrite", False, "Replace files already at --output / --save_mask (folder mode: the "
+      "files of this run's images; other files in the folders stay). Without it, any such file "
+      "stops the run before it starts (exit 2).")
   _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
   # Literal choices: importing tfharm.models would start TensorFlow before the cheap checks
   # (tests/models/correction_test.py checks they equal correction.CORRECTIONS).
@@ -61,7 +68,8 @@ def _plan(src: str, dst: str):
   from tfharm.serving import files  # pylint: disable=g-import-not-at-top
   mask, save_mask = _MASK.value, _SAVE_MASK.value
   if not os.path.exists(src):
-    raise app.UsageError(f"--input {src} does not exist")
+    raise app.UsageError(f"--input {src} does not exist"
+                         + (" (a broken symbolic link)" if os.path.islink(src) else ""))
   folder = os.path.isdir(src)
   if mask and not os.path.exists(mask):
     raise app.UsageError(f"--mask {mask} does not exist")
@@ -90,28 +98,35 @@ def _plan(src: str, dst: str):
     if save_mask:
       folders.append(("--save_mask", os.path.dirname(os.path.abspath(save_mask))))
   files.check_collisions(jobs)
+  files.check_existing(jobs, _OVERWRITE.value)
   return jobs, ignored, folders
 
 
-def _runner(weights: dict[str, str], verbose: bool):
-  """(Runner, ServingModule to cache or None, cache key or None): from the cache if there is
-  an entry for these weights and this code, else built in-process."""
+def _runner(weights: dict[str, str], verbose: bool, built: dict):
+  """The Runner: from the cache if there is an entry for these weights and this code, else
+  built in-process. A model built in-process (also when the cache entry turns out to be
+  damaged) is put in built["module"], with its cache key in built["key"], for main to cache."""
   from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
   from tfharm.serving import cache  # pylint: disable=g-import-not-at-top
   quiet.start_tensorflow(verbose, keras=False)
   from tfharm.metrics.device import default_jit_compile  # pylint: disable=g-import-not-at-top
   jit = default_jit_compile() if _JIT.value is None else bool(_JIT.value)
   key = cache.key(weights, _CORRECTION.value, jit) if _CACHE.value else None
+
+  def build():
+    from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+    from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
+    built["module"] = ServingModule(exporter.load_serving_pipeline(
+        **weights, correction=_CORRECTION.value), jit_compile=jit)
+    built["key"] = key
+    return cache.runner_from_module(built["module"])
+
   if key:
-    runner = cache.load(key)
+    runner = cache.load(key, rebuild=build)
     if runner is not None:
       logging.info("model from the cache %s", runner.source)
-      return runner, None, None
-  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
-  from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
-  module = ServingModule(exporter.load_serving_pipeline(
-      **weights, correction=_CORRECTION.value), jit_compile=jit)
-  return cache.runner_from_module(module), module, key
+      return runner
+  return build()
 
 
 def main(argv):
@@ -129,7 +144,7 @@ def main(argv):
                                       _JOINT.value)
   except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
-  need = sum(os.path.getsize(j.src) for j in jobs)  # outputs are about the inputs' size
+  need = files.input_bytes(jobs)  # outputs are about the inputs' size
   for flag, directory in folders:
     outputs.check_directory(directory, flag, need)
     files.clean_stale_temporaries(directory)
@@ -147,10 +162,9 @@ def main(argv):
   started = {}
 
   def harmoniser():  # models are loaded once an image has been decoded
-    if not started:
-      started["runner"], started["module"], started["key"] = _runner(
-          weights, flags.FLAGS.verbosity >= 1)
-      started["harmoniser"] = files.FileHarmoniser(started["runner"])
+    if "harmoniser" not in started:
+      started["harmoniser"] = files.FileHarmoniser(
+          _runner(weights, flags.FLAGS.verbosity >= 1, started))
     return started["harmoniser"]
 
   if folder:
@@ -164,7 +178,7 @@ def main(argv):
     except files.HarmoniseError as e:
       logging.error("skipped: %s", e)
       counts[e.reason] = 1
-  if started.get("module") is not None and started["key"]:
+  if started.get("module") is not None and started.get("key"):
     from tfharm.serving import cache  # pylint: disable=g-import-not-at-top
     cache.save(started["module"], started["key"])
   skipped = {k: v for k, v in counts.items() if k != "done"}

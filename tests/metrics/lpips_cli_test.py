@@ -5,14 +5,15 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run(*args):
+def _run(*args, timeout=300):
   return subprocess.run([sys.executable, "-m", "tfharm.metrics.lpips", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=timeout)
 
 
 def test_two_images_and_directory_mode(golden, tmp_path):
@@ -69,3 +70,79 @@ def test_skips_are_counted_and_exit_1_usage_errors_exit_2(golden, tmp_path):
   res = _run(str(d0), str(d1), f"--out={tmp_path}/afile/dists.txt")
   assert res.returncode == 2 and "is a file, not a directory" in res.stderr
   assert "Traceback" not in res.stderr
+
+
+def _pair_dirs(golden, tmp_path, name="good.png"):
+  """d0/<name> and d1/<name>: one scorable pair of the golden data."""
+  ref, _, root = golden
+  p = next(p for p in ref["pairs"] if p["name"] == "p01_64_lumrect")
+  d0, d1 = tmp_path / "d0", tmp_path / "d1"
+  d0.mkdir()
+  d1.mkdir()
+  shutil.copy(os.path.join(root, p["file_a"]), d0 / name)
+  shutil.copy(os.path.join(root, p["file_b"]), d1 / name)
+  return d0, d1
+
+
+def test_out_never_replaces_a_file_it_did_not_create(golden, tmp_path):
+  """Issue 26: --out=A/keep.png replaced a compared image with text (exit 0)."""
+  d0, d1 = _pair_dirs(golden, tmp_path, "keep.png")
+  image = (d0 / "keep.png").read_bytes()
+  for extra in ([], ["--overwrite"]):
+    res = _run(str(d0), str(d1), f"--out={d0}/keep.png", *extra)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.startswith(f"error: --out {d0}/keep.png is one of the images compared")
+    assert (d0 / "keep.png").read_bytes() == image
+  other = tmp_path / "notes.txt"
+  other.write_text("mine")
+  res = _run(str(d0), str(d1), f"--out={other}")
+  assert res.returncode == 2 and res.stderr.startswith(f"error: --out {other} exists;")
+  assert len(res.stderr.splitlines()) == 1 and other.read_text() == "mine"
+  res = _run(str(d0), str(d1), f"--out={other}", "--overwrite")
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert other.read_text().startswith("keep.png: ")
+
+
+def test_nothing_waits_on_a_fifo_or_a_device(golden, tmp_path):
+  """Issue 26: a FIFO with an image name was opened and waited on forever. Files that are not
+  regular are named skips (exit 1), found without opening them."""
+  d0, d1 = _pair_dirs(golden, tmp_path)
+  os.mkfifo(d0 / "pipe.png")
+  os.symlink("/dev/zero", d0 / "zero.png")
+  for name in ("pipe.png", "zero.png"):
+    shutil.copy(d1 / "good.png", d1 / name)
+  res = _run(str(d0), str(d1), timeout=120)  # before: killed by the timeout
+  assert res.returncode == 1, res.stderr[-2000:]
+  assert "skipped 2 {'not_a_file': 2}" in res.stderr
+  assert f"{d0}/pipe.png: a FIFO (named pipe), not a regular file" in res.stderr
+  assert f"{d0}/zero.png: a character device, not a regular file" in res.stderr
+  res = _run(str(d1 / "good.png"), str(d0 / "pipe.png"), timeout=120)
+  assert res.returncode == 1 and "pipe.png: a FIFO (named pipe), not a regular file" in res.stderr
+
+
+def test_out_may_have_the_longest_name(golden, tmp_path):
+  """Issue 26: --out's temporary added ~10 characters to its name, so a 250-character name
+  failed (a traceback after the scoring)."""
+  d0, d1 = _pair_dirs(golden, tmp_path)
+  out = tmp_path / ("d" * 251 + ".txt")
+  res = _run(str(d0), str(d1), f"--out={out}")
+  assert res.returncode == 0, res.stderr[-2000:]
+  assert out.read_text().startswith("good.png: ")
+  assert sorted(os.listdir(tmp_path)) == sorted(["d0", "d1", out.name])
+
+
+def test_skips_are_counted_under_their_real_cause(golden, tmp_path):
+  """Issue 26: a pair smaller than LPIPS' minimum was counted (and so reported) as
+  'unreadable'; a file removed after the listing likewise."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  d0, d1 = _pair_dirs(golden, tmp_path)
+  tiny = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+  for d in (d0, d1):
+    Image.fromarray(tiny).save(d / "tiny.png")
+  os.symlink(tmp_path / "gone.png", d0 / "gone.png")
+  shutil.copy(d1 / "good.png", d1 / "gone.png")
+  res = _run(str(d0), str(d1))
+  assert res.returncode == 1, res.stderr[-2000:]
+  assert "skipped 2 {'broken_link': 1, 'too_small': 1}" in res.stderr, res.stderr[-2000:]
+  assert (f"skipped tiny.png: {d0}/tiny.png is 24x20, smaller than LPIPS-alex's minimum 31x31"
+          in res.stderr), res.stderr[-2000:]

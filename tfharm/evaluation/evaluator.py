@@ -39,6 +39,8 @@ def evaluate(cfg: EvalConfig) -> dict:
   t0 = time.perf_counter()
   if cfg.batch_size <= 0:
     raise EvaluationError(f"batch_size must be positive, got {cfg.batch_size}")
+  if not 0.0 <= cfg.threshold < 1.0:  # NaN or >= 1: nothing is positive, IoU and F1 all 0
+    raise EvaluationError(f"threshold must be in [0, 1), got {cfg.threshold}")
   if cfg.lpips_net not in ("alex", "vgg"):
     raise EvaluationError(f"lpips_net must be 'alex' or 'vgg', got {cfg.lpips_net!r}")
   check_output_dir(cfg)  # before any expensive work

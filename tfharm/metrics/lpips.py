@@ -18,9 +18,10 @@ float32 computation (`LPIPS.compute_dtype` says which ran; the command prints it
 CLI (like the official lpips_2imgs.py / lpips_2dirs.py):
   python -m tfharm.metrics.lpips IMG0 IMG1 [--net=alex|vgg]
   python -m tfharm.metrics.lpips DIR0 DIR1 [--out=dists.txt]   # one "name: distance" per pair
-Exit status: 0 all pairs scored; 1 some pairs skipped (unreadable, sizes differ, no partner;
-each logged, counts at the end); 2 usage or setup error (bad arguments, --out not writable,
-weights not set up), found before TensorFlow starts where possible; 3 internal error.
+Exit status: 0 all pairs scored; 1 some pairs skipped (unreadable, not a regular file, sizes
+differ, too small, no partner; each logged with its cause, counts at the end); 2 usage or setup error (bad arguments, --out not writable,
+already there without --overwrite or one of the images compared, weights not set up), found
+before TensorFlow starts where possible; 3 internal error.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import os
 import sys
 
 MODES = ("exact", "fast")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -41,6 +43,33 @@ def _define_flags() -> None:
   flags.DEFINE_enum("net", "alex", ["alex", "vgg"], "Backbone.")
   flags.DEFINE_enum("mode", "exact", list(MODES), "exact: float32; fast: bfloat16 convolutions.")
   flags.DEFINE_string("out", None, "Directory mode: also write the lines to this file.")
+  flags.DEFINE_boolean("overwrite", False, "Replace an existing --out file.")
+
+
+def _check_out(out: str, dirs: tuple[str, str], overwrite: bool) -> None:
+  """--out may replace only what the user allows: never a compared image, and an existing
+  file only with --overwrite (SetupError otherwise)."""
+  from tfharm.cli import program
+  if not os.path.lexists(out):
+    return
+  try:
+    st = os.stat(out)
+  except OSError:
+    st = None
+  for d in dirs:
+    for name in os.listdir(d):
+      path = os.path.join(d, name)
+      try:
+        same = st is not None and os.path.samestat(st, os.stat(path))
+      except OSError:
+        same = False
+      if (same or os.path.abspath(path) == os.path.abspath(out)) and (
+          name.lower().endswith(IMAGE_EXTS)):
+        raise program.SetupError(f"--out {out} is one of the images compared ({path}); choose "
+                                 "another file")
+  if not overwrite:
+    raise program.SetupError(f"--out {out} exists; pass --overwrite to replace it, or choose "
+                             "another file")
 
 
 def _command(argv: list[str]) -> int:
@@ -60,6 +89,7 @@ def _command(argv: list[str]) -> int:
   if flags.FLAGS.out:
     if not os.path.isdir(argv[1]):
       raise app.UsageError("--out is for directory mode")
+    _check_out(flags.FLAGS.out, (argv[1], argv[2]), flags.FLAGS.overwrite)
     outputs.check_file(flags.FLAGS.out, "--out")
   quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
   from tfharm.metrics import lpips as module  # pylint: disable=g-import-not-at-top
@@ -247,15 +277,18 @@ def lpips(x, y, net: str = "alex", spatial: bool = False, mode: str = "exact") -
 
 
 # ----------------------------------------------------------------------------- images / CLI
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
 
 def load_image(path: str) -> np.ndarray:
-  """Any PNG/JPEG/... -> uint8 (H, W, 3) RGB; grayscale and RGBA are converted with a warning."""
+  """Any PNG/JPEG/... -> uint8 (H, W, 3) RGB; grayscale and RGBA are converted with a warning.
+  Only a regular file is opened (tfharm.cli.inputs: a FIFO would block forever); otherwise an
+  InputError (an OSError) names the cause."""
+  import io  # pylint: disable=g-import-not-at-top
   from PIL import Image  # only the CLI and tests read files
   from absl import logging
+  from tfharm.cli import inputs  # pylint: disable=g-import-not-at-top
+  data = inputs.read_bytes(path)
   try:
-    im = Image.open(path)
+    im = Image.open(io.BytesIO(data))
     im.load()
   except (OSError, SyntaxError, ValueError) as e:  # unreadable, truncated or corrupt data
     raise OSError(f"{path}: not a readable image ({e})") from e
@@ -278,14 +311,32 @@ def _pairs(dir0: str, dir1: str) -> tuple[list[tuple[str, str, str]], list[str]]
           [n for n in names0 if n not in names1])
 
 
+class _Skip(ValueError):
+  """A pair that cannot be scored, with its skip counter's key."""
+
+  def __init__(self, reason: str, message: str):
+    super().__init__(message)
+    self.reason = reason
+
+
 def _distance(model: "LPIPS", p0: str, p1: str) -> float:
-  return float(model(from_uint8(load_image(p0)), from_uint8(load_image(p1))))
+  """The pair's distance; _Skip names why a readable pair cannot be scored (the model's own
+  checks would say so too, but as plain ValueErrors)."""
+  a, b = load_image(p0), load_image(p1)
+  if a.shape != b.shape:
+    raise _Skip("size_mismatch", f"image shapes differ: {p0} is {a.shape[1]}x{a.shape[0]}, "
+                f"{p1} {b.shape[1]}x{b.shape[0]}")
+  if min(a.shape[:2]) < model.min_size:
+    raise _Skip("too_small", f"{p0} is {a.shape[1]}x{a.shape[0]}, smaller than LPIPS-"
+                f"{model.net}'s minimum {model.min_size}x{model.min_size} (its last layer "
+                "would be empty)")
+  return float(model(from_uint8(a), from_uint8(b)))
 
 
 def main(argv: list[str]) -> int:
   """The command, after the checks of `_command`; returns the exit code."""
   from absl import flags, logging
-  from tfharm.cli import program
+  from tfharm.cli import inputs, program
   flags_ = flags.FLAGS
   a, b = argv[1], argv[2]
   try:
@@ -308,17 +359,30 @@ def main(argv: list[str]) -> int:
     try:
       d = _distance(model, p0, p1)
     except (ValueError, OSError) as e:
-      reason = "size_mismatch" if "differ" in str(e) else "unreadable"
+      if isinstance(e, inputs.InputError):  # missing, broken_link, not_a_file, unreadable
+        reason = e.kind
+      else:  # size_mismatch, too_small; else a file Pillow cannot decode
+        reason = e.reason if isinstance(e, _Skip) else "unreadable"
       skipped[reason] = skipped.get(reason, 0) + 1
       logging.warning("skipped %s: %s", name, e)
       continue
     lines.append(f"{name}: {d:.6f}")
     print(lines[-1], flush=True)
-  if flags_.out:
-    tmp = f"{flags_.out}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      f.write("\n".join(lines) + ("\n" if lines else ""))
-    os.replace(tmp, flags_.out)
+  if flags_.out:  # atomically; a short temporary name, so any valid --out name fits
+    import tempfile  # pylint: disable=g-import-not-at-top
+    fd, tmp = tempfile.mkstemp(prefix=".tfharm-lpips-", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(flags_.out)))
+    try:
+      with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + ("\n" if lines else ""))
+      umask = os.umask(0)  # mkstemp makes the file 0600; give it a new file's permissions
+      os.umask(umask)
+      os.chmod(tmp, 0o666 & ~umask)
+      os.replace(tmp, flags_.out)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      raise
   logging.info("scored %d pair(s); skipped %d %s", len(lines), sum(skipped.values()),
                dict(sorted(skipped.items())))
   return program.SKIPPED if skipped else program.SUCCESS

@@ -13,7 +13,9 @@ backbone's recorded hash, the correction, jit_compile, the TensorFlow version an
 of the tfharm modules that build the graph; anything else changed means a new entry. The
 newest KEEP entries are kept. Written to a temporary name and renamed: a killed run leaves no
 entry that looks complete (its temporary directory is removed by the next run). The functions
-are the very FunctionDefs traced in-process, so both give the same pixels (tested).
+are the very FunctionDefs traced in-process, so both give the same pixels (tested). An entry
+that cannot be loaded (a damaged disk block, a truncated copy) is named in the log, removed,
+and the run goes on with the model built in-process, which then caches it anew.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import os
 import re
 import shutil
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from absl import logging
 import numpy as np
@@ -127,20 +129,38 @@ class _Array:
 _PARTS = {"harmonise": "harmonise_uint8", "harmonise_with_mask": "harmonise_with_mask"}
 
 
-def load(entry_key: str) -> Runner | None:
+def load(entry_key: str, rebuild: Callable[[], Runner] | None = None) -> Runner | None:
   """The cached functions for `entry_key` (each loaded when first called), or None if there
-  is no complete entry."""
+  is no complete entry. If a part cannot be loaded, the entry is removed (logged, naming it)
+  and `rebuild()`'s runner serves both functions from then on; without `rebuild` the error
+  is raised."""
   path = os.path.join(cache_dir(), entry_key)
   if not all(os.path.isfile(os.path.join(path, part, "saved_model.pb")) for part in _PARTS):
     return None
   loaded = {}
 
+  def load_part(part):
+    try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      model = tf.saved_model.load(os.path.join(path, part))
+      return model, model.signatures[part]  # the model is kept alive with its signature
+    except Exception as e:  # pylint: disable=broad-except  (a damaged file: any decoder's error)
+      if rebuild is None:
+        raise
+      logging.warning("the cached model %s cannot be loaded (%s: %s); removed it, building the "
+                      "model instead (this run caches it anew)", path, type(e).__name__,
+                      str(e).splitlines()[0][:200] if str(e) else "")
+      shutil.rmtree(path, ignore_errors=True)
+      built = rebuild()
+      loaded.update({"harmonise": (None, built._predicted),  # pylint: disable=protected-access
+                     "harmonise_with_mask": (None, built._with_mask)})  # pylint: disable=protected-access
+      return loaded[part]
+
   def function(part):
     def call(**inputs):
       if part not in loaded:
-        import tensorflow as tf  # pylint: disable=g-import-not-at-top
-        loaded[part] = tf.saved_model.load(os.path.join(path, part))  # kept alive here
-      return loaded[part].signatures[part](**inputs)
+        loaded[part] = load_part(part)
+      return loaded[part][1](**inputs)
     return call
 
   try:

@@ -14,6 +14,7 @@ import dataclasses
 import io
 import os
 import re
+import stat
 import tempfile
 from typing import Iterable
 
@@ -21,14 +22,16 @@ from absl import logging
 import cv2
 import numpy as np
 
-from tfharm.cli import outputs, program
+from tfharm.cli import inputs, outputs, program
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _WRITE_PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
                  ".png": [cv2.IMWRITE_PNG_COMPRESSION, 3]}
-# Temporary files of write_image: ".<name>.tfharm-<pid>-<random>.tmp" (hidden; the pid tells a
-# later run whether the writer is gone, so it can remove what a killed run left).
-_TEMP_RE = re.compile(r"^\..+\.tfharm-(\d+)-[^.]+\.tmp$")
+# Temporary files of write_image: ".tfharm-<pid>-<random>.tmp" (hidden; the pid tells a later
+# run whether the writer is gone, so it can remove what a killed run left). Without the
+# output's name: that made a 255-character name ~25 too long. Older versions wrote
+# ".<name>.tfharm-<pid>-<random>.tmp"; those are recognised too.
+_TEMP_RE = re.compile(r"^\.(?:.+\.)?tfharm-(\d+)-[^.]+\.tmp$")
 MASK_SCALES = ("auto", "1", "255", "65535")
 _EXIF_ORIENTATION = 0x0112
 _ORIENTATIONS = {  # EXIF value -> (what is done to the stored pixels, the numpy transform)
@@ -112,21 +115,64 @@ def check_collisions(jobs: list[Job], other_inputs: Iterable[str] = ()) -> None:
                              "paths.")
 
 
+def check_existing(jobs: list[Job], overwrite: bool = False) -> None:
+  """Refuses (SetupError) a plan that would replace a file that is already there (an output
+  or saved mask: a file this run did not create) unless `overwrite`; a folder in the place of
+  an output is refused either way. Folder mode too: a re-run into the same folders needs
+  --overwrite, and then replaces only the files it writes."""
+  found = [(flag, path) for job in jobs
+           for flag, path in (("--output", job.dst), ("--save_mask", job.save_mask))
+           if path and os.path.lexists(path)]
+  folders = [path for _, path in found if os.path.isdir(path)]
+  if folders:
+    raise program.SetupError(f"{folders[0]} is a folder where this run would write a file; "
+                             "choose other --output/--save_mask paths. Nothing was written.")
+  if not found or overwrite:
+    return
+  if len(jobs) == 1 and len(found) == 1:
+    flag, path = found[0]
+    raise program.SetupError(f"{flag} {path} exists; pass --overwrite to replace it, or choose "
+                             "another path. Nothing was written.")
+  names = ", ".join(path for _, path in found[:3]) + (
+      f" and {len(found) - 3} more" if len(found) > 3 else "")
+  what = "1 file this run would write exists" if len(found) == 1 else (
+      f"{len(found)} files this run would write exist")
+  raise program.SetupError(f"{what} already ({names}); pass --overwrite to replace them, or "
+                           "choose other --output/--save_mask folders. Nothing was written.")
+
+
 def plan_folder(src_dir: str, dst_dir: str, mask_dir: str | None = None,
                 save_mask_dir: str | None = None) -> tuple[list[Job], list[str]]:
-  """Every JPEG/PNG directly in src_dir -> dst_dir/<same name>; masks mask_dir/<stem>.png;
-  saved masks save_mask_dir/<stem>.png. Returns (jobs, ignored non-image files)."""
-  names = sorted(n for n in os.listdir(src_dir) if os.path.isfile(os.path.join(src_dir, n)))
+  """Every JPEG/PNG name directly in src_dir -> dst_dir/<same name>; masks
+  mask_dir/<stem>.png; saved masks save_mask_dir/<stem>.png. Returns (jobs, ignored non-image
+  entries; sub-folders are not listed). An image name is a job whatever the entry is (a broken
+  link, a FIFO, a folder): reading it is then a counted skip naming the cause, never a silent
+  drop."""
   jobs, ignored = [], []
-  for name in names:
+  for name in sorted(os.listdir(src_dir)):
     if not is_image_path(name):
-      ignored.append(os.path.join(src_dir, name))
+      if not os.path.isdir(os.path.join(src_dir, name)):
+        ignored.append(os.path.join(src_dir, name))
       continue
     stem = os.path.splitext(name)[0]
     jobs.append(Job(os.path.join(src_dir, name), os.path.join(dst_dir, name),
                     None if mask_dir is None else os.path.join(mask_dir, stem + ".png"),
                     None if save_mask_dir is None else os.path.join(save_mask_dir, stem + ".png")))
   return jobs, ignored
+
+
+def input_bytes(jobs: list[Job]) -> int:
+  """The size of the jobs' regular input files (the outputs take about as much); entries
+  that are not regular files count 0 (they are skipped when read)."""
+  total = 0
+  for job in jobs:
+    try:
+      st = os.stat(job.src)
+    except OSError:
+      continue
+    if stat.S_ISREG(st.st_mode):
+      total += st.st_size
+  return total
 
 
 # ----------------------------------------------------------------------------- reading
@@ -142,14 +188,22 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
   return image
 
 
-def _read_bytes(path: str, reason: str, what: str) -> np.ndarray:
+def _read_bytes(path: str, what: str, mask: bool = False) -> np.ndarray:
+  """The file's bytes, or HarmoniseError naming the cause (tfharm.cli.inputs: nothing blocks
+  on a FIFO). The skip reason is the cause's kind (missing, broken_link, not_a_file,
+  unreadable); for a mask missing_mask or unreadable_mask."""
   try:
-    data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
-  except OSError as e:
-    raise HarmoniseError(reason, f"{path}: cannot read it ({e.strerror})") from e
-  if data is None or not data.size:
-    raise HarmoniseError(reason, f"{path}: not a readable {what}")
-  return data
+    data = inputs.read_bytes(path)
+  except inputs.InputError as e:
+    reason = e.kind
+    if mask:
+      gone = e.kind in (inputs.MISSING, inputs.BROKEN_LINK)
+      reason = "missing_mask" if gone else "unreadable_mask"
+    raise HarmoniseError(reason, str(e)) from None
+  if not data:
+    raise HarmoniseError("unreadable_mask" if mask else "unreadable",
+                         f"{path}: not a readable {what} (the file is empty)")
+  return np.frombuffer(data, np.uint8)
 
 
 def _check_and_orientation(path: str, data: np.ndarray, reason: str, what: str) -> int:
@@ -181,7 +235,7 @@ def read_image(path: str) -> Decoded:
   """JPEG/PNG -> RGB uint8 as the user sees it: the EXIF orientation is applied, grey is
   repeated, alpha dropped (kept aside), 16 bit scaled to 8; every conversion is noted. A file
   with corrupt data (any decoder warning) is unreadable."""
-  data = _read_bytes(path, "unreadable", "JPEG or PNG image")
+  data = _read_bytes(path, "JPEG or PNG image")
   image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # no EXIF rotation with IMREAD_UNCHANGED
   if image is None or image.size == 0:
     raise HarmoniseError("unreadable", f"{path}: not a readable JPEG or PNG image")
@@ -214,40 +268,82 @@ def read_image(path: str) -> Decoded:
 
 
 def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[np.ndarray, list[str]]:
-  """Grey (or colour: converted) 8/16-bit PNG/JPEG -> ((H, W, 1) float32 in [0, 1], notes).
+  """Grey 8/16-bit PNG/JPEG (or float TIFF) -> ((H, W, 1) float32 in [0, 1], notes). A colour
+  mask counts each pixel as its largest channel (noted).
 
   scale: the value that means "harmonise fully". "auto": 255 for 8-bit and 65535 for 16-bit
   files, except that an integer mask whose maximum is 1 (a 0/1 binary mask, common) is read as
-  0/1, with a note. Values above the scale are clipped. The EXIF orientation is applied, as to
+  0/1, with a note; a float mask (TIFF) by its range: values in [0, 1] are weights, larger
+  ones levels of 0-255 or 0-65535 (noted). Values outside [0, scale] are clipped. The EXIF orientation is applied, as to
   the image; its size must then equal the image's."""
   if scale not in MASK_SCALES:
     raise ValueError(f"mask scale must be one of {MASK_SCALES}, got {scale!r}")
-  data = _read_bytes(path, "unreadable_mask", "mask image")
+  data = _read_bytes(path, "mask image", mask=True)
   mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
   if mask is None or mask.size == 0:
     raise HarmoniseError("unreadable_mask", f"{path}: not a readable mask image")
   orientation = _check_and_orientation(path, data, "unreadable_mask", "mask image")
   notes = []
   if mask.ndim == 3:
-    code = cv2.COLOR_BGRA2GRAY if mask.shape[-1] == 4 else cv2.COLOR_BGR2GRAY
-    mask = cv2.cvtColor(np.ascontiguousarray(mask), code) if mask.shape[-1] in (3, 4) else mask[..., 0]
-    notes.append("colour mask converted to grey")
+    mask = _colour_mask_to_grey(mask, notes)
   mask = np.ascontiguousarray(_orient(mask, orientation, notes))
   if mask.shape[:2] != tuple(shape):
     raise HarmoniseError("mask_size_mismatch", f"{path}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                          f"the image {shape[1]}x{shape[0]} (width x height); they must match")
-  if scale == "auto":
+  floating = np.issubdtype(mask.dtype, np.floating)
+  if floating:
+    bad = mask.size - int(np.count_nonzero(np.isfinite(mask)))
+    if bad:  # NaN would reach the model as NaN pixels; no scale can read it
+      raise HarmoniseError("bad_mask", f"{path}: mask has {bad} NaN or infinite value(s); a "
+                           "mask must hold finite weights")
+  if scale != "auto":
+    full = int(scale)
+  elif floating:
+    full = _float_mask_scale(path, mask, notes)
+  else:
     full = 65535 if mask.dtype == np.uint16 else 255
     if int(mask.max()) == 1:
       full = 1
       notes.append("binary 0/1 mask: 1 read as 'harmonise fully' (pass --mask_scale=255 if it "
                    "was meant as 1/255)")
-  else:
-    full = int(scale)
   out = mask.astype(np.float32)
   out /= np.float32(full)
   np.clip(out, 0.0, 1.0, out=out)
   return out[..., None], notes
+
+
+def _colour_mask_to_grey(mask: np.ndarray, notes: list[str]) -> np.ndarray:
+  """(H, W, C) -> (H, W): each pixel counts as its largest colour channel, so a region marked
+  in pure red, green or blue is harmonised fully (luminance would give red 30 % and blue
+  11 %); a grey mask saved in colour is unchanged. A 4th channel (alpha) is not read."""
+  colour = mask[..., :3] if mask.shape[-1] >= 3 else mask[..., :1]
+  grey = colour.max(axis=-1)
+  if all(np.array_equal(colour[..., c], grey) for c in range(colour.shape[-1])):
+    note = "grey mask stored as colour (equal channels): read as grey"
+  else:
+    note = ("colour mask: each pixel counts as its largest channel (pure red, green or blue = "
+            "harmonise fully)")
+  if mask.shape[-1] in (2, 4):
+    note += "; its alpha channel is ignored"
+  notes.append(note)
+  return grey
+
+
+def _float_mask_scale(path: str, mask: np.ndarray, notes: list[str]) -> int:
+  """The "harmonise fully" value of a float mask (a TIFF), from its range: a float mask has
+  no bit depth to go by, and values in [0, 1] are weights (dividing 0.8 by 255 would
+  harmonise nothing); larger values are taken as 0-255 or 0-65535 levels."""
+  peak = float(mask.max())
+  if peak <= 1.0:
+    notes.append("float mask with values in [0, 1]: read as weights (1 = harmonise fully)")
+    return 1
+  for full in (255, 65535):
+    if peak <= full:
+      notes.append(f"float mask with values up to {peak:.4g}: read on a 0-{full} scale (pass "
+                   "--mask_scale to choose another)")
+      return full
+  raise HarmoniseError("bad_mask", f"{path}: float mask with values up to {peak:.4g}; expected "
+                       "weights in [0, 1] (or levels up to 255 or 65535)")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -292,8 +388,7 @@ def write_image(path: str, rgb: np.ndarray, alpha: np.ndarray | None = None) -> 
   directory = os.path.dirname(os.path.abspath(path))
   try:
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tfharm-{os.getpid()}-",
-                               suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".tfharm-{os.getpid()}-", suffix=".tmp", dir=directory)
   except OSError as e:
     raise HarmoniseError("write_failed", f"{path}: cannot write ({e.strerror})") from e
   try:
@@ -366,7 +461,7 @@ def load_inputs(src: str, mask_path: str | None = None,
     logging.info("%s: %s", src, note)
   mask = None
   if mask_path is not None:
-    if not os.path.isfile(mask_path):
+    if not os.path.lexists(mask_path):  # else read_mask names the cause (a FIFO, a bad link)
       raise HarmoniseError("missing_mask", f"{src}: no mask {mask_path}")
     mask, notes = read_mask(mask_path, decoded.rgb.shape[:2], mask_scale)
     for note in notes:
@@ -377,7 +472,8 @@ def load_inputs(src: str, mask_path: str | None = None,
 def harmonise_jobs(harmoniser, jobs: list[Job], mask_scale: str = "auto",
                    progress: bool = True) -> collections.Counter:
   """Runs every job; returns counts: `done` and one key per skip reason (unreadable,
-  missing_mask, mask_size_mismatch, write_failed, ...; each logged). `harmoniser` is a
+  missing, broken_link, not_a_file, missing_mask, mask_size_mismatch, bad_mask, write_failed,
+  ...; each logged). `harmoniser` is a
   FileHarmoniser or a function returning one, called when the first image has been decoded
   (a folder of unreadable files never starts TensorFlow)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
