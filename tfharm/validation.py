@@ -58,6 +58,8 @@ def _define_flags() -> None:
   _JOINT = flags.DEFINE_string("joint_weights", None, "Score this joint model (a file or a preset "
                                "name) instead of a harmoniser.")
   _MAX = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
+  global _OVERWRITE
+  _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output_json.")
   flags.mark_flag_as_required("data_dir")
 
 
@@ -208,8 +210,18 @@ def detector_scores(model: keras.Model, dataset: tf.data.Dataset, task=None) -> 
 
 
 def main(argv):
+  from tfharm.cli import program  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  out = _OUTPUT.value
+  if out and os.path.exists(out) and not _OVERWRITE.value:
+    raise program.SetupError(f"--output_json {out} exists (--overwrite replaces it)")
+  if out and os.path.isdir(out):
+    raise program.SetupError(f"--output_json {out} is a folder")
+  try:
+    pipeline.load_builder(_DATA_DIR.value, _CONFIG.value)
+  except FileNotFoundError as e:
+    raise program.SetupError(str(e)) from None
   dataset = pipeline.make_dataset(_DATA_DIR.value, _SPLIT.value, config=_CONFIG.value,
                                   batch_size=_BATCH.value, max_examples=_MAX.value)
   if _JOINT.value:
@@ -218,10 +230,13 @@ def main(argv):
     scores = harmoniser_scores(harmoniser_lib.load_harmoniser(_WEIGHTS.value), dataset)
   text = json.dumps(scores, indent=2, sort_keys=True)
   print(text)
-  if _OUTPUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
-    with open(_OUTPUT.value, "w") as f:
+  if out:  # atomically: a killed run leaves the old file or none, never half a file
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".tfharm-{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
       f.write(text + "\n")
+    os.replace(tmp, out)
   logging.info("scored %d examples", scores["num_examples"])
 
 
@@ -242,5 +257,6 @@ def _joint_main(dataset) -> dict:
 
 
 if __name__ == "__main__":
+  from tfharm.cli import program as _program  # pylint: disable=g-import-not-at-top
   _define_flags()
-  app.run(main)
+  _program.run(main)
