@@ -11,9 +11,10 @@ size (half-pixel centres, as torch's Upsample(align_corners=False)) and sums the
 
 Modes: "exact" computes in float32 and matches the official package to ~1e-7 (parity test at
 1e-5). "fast" runs the convolutions in bfloat16 (normalisation and sums stay float32) where the device
-runs bfloat16 faster (a GPU, or a CPU with AMX: `device.bfloat16_is_fast`), deviating by up to
-about 1e-3-1e-2; elsewhere bfloat16 is slower (bench/RESULTS.md), so there "fast" is the exact
-float32 computation (`LPIPS.compute_dtype` says which ran; the command prints it).
+runs bfloat16 faster (a GPU, or a CPU where one measured convolution says so:
+`device.bfloat16_is_fast`), deviating by up to about 1e-3-1e-2; elsewhere bfloat16 is slower
+(bench/RESULTS.md), so there "fast" is the exact float32 computation (`LPIPS.compute_dtype`
+says which ran; the command prints it).
 
 CLI (like the official lpips_2imgs.py / lpips_2dirs.py):
   python -m tfharm.metrics.lpips IMG0 IMG1 [--net=alex|vgg]
@@ -160,8 +161,8 @@ class LPIPS(tf.Module):
     self.compute_dtype = cdt.name
     if mode == "fast":
       absl_logging.info("LPIPS fast mode: %s convolutions%s", cdt.name,
-                        "" if cdt == tf.bfloat16 else " (no bfloat16 matrix unit here: "
-                        "bfloat16 would be slower, so fast = exact)")
+                        "" if cdt == tf.bfloat16 else " (bfloat16 measured slower on this "
+                        "device, so fast = exact)")
     self._specs = nets.SPECS[net]
     self._kernels = [tf.constant(k, cdt) for k, _ in convs]
     self._biases = [tf.constant(b, tf.float32) for _, b in convs]
