@@ -96,3 +96,15 @@ def test_served_signatures_match_any_size_and_survive_export(pipe, tmp_path):
   loaded = tf.saved_model.load(path).signatures["serving_default"]
   np.testing.assert_array_equal(loaded(image=tf.constant(image))["harmonised"],
                                 served["harmonised"])
+
+
+def test_first_call_warns_nothing():
+  """Keras's default build() warned on the first call of every cache-filling harmonise run."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  from tests.models.trained_weights import small_joint_model  # pylint: disable=g-import-not-at-top
+  from tfharm.models import joint_pipeline  # pylint: disable=g-import-not-at-top
+  pipe = joint_pipeline.JointPipeline(small_joint_model(seed=1), image_size=32)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    pipe(np.zeros((1, 32, 32, 3), "float32"))
+  assert not [w for w in caught if "build()" in str(w.message)], [str(w.message) for w in caught]

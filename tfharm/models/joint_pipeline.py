@@ -64,6 +64,13 @@ class JointPipeline(keras.Model):
     self.harmoniser = mask_harmoniser(joint, self.size)
     self._shift = joint_lib.LightnessShift(dtype="float32", name="given_mask_shift")
 
+  def build(self, input_shape=None):
+    """Nothing to create: the joint network and the mask harmoniser are functional models,
+    built when made, and the shift has no weights. (Keras's default build() warns "may cause
+    failures down the line" on the first call of every cache-filling run.)"""
+    del input_shape
+    self.built = True
+
   @property
   def image_size(self) -> int:
     return self.size
