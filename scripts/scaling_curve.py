@@ -28,8 +28,15 @@ _OUTPUT = flags.DEFINE_string("output", None, "PNG to write (refused if it exist
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace --output.")
 _TARGET = flags.DEFINE_string("target", "gain_mask_free=1.0",
                               "metric=value: extrapolate the photos needed to reach it.")
+_ALSO = flags.DEFINE_list("also", None, "More validation.json records (e.g. the shipped "
+                          "preset's) for the per-root table.")
 METRICS = (("gain_mask_free", "PSNR gain mask-free (dB)"),
            ("gain_gt_mask", "PSNR gain, true mask (dB)"), ("ap", "AP (suprathreshold)"))
+
+
+def _load(path: str) -> dict:
+  with open(path) as f:
+    return json.load(f)
 
 
 def read_points(specs: list[str]) -> list[tuple[int, dict]]:
@@ -38,8 +45,7 @@ def read_points(specs: list[str]) -> list[tuple[int, dict]]:
     photos, sep, path = spec.partition("=")
     if not sep or not photos.isdigit():
       raise app.UsageError(f"--points entry {spec!r} is not PHOTOS=validation.json")
-    with open(path) as f:
-      points.append((int(photos), json.load(f)))
+    points.append((int(photos), _load(path)))
   return sorted(points, key=lambda p: p[0])
 
 
@@ -79,6 +85,20 @@ def table(points: list[tuple[int, dict]], target: tuple[str, float] | None) -> s
   return "\n".join(lines)
 
 
+def root_table(points: list[tuple[str, dict]]) -> str:
+  """Per root of the validation split: each record's mean gains and AP (± SE)."""
+  lines = ["| run | root | composites | gain mask-free (dB) | gain true mask (dB) | AP |",
+           "|---|---|---:|---:|---:|---:|"]
+  for name, m in points:
+    for key in sorted(k for k in m if k.startswith("root:")):
+      r = m[key]
+      lines.append(f"| {name} | {key[5:]} | {r['num_examples']} | "
+                   f"{r['gain_mask_free']['mean']:+.3f} ± {r['gain_mask_free']['se']:.3f} | "
+                   f"{r['gain_gt_mask']['mean']:+.3f} ± {r['gain_gt_mask']['se']:.3f} | "
+                   f"{r['ap']['mean']:.3f} ± {r['ap']['se']:.3f} |")
+  return "\n".join(lines)
+
+
 def plot(points: list[tuple[int, dict]], output: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -109,6 +129,9 @@ def main(argv):
     metric, _, value = _TARGET.value.partition("=")
     target = (metric, float(value))
   print(table(points, target))
+  print()
+  print(root_table([(f"{p} photos", m) for p, m in points]
+                   + [(os.path.basename(path), _load(path)) for path in _ALSO.value or []]))
   if _OUTPUT.value:
     if os.path.exists(_OUTPUT.value) and not _OVERWRITE.value:
       raise app.UsageError(f"{_OUTPUT.value} exists (--overwrite replaces it)")

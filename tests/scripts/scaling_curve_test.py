@@ -11,6 +11,7 @@ def _point(tmp_path, photos, gain):
   stat = lambda v: {"mean": v, "se": 0.01, "n": 100}  # noqa: E731
   m = {"overall": {"num_examples": 100, "gain_mask_free": stat(gain), "gain_gt_mask": stat(0.5),
                    "ap": stat(0.4), "improved_mask_free": 0.6, "worse_by_1db_mask_free": 0.02}}
+  m["root:lalonde_outdoor"] = dict(m["overall"], num_examples=60)
   path = tmp_path / f"v{photos}.json"
   path.write_text(json.dumps(m))
   return f"{photos}={path}"
@@ -29,6 +30,7 @@ def test_fit_and_extrapolation(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "~1e+06 distinct photos" in proc.stdout, proc.stdout
   assert "| 1000 | 100 | +0.250 ± 0.010 |" in proc.stdout
+  assert "| 1000 photos | lalonde_outdoor | 60 | +0.250 ± 0.010 | +0.500 ± 0.010 |" in proc.stdout
   assert png.stat().st_size > 1000
   again = _run("--points=" + ",".join(points), f"--output={png}")
   assert again.returncode != 0 and "exists" in again.stderr
