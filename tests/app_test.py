@@ -271,3 +271,43 @@ def test_page_handler_shows_upload_errors_as_messages(tmp_path, photo):
     page.make_handler(broken)(photo[0], None, handling.MASK_FREE, "l_moments",
                               progress=lambda *a, **k: None)
   assert isinstance(page.build_page(app, examples.example_rows()), gr.Blocks)
+
+
+def _get(url: str) -> int:
+  """The HTTP status of a GET (no redirects to follow on these routes)."""
+  import urllib.error  # pylint: disable=g-import-not-at-top
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  try:
+    with urllib.request.urlopen(url, timeout=60) as response:
+      return response.status
+  except urllib.error.HTTPError as e:
+    return e.code
+
+
+def test_the_page_serves_only_its_examples_and_results_whatever_the_examples_dir(
+    tmp_path, photo):
+  """`--examples_dir=.` used to serve every file under it (`.git/config` returned 200)."""
+  from tfharm.app import page  # pylint: disable=g-import-not-at-top  (imports Gradio)
+  site = tmp_path / "site"
+  (site / ".git").mkdir(parents=True)
+  (site / ".git" / "config").write_text("[remote]\nurl = secret\n")
+  (site / "notes.txt").write_text("private")
+  example = _write(site / "example.png", photo[1])
+  example_mask = _write(site / "example.mask.png", np.zeros((60, 90), np.uint8))
+  app = _app(tmp_path)
+  result = app.run(photo[0], None)
+  rows = examples.example_rows(str(site))
+  with __import__("socket").socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  blocks = page.build_page(app, rows)
+  url = page.launch(blocks, app, rows, "127.0.0.1", port, 50.0)
+  try:
+    file_url = lambda path: f"{url.rstrip('/')}/gradio_api/file={path}"
+    for path in (example, example_mask, result.harmonised_path, result.mask_path):
+      assert _get(file_url(path)) == 200, path
+    for path in (site / ".git" / "config", site / "notes.txt", photo[0],
+                 os.path.join(helpers.REPO, "setup.py")):
+      assert _get(file_url(path)) == 403, path
+  finally:
+    blocks.close()

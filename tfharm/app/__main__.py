@@ -63,12 +63,7 @@ def main(argv):
   harmonise_app = handling.App(modules, limits, model=_MODEL.value)
   port = _PORT.value or _free_port(_HOST.value)
   blocks = page.build_page(harmonise_app, rows)
-  blocks.queue(default_concurrency_limit=1)
-  _, url, _ = blocks.launch(
-      server_name=_HOST.value, server_port=port, prevent_thread_lock=True, share=False,
-      ssr_mode=False, mcp_server=False, quiet=True, footer_links=[], run_history=False,
-      max_file_size=f"{_MAX_MB.value:g}mb", theme=page.THEME,
-      allowed_paths=[os.path.abspath(harmonise_app.work_dir), examples_dir])
+  url = page.launch(blocks, harmonise_app, rows, _HOST.value, port, _MAX_MB.value)
   end = time.perf_counter()
   # One line with the phases, for bench/bench_app.py.
   logging.info("ready: imports %.1f s, models %.1f s, warm-up %.1f s, page %.1f s, total %.1f s "
