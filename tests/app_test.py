@@ -13,7 +13,7 @@ import tensorflow as tf
 from tests import serving_helpers as helpers
 from tests.models.trained_weights import small_joint_model
 from tfharm.app import examples, handling, overlay
-from tfharm.serving import files
+from tfharm.serving import files, image_header
 
 
 class FakeModule:
@@ -163,6 +163,51 @@ def test_size_limits_are_checked_from_the_header_before_decoding(tmp_path, photo
                      work_dir=str(tmp_path / "work"))
   with pytest.raises(handling.UploadError, match="1200 x 1000 pixels"):
     app.run(big, None)
+
+
+# Headers of formats Pillow cannot read, declaring 12000 x 9000 pixels (108 megapixels): OpenCV
+# allocates that much (1.3 GB of float32 for the HDR) before it reads a pixel.
+_UNSIZED = {
+    "big.hdr": b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 9000 +X 12000\n" + b"\2\2\x2e\xe0" * 4,
+    "big.pam": b"P7\nWIDTH 12000\nHEIGHT 9000\nDEPTH 3\nMAXVAL 255\nTUPLTYPE RGB\nENDHDR\n",
+    "big.pfm": b"PF\n12000 9000\n-1.0\n",
+    "broken.bmp": b"BM" + b"\xff" * 60,  # OpenCV's BMP signature, a header Pillow refuses
+}
+
+
+@pytest.mark.parametrize("name", sorted(_UNSIZED) + ["small.hdr"])
+def test_files_whose_size_cannot_be_read_are_refused_before_decoding(
+    tmp_path, photo, monkeypatch, name):
+  """The 24 MP cap used to be skipped for formats Pillow cannot identify: a Radiance HDR
+  declaring 108 MP was decoded in full by OpenCV (~1 GB per request)."""
+  path = tmp_path / name
+  if name == "small.hdr":  # a real, small HDR: refused too (it could not be harmonised anyway)
+    cv2.imwrite(str(path), np.full((20, 30, 3), 0.5, np.float32))
+  else:
+    path.write_bytes(_UNSIZED[name])
+  assert cv2.haveImageReader(str(path))  # OpenCV would decode it
+  def decode(*args):
+    raise AssertionError(f"decoded {args}")
+  monkeypatch.setattr(files, "load_inputs", decode)
+  app = _app(tmp_path)
+  with pytest.raises(handling.UploadError, match="size cannot be read before decoding|header "
+                     "that cannot be read") as e:
+    app.run(str(path), None)
+  assert str(e.value).startswith("the photo is a") and str(tmp_path) not in str(e.value)
+  with pytest.raises(handling.UploadError, match="the mask is a"):
+    app.run(photo[0], str(path), handling.WITH_MASK)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".webp", ".tiff", ".ppm", ".ras",
+                                 ".gif", ".avif"])
+def test_formats_both_libraries_read_are_sized_from_the_header(tmp_path, ext):
+  path = str(tmp_path / f"image{ext}")
+  if not cv2.imwrite(path, np.zeros((5, 7, 3), np.uint8)):
+    pytest.skip(f"this OpenCV writes no {ext}")
+  assert image_header.declared_size(path) == (7, 5)
+  handling.check_size(path, "photo", handling.Limits(max_megapixels=1e-6 * 35))
+  with pytest.raises(handling.UploadError, match="7 x 5 pixels"):
+    handling.check_size(path, "photo", handling.Limits(max_megapixels=1e-6 * 34))
 
 
 def test_only_the_last_requests_files_are_kept(tmp_path, photo):
