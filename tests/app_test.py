@@ -3,6 +3,7 @@ for download (the CLI's), the detector overlay's colours, the shipped examples a
 Gradio handler's mapping of errors to messages. The real browser: tests/app_browser_test.py."""
 import os
 import struct
+import subprocess
 import zlib
 
 import cv2
@@ -356,3 +357,79 @@ def test_the_page_serves_only_its_examples_and_results_whatever_the_examples_dir
       assert _get(file_url(path)) == 403, path
   finally:
     blocks.close()
+
+
+def _listening(port: int = 0):
+  """A socket listening on 127.0.0.1 (a busy port); port 0: any free one."""
+  import socket  # pylint: disable=g-import-not-at-top
+  s = socket.socket()
+  s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  s.bind(("127.0.0.1", port))
+  s.listen()
+  return s
+
+
+def _temp_dir(tmp_path):
+  """The page's TMPDIR: a leaked `tfharm-app-*` folder would show here."""
+  tmp = tmp_path / "tmpdir"
+  tmp.mkdir()
+  return tmp
+
+
+def _page_folders(tmp) -> list[str]:
+  """The page's own temporary folders (Gradio's shared cache, `gradio/`, is Gradio's)."""
+  return [n for n in os.listdir(tmp) if n.startswith("tfharm-app-")]
+
+
+def test_a_busy_or_invalid_port_is_refused_before_the_models_load(tmp_path):
+  """Before: the page loaded its models (~20 s), then crashed with a traceback (exit 3) and
+  left its temporary folder."""
+  tmp = _temp_dir(tmp_path)
+  with _listening() as busy:
+    port = busy.getsockname()[1]
+    proc = helpers.run(["-m", "tfharm.app", f"--port={port}"], env={"TMPDIR": str(tmp)})
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert proc.stderr.startswith(f"error: --port {port} on 127.0.0.1: cannot listen there "
+                                "(address already in use)"), proc.stderr[-3000:]
+  assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+  assert helpers.noise_lines(proc.stderr) == []  # TensorFlow was never started
+  assert os.listdir(tmp) == []
+  for flag, message in (("--port=70000", "error: flag --port=70000: "),
+                        ("--host=no-such-host.invalid", "error: --host no-such-host.invalid: ")):
+    proc = helpers.run(["-m", "tfharm.app", flag], env={"TMPDIR": str(tmp)})
+    assert proc.returncode == 2 and proc.stderr.startswith(message), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+  assert os.listdir(tmp) == []
+
+
+def test_a_port_taken_while_the_models_load_ends_in_one_line_and_no_leak(tmp_path):
+  """The port is free at the check and taken before the server starts: one line, exit 2, the
+  temporary folder removed (it used to stay, after a traceback)."""
+  tmp = _temp_dir(tmp_path)
+  weights = str(tmp_path / "joint.keras")
+  small_joint_model().save(weights)
+  with _listening() as s:
+    port = s.getsockname()[1]
+  env = {**os.environ, "TMPDIR": str(tmp)}
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+  proc = subprocess.Popen([helpers.PYTHON, "-m", "tfharm.app", f"--port={port}",
+                           f"--joint_weights={weights}"], cwd=helpers.REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  import threading  # pylint: disable=g-import-not-at-top
+  watchdog = threading.Timer(300, proc.kill)  # a page that starts serving would never end
+  watchdog.start()
+  lines = []
+  for line in proc.stderr:  # the check passed, the models are loading: take the port now
+    lines.append(line)
+    if "loading the models" in line:
+      break
+  with _listening(port):
+    stdout, stderr = proc.communicate(timeout=600)
+  watchdog.cancel()
+  stderr = "".join(lines) + stderr
+  assert proc.returncode == 2, stderr[-3000:]
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert errors == [f"error: --port {port} on 127.0.0.1: the page's server could not start "
+                    f"there (Cannot find empty port in range: {port}-{port})"], stderr[-3000:]
+  assert "Traceback" not in stderr and "serving on" not in stdout
+  assert _page_folders(tmp) == []
