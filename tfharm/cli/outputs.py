@@ -94,3 +94,21 @@ def check_file(path: str, flag: str, need_bytes: int = 0) -> str:
     raise SetupError(f"{flag} {path} is a directory, not a file")
   check_directory(os.path.dirname(path), flag, need_bytes)
   return path
+
+
+_DISK_FULL_MESSAGES = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether `error`, or an error it was raised from, says the file system is full: an OSError
+  with ENOSPC/EDQUOT, or TensorFlow's ResourceExhaustedError and the RuntimeError TFDS wraps
+  it in, which carry only the message ("No space left on device")."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if any(m in str(error) for m in _DISK_FULL_MESSAGES):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
