@@ -349,3 +349,35 @@ def test_the_model_server_config_example_parses():
   (model,) = config.model_config_list.config
   assert model.name == "tfharm" and model.model_platform == "tensorflow"
   assert model.base_path.endswith("/tfharm")
+
+
+@pytest.fixture(scope="module")
+def joint_weights(tmp_path_factory):
+  """A small joint model's file: an export of it takes seconds (8 MB)."""
+  from tests.models.trained_weights import small_joint_model  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("joint") / "joint.keras")
+  small_joint_model().save(path)
+  return path
+
+
+def test_a_full_disk_during_the_export_is_one_line_and_keeps_the_old_version(
+    tmp_path, joint_weights):
+  """Before: TensorFlow's ResourceExhaustedError as a traceback, exit 3."""
+  with helpers.tmpfs(tmp_path / "disk", "size=200m,nr_inodes=40") as disk:
+    base = os.path.join(disk, "models")
+    export = lambda *flags: helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+                                         f"--joint_weights={joint_weights}", *flags])
+    assert export().returncode == 0
+    pb = os.path.join(base, "1", "saved_model.pb")
+    before = (open(pb, "rb").read(), os.stat(pb).st_mtime_ns)
+    helpers.fill_inodes(os.path.join(disk, "filler"), leave=3)  # room for the checks' probe only
+    for flags in (["--version=1", "--overwrite"], []):
+      proc = export(*flags)
+      assert proc.returncode == 2, proc.stderr[-3000:]
+      errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+      assert errors == [f"error: --export_dir {base}: no space left on the device while "
+                        "writing the SavedModel; the existing versions are unchanged"], \
+          proc.stderr[-3000:]
+      assert "Traceback" not in proc.stderr
+      assert sorted(os.listdir(base)) == ["1"]  # no temporaries, no version 2
+      assert (open(pb, "rb").read(), os.stat(pb).st_mtime_ns) == before

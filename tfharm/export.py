@@ -10,6 +10,8 @@ mask, detection) and `harmonise_with_mask`; see tfharm/serving/signatures.py and
 free space) before any model is loaded; temporaries of a killed export are removed.
 Exit status: 0 exported, 2 usage or setup error (nothing written), 3 internal error.
 """
+import os
+
 from absl import flags, logging
 
 from tfharm.cli import program
@@ -60,6 +62,12 @@ def main(argv):
                            overwrite=_OVERWRITE.value, jit_compile=_JIT.value)
   except (FileNotFoundError, exporter.VersionExistsError, ValueError) as e:
     raise program.SetupError(str(e)) from e
+  except Exception as e:  # pylint: disable=broad-except
+    if outputs.is_disk_full(e):  # TensorFlow's ResourceExhaustedError, or an OSError
+      raise program.SetupError(f"--export_dir {os.path.abspath(_EXPORT_DIR.value)}: no space "
+                               "left on the device while writing the SavedModel; the existing "
+                               "versions are unchanged") from e
+    raise
   logging.info("Exported %s (%s; signatures serving_default, harmonise_with_mask)", path,
                _MODEL.value)
   print(path)
