@@ -381,3 +381,41 @@ def test_a_full_disk_during_the_export_is_one_line_and_keeps_the_old_version(
       assert "Traceback" not in proc.stderr
       assert sorted(os.listdir(base)) == ["1"]  # no temporaries, no version 2
       assert (open(pb, "rb").read(), os.stat(pb).st_mtime_ns) == before
+
+
+def _bytes_under(path) -> int:
+  return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names)
+
+
+def test_the_free_space_asked_is_within_2x_of_what_the_export_writes(
+    tmp_path, joint_weights, export_dir, reference):
+  """Before: 150 MB asked whatever the model, so an 8 MB export was refused on a 30 MB disk."""
+  with helpers.tmpfs(tmp_path / "disk", "size=30m") as disk:
+    proc = helpers.run(["-m", "tfharm.export", f"--export_dir={disk}/models",
+                        f"--joint_weights={joint_weights}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = _bytes_under(os.path.join(disk, "models", "1"))
+  joint = exporter.load_serving_pipeline(joint_weights=joint_weights)
+  assert written <= exporter.export_bytes(joint) <= 2 * written
+  written = _bytes_under(os.path.join(export_dir, "1"))  # the detector + harmoniser, ~100 MB
+  assert written <= exporter.export_bytes(reference) <= 2 * written
+
+
+def test_setup_errors_leave_no_folder_and_dot_dot_makes_no_stray_one(tmp_path, joint_weights):
+  """Before: a failed export left the folders it had made for --export_dir, and
+  `--export_dir=X/nonexist/../models` made X/nonexist."""
+  bad = tmp_path / "bad.keras"
+  bad.write_bytes(os.urandom(3000))
+  export = lambda base, *flags: helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+                                             *flags])
+  proc = export(tmp_path / "new" / "models", f"--joint_weights={bad}")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert not (tmp_path / "new").exists()
+  with helpers.tmpfs(tmp_path / "disk", "size=1m") as disk:
+    proc = export(f"{disk}/a/models", f"--joint_weights={joint_weights}")
+    assert proc.returncode == 2 and "MB needed" in proc.stderr, proc.stderr[-3000:]
+    assert os.listdir(disk) == []
+  proc = export(f"{tmp_path}/nonexist/../models", f"--joint_weights={joint_weights}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == f"{tmp_path}/models/1"
+  assert not (tmp_path / "nonexist").exists()

@@ -8,6 +8,7 @@ reason. No TensorFlow.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -112,3 +113,25 @@ def is_disk_full(error: BaseException) -> bool:
       return True
     error = error.__cause__ or error.__context__
   return False
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(path: str):
+  """On an exception inside, removes the folders `path` needed that did not exist before (it
+  and its missing parents), as far as they are empty: a command that fails after
+  check_directory created its output folder leaves no empty folder behind."""
+  path = os.path.abspath(path)
+  created = []
+  while not os.path.lexists(path):
+    created.append(path)
+    path = os.path.dirname(path)
+  try:
+    yield
+  except BaseException:
+    for folder in created:  # the deepest first
+      try:
+        os.rmdir(folder)
+      except OSError:  # not empty (or already gone): keep it and what holds it
+        if os.path.lexists(folder):
+          break
+    raise
