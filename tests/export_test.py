@@ -419,3 +419,21 @@ def test_setup_errors_leave_no_folder_and_dot_dot_makes_no_stray_one(tmp_path, j
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip() == f"{tmp_path}/models/1"
   assert not (tmp_path / "nonexist").exists()
+
+
+def test_a_plain_export_after_one_killed_between_its_renames_recovers_and_goes_on(
+    tmp_path, joint_weights):
+  """A killed `--version=1 --overwrite` left version 1 only as `.old-1-<pid>` (and a partial
+  `.tmp-1-<pid>`). Before: the next plain export chose version 1, put the old one back, then
+  refused with "1 already exists"; now it puts version 1 back and writes version 2."""
+  base = tmp_path / "models"
+  dead = 999999999
+  for name, marker in ((f".old-1-{dead}", "old version 1"), (f".tmp-1-{dead}", "partial")):
+    (base / name).mkdir(parents=True)
+    (base / name / "saved_model.pb").write_text(marker)
+  proc = helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+                      f"--joint_weights={joint_weights}"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == str(base / "2")
+  assert sorted(os.listdir(base)) == ["1", "2"]
+  assert (base / "1" / "saved_model.pb").read_text() == "old version 1"

@@ -42,18 +42,23 @@ def main(argv):
   from tfharm.cli import outputs  # pylint: disable=g-import-not-at-top
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
   export_dir = os.path.abspath(_EXPORT_DIR.value)  # "x/new/.." is x: it makes no x/new
-  # Cheap checks before TensorFlow is imported: weights, the version, the directory.
+  # Cheap checks before TensorFlow is imported: weights, the directory, the version.
   try:
     weights = paths_lib.model_weights(_MODEL.value, _DETECTOR.value, _HARMONISER.value,
                                       _JOINT.value)
-    version, _ = paths_lib.target(export_dir, _VERSION.value, _OVERWRITE.value)
-  except (FileNotFoundError, paths_lib.VersionExistsError, ValueError) as e:
+  except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
   with outputs.removed_if_left_empty(export_dir):  # a failed export leaves no empty folder
     # At least the weight files' bytes; the estimate of what is written follows once loaded.
     outputs.check_directory(export_dir, "--export_dir",
                             sum(os.path.getsize(p) for p in weights.values()))
+    # A killed export's version is put back before the next version is chosen: chosen first,
+    # a plain export took the missing version's number, then found it restored.
     paths_lib.clean_interrupted(export_dir)
+    try:
+      version, _ = paths_lib.target(export_dir, _VERSION.value, _OVERWRITE.value)
+    except (paths_lib.VersionExistsError, ValueError) as e:
+      raise program.SetupError(str(e)) from e
     from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
     quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
     from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
