@@ -269,56 +269,6 @@ def test_real_models_shared_weights_give_the_cli_pixels_of_the_other_correction(
   assert f"model {model}," in l_moments.summary
 
 
-def test_select_takes_half_darkened_half_brightened_big_objects_one_per_photo():
-  def example(image_id, shift, fraction):
-    mask = np.zeros((10, 10, 1), np.uint8)
-    mask.reshape(-1)[:int(fraction * 100)] = 255
-    return {"image_id": image_id, "reference_l_mean": 50.0 + shift, "target_l_mean": 50.0,
-            "mask": mask}
-  pool = [example(1, -30, 0.5), example(1, 40, 0.5),  # same photo: only one can be taken
-          example(2, -20, 0.5), example(3, -50, 0.01),  # too small
-          example(4, 10, 0.2), example(5, 25, 0.05), example(6, -5, 0.3)]
-  chosen = examples.select(pool, 4)
-  assert [(e["image_id"], examples.shift(e)) for e in chosen] == [(1, -30), (2, -20), (5, 25),
-                                                                   (4, 10)]
-
-
-def test_shipped_examples_pair_each_composite_with_its_mask_and_stay_small():
-  rows = examples.example_rows()
-  assert len(rows) == 4
-  total = 0
-  for composite, mask in rows:
-    assert mask is not None and mask.endswith(examples.MASK_SUFFIX)
-    image, (m, _) = files.read_image(composite).rgb, files.read_mask(mask, (256, 256))
-    assert image.shape == (256, 256, 3) and m.shape == (256, 256, 1)
-    assert (m > 0.5).mean() >= examples.MIN_MASK_FRACTION
-    total += os.path.getsize(composite) + os.path.getsize(mask)
-  assert total < 1_000_000
-  assert examples.example_rows("/nonexistent") == []
-
-
-def test_page_handler_shows_upload_errors_as_messages(tmp_path, photo):
-  from tfharm.app import page  # pylint: disable=g-import-not-at-top  (imports Gradio)
-  import gradio as gr  # pylint: disable=g-import-not-at-top
-  app = _app(tmp_path)
-  harmonise = page.make_handler(app)
-  with pytest.raises(gr.Error, match="upload a photo"):
-    harmonise(None, None, handling.MASK_FREE, "l_moments", progress=lambda *a, **k: None)
-  upload = {"path": photo[0], "orig_name": "photo.png", "meta": {"_type": "gradio.FileData"}}
-  compare, detection, used_mask, downloads, summary = harmonise(  # preprocess=False: the payload
-      upload, None, handling.MASK_FREE, "l_moments", progress=lambda *a, **k: None)
-  np.testing.assert_array_equal(_read(compare[0])[..., ::-1], photo[1])  # before, lossless
-  assert compare[1] == downloads[0]  # "after" is the downloadable PNG itself
-  assert _read(detection).shape == (60, 90, 3)
-  assert downloads == [used_mask.replace("_mask", "_harmonised"), used_mask]
-  assert summary.startswith("Result 1:")
-  broken = handling.App({"l_moments": None}, work_dir=str(tmp_path / "w2"))  # fails inside
-  with pytest.raises(gr.Error, match="the model failed on this image"):
-    page.make_handler(broken)(photo[0], None, handling.MASK_FREE, "l_moments",
-                              progress=lambda *a, **k: None)
-  assert isinstance(page.build_page(app, examples.example_rows()), gr.Blocks)
-
-
 def _get(url: str) -> int:
   """The HTTP status of a GET (no redirects to follow on these routes)."""
   import urllib.error  # pylint: disable=g-import-not-at-top
@@ -433,3 +383,53 @@ def test_a_port_taken_while_the_models_load_ends_in_one_line_and_no_leak(tmp_pat
                     f"there (Cannot find empty port in range: {port}-{port})"], stderr[-3000:]
   assert "Traceback" not in stderr and "serving on" not in stdout
   assert _page_folders(tmp) == []
+
+
+def test_select_takes_half_darkened_half_brightened_big_objects_one_per_photo():
+  def example(image_id, shift, fraction):
+    mask = np.zeros((10, 10, 1), np.uint8)
+    mask.reshape(-1)[:int(fraction * 100)] = 255
+    return {"image_id": image_id, "reference_l_mean": 50.0 + shift, "target_l_mean": 50.0,
+            "mask": mask}
+  pool = [example(1, -30, 0.5), example(1, 40, 0.5),  # same photo: only one can be taken
+          example(2, -20, 0.5), example(3, -50, 0.01),  # too small
+          example(4, 10, 0.2), example(5, 25, 0.05), example(6, -5, 0.3)]
+  chosen = examples.select(pool, 4)
+  assert [(e["image_id"], examples.shift(e)) for e in chosen] == [(1, -30), (2, -20), (5, 25),
+                                                                   (4, 10)]
+
+
+def test_shipped_examples_pair_each_composite_with_its_mask_and_stay_small():
+  rows = examples.example_rows()
+  assert len(rows) == 4
+  total = 0
+  for composite, mask in rows:
+    assert mask is not None and mask.endswith(examples.MASK_SUFFIX)
+    image, (m, _) = files.read_image(composite).rgb, files.read_mask(mask, (256, 256))
+    assert image.shape == (256, 256, 3) and m.shape == (256, 256, 1)
+    assert (m > 0.5).mean() >= examples.MIN_MASK_FRACTION
+    total += os.path.getsize(composite) + os.path.getsize(mask)
+  assert total < 1_000_000
+  assert examples.example_rows("/nonexistent") == []
+
+
+def test_page_handler_shows_upload_errors_as_messages(tmp_path, photo):
+  from tfharm.app import page  # pylint: disable=g-import-not-at-top  (imports Gradio)
+  import gradio as gr  # pylint: disable=g-import-not-at-top
+  app = _app(tmp_path)
+  harmonise = page.make_handler(app)
+  with pytest.raises(gr.Error, match="upload a photo"):
+    harmonise(None, None, handling.MASK_FREE, "l_moments", progress=lambda *a, **k: None)
+  upload = {"path": photo[0], "orig_name": "photo.png", "meta": {"_type": "gradio.FileData"}}
+  compare, detection, used_mask, downloads, summary = harmonise(  # preprocess=False: the payload
+      upload, None, handling.MASK_FREE, "l_moments", progress=lambda *a, **k: None)
+  np.testing.assert_array_equal(_read(compare[0])[..., ::-1], photo[1])  # before, lossless
+  assert compare[1] == downloads[0]  # "after" is the downloadable PNG itself
+  assert _read(detection).shape == (60, 90, 3)
+  assert downloads == [used_mask.replace("_mask", "_harmonised"), used_mask]
+  assert summary.startswith("Result 1:")
+  broken = handling.App({"l_moments": None}, work_dir=str(tmp_path / "w2"))  # fails inside
+  with pytest.raises(gr.Error, match="the model failed on this image"):
+    page.make_handler(broken)(photo[0], None, handling.MASK_FREE, "l_moments",
+                              progress=lambda *a, **k: None)
+  assert isinstance(page.build_page(app, examples.example_rows()), gr.Blocks)
