@@ -3,6 +3,7 @@ for download (the CLI's), the detector overlay's colours, the shipped examples a
 Gradio handler's mapping of errors to messages. The real browser: tests/app_browser_test.py."""
 import os
 import struct
+import subprocess
 import zlib
 
 import cv2
@@ -13,7 +14,7 @@ import tensorflow as tf
 from tests import serving_helpers as helpers
 from tests.models.trained_weights import small_joint_model
 from tfharm.app import examples, handling, overlay
-from tfharm.serving import files
+from tfharm.serving import files, image_header
 
 
 class FakeModule:
@@ -165,6 +166,51 @@ def test_size_limits_are_checked_from_the_header_before_decoding(tmp_path, photo
     app.run(big, None)
 
 
+# Headers of formats Pillow cannot read, declaring 12000 x 9000 pixels (108 megapixels): OpenCV
+# allocates that much (1.3 GB of float32 for the HDR) before it reads a pixel.
+_UNSIZED = {
+    "big.hdr": b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 9000 +X 12000\n" + b"\2\2\x2e\xe0" * 4,
+    "big.pam": b"P7\nWIDTH 12000\nHEIGHT 9000\nDEPTH 3\nMAXVAL 255\nTUPLTYPE RGB\nENDHDR\n",
+    "big.pfm": b"PF\n12000 9000\n-1.0\n",
+    "broken.bmp": b"BM" + b"\xff" * 60,  # OpenCV's BMP signature, a header Pillow refuses
+}
+
+
+@pytest.mark.parametrize("name", sorted(_UNSIZED) + ["small.hdr"])
+def test_files_whose_size_cannot_be_read_are_refused_before_decoding(
+    tmp_path, photo, monkeypatch, name):
+  """The 24 MP cap used to be skipped for formats Pillow cannot identify: a Radiance HDR
+  declaring 108 MP was decoded in full by OpenCV (~1 GB per request)."""
+  path = tmp_path / name
+  if name == "small.hdr":  # a real, small HDR: refused too (it could not be harmonised anyway)
+    cv2.imwrite(str(path), np.full((20, 30, 3), 0.5, np.float32))
+  else:
+    path.write_bytes(_UNSIZED[name])
+  assert cv2.haveImageReader(str(path))  # OpenCV would decode it
+  def decode(*args):
+    raise AssertionError(f"decoded {args}")
+  monkeypatch.setattr(files, "load_inputs", decode)
+  app = _app(tmp_path)
+  with pytest.raises(handling.UploadError, match="size cannot be read before decoding|header "
+                     "that cannot be read") as e:
+    app.run(str(path), None)
+  assert str(e.value).startswith("the photo is a") and str(tmp_path) not in str(e.value)
+  with pytest.raises(handling.UploadError, match="the mask is a"):
+    app.run(photo[0], str(path), handling.WITH_MASK)
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".webp", ".tiff", ".ppm", ".ras",
+                                 ".gif", ".avif"])
+def test_formats_both_libraries_read_are_sized_from_the_header(tmp_path, ext):
+  path = str(tmp_path / f"image{ext}")
+  if not cv2.imwrite(path, np.zeros((5, 7, 3), np.uint8)):
+    pytest.skip(f"this OpenCV writes no {ext}")
+  assert image_header.declared_size(path) == (7, 5)
+  handling.check_size(path, "photo", handling.Limits(max_megapixels=1e-6 * 35))
+  with pytest.raises(handling.UploadError, match="7 x 5 pixels"):
+    handling.check_size(path, "photo", handling.Limits(max_megapixels=1e-6 * 34))
+
+
 def test_only_the_last_requests_files_are_kept(tmp_path, photo):
   app = _app(tmp_path)
   paths = [app.run(photo[0], None).harmonised_path for _ in range(handling._KEEP_REQUESTS + 2)]
@@ -221,6 +267,122 @@ def test_real_models_shared_weights_give_the_cli_pixels_of_the_other_correction(
   l_moments = app.run(photo[0], None, handling.MASK_FREE, "l_moments")
   assert not np.array_equal(l_moments.after, results[handling.MASK_FREE].after)  # it matters
   assert f"model {model}," in l_moments.summary
+
+
+def _get(url: str) -> int:
+  """The HTTP status of a GET (no redirects to follow on these routes)."""
+  import urllib.error  # pylint: disable=g-import-not-at-top
+  import urllib.request  # pylint: disable=g-import-not-at-top
+  try:
+    with urllib.request.urlopen(url, timeout=60) as response:
+      return response.status
+  except urllib.error.HTTPError as e:
+    return e.code
+
+
+def test_the_page_serves_only_its_examples_and_results_whatever_the_examples_dir(
+    tmp_path, photo):
+  """`--examples_dir=.` used to serve every file under it (`.git/config` returned 200)."""
+  from tfharm.app import page  # pylint: disable=g-import-not-at-top  (imports Gradio)
+  site = tmp_path / "site"
+  (site / ".git").mkdir(parents=True)
+  (site / ".git" / "config").write_text("[remote]\nurl = secret\n")
+  (site / "notes.txt").write_text("private")
+  example = _write(site / "example.png", photo[1])
+  example_mask = _write(site / "example.mask.png", np.zeros((60, 90), np.uint8))
+  app = _app(tmp_path)
+  result = app.run(photo[0], None)
+  rows = examples.example_rows(str(site))
+  with __import__("socket").socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  blocks = page.build_page(app, rows)
+  url = page.launch(blocks, app, rows, "127.0.0.1", port, 50.0)
+  try:
+    file_url = lambda path: f"{url.rstrip('/')}/gradio_api/file={path}"
+    for path in (example, example_mask, result.harmonised_path, result.mask_path):
+      assert _get(file_url(path)) == 200, path
+    for path in (site / ".git" / "config", site / "notes.txt", photo[0],
+                 os.path.join(helpers.REPO, "setup.py")):
+      assert _get(file_url(path)) == 403, path
+  finally:
+    blocks.close()
+
+
+def _listening(port: int = 0):
+  """A socket listening on 127.0.0.1 (a busy port); port 0: any free one."""
+  import socket  # pylint: disable=g-import-not-at-top
+  s = socket.socket()
+  s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  s.bind(("127.0.0.1", port))
+  s.listen()
+  return s
+
+
+def _temp_dir(tmp_path):
+  """The page's TMPDIR: a leaked `tfharm-app-*` folder would show here."""
+  tmp = tmp_path / "tmpdir"
+  tmp.mkdir()
+  return tmp
+
+
+def _page_folders(tmp) -> list[str]:
+  """The page's own temporary folders (Gradio's shared cache, `gradio/`, is Gradio's)."""
+  return [n for n in os.listdir(tmp) if n.startswith("tfharm-app-")]
+
+
+def test_a_busy_or_invalid_port_is_refused_before_the_models_load(tmp_path):
+  """Before: the page loaded its models (~20 s), then crashed with a traceback (exit 3) and
+  left its temporary folder."""
+  tmp = _temp_dir(tmp_path)
+  with _listening() as busy:
+    port = busy.getsockname()[1]
+    proc = helpers.run(["-m", "tfharm.app", f"--port={port}"], env={"TMPDIR": str(tmp)})
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert proc.stderr.startswith(f"error: --port {port} on 127.0.0.1: cannot listen there "
+                                "(address already in use)"), proc.stderr[-3000:]
+  assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+  assert helpers.noise_lines(proc.stderr) == []  # TensorFlow was never started
+  assert os.listdir(tmp) == []
+  for flag, message in (("--port=70000", "error: flag --port=70000: "),
+                        ("--host=no-such-host.invalid", "error: --host no-such-host.invalid: ")):
+    proc = helpers.run(["-m", "tfharm.app", flag], env={"TMPDIR": str(tmp)})
+    assert proc.returncode == 2 and proc.stderr.startswith(message), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+  assert os.listdir(tmp) == []
+
+
+def test_a_port_taken_while_the_models_load_ends_in_one_line_and_no_leak(tmp_path):
+  """The port is free at the check and taken before the server starts: one line, exit 2, the
+  temporary folder removed (it used to stay, after a traceback)."""
+  tmp = _temp_dir(tmp_path)
+  weights = str(tmp_path / "joint.keras")
+  small_joint_model().save(weights)
+  with _listening() as s:
+    port = s.getsockname()[1]
+  env = {**os.environ, "TMPDIR": str(tmp)}
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+  proc = subprocess.Popen([helpers.PYTHON, "-m", "tfharm.app", f"--port={port}",
+                           f"--joint_weights={weights}"], cwd=helpers.REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  import threading  # pylint: disable=g-import-not-at-top
+  watchdog = threading.Timer(300, proc.kill)  # a page that starts serving would never end
+  watchdog.start()
+  lines = []
+  for line in proc.stderr:  # the check passed, the models are loading: take the port now
+    lines.append(line)
+    if "loading the models" in line:
+      break
+  with _listening(port):
+    stdout, stderr = proc.communicate(timeout=600)
+  watchdog.cancel()
+  stderr = "".join(lines) + stderr
+  assert proc.returncode == 2, stderr[-3000:]
+  errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert errors == [f"error: --port {port} on 127.0.0.1: the page's server could not start "
+                    f"there (Cannot find empty port in range: {port}-{port})"], stderr[-3000:]
+  assert "Traceback" not in stderr and "serving on" not in stdout
+  assert _page_folders(tmp) == []
 
 
 def test_select_takes_half_darkened_half_brightened_big_objects_one_per_photo():

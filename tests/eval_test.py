@@ -457,6 +457,61 @@ def test_a_rerun_removes_the_staging_dirs_of_killed_runs(demo_build, weight_file
   assert sorted(os.listdir(out)) == [running]
 
 
+def test_a_full_disk_while_writing_is_a_setup_error_and_keeps_the_old_results(
+    demo_build, weight_files, tmp_path, monkeypatch, eval_run):
+  """ENOSPC while the results are written (past the free-space check): EvaluationError, which
+  the command prints as one line with exit 2; before, an OSError traceback (exit 3)."""
+  from tests import serving_helpers as helpers  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  with helpers.tmpfs(tmp_path / "disk", "size=50m,nr_inodes=64") as disk:
+    out = os.path.join(disk, "out")
+    shutil.copytree(eval_run[1], out)  # a complete earlier run, to be replaced (--overwrite)
+    before = {n: open(os.path.join(out, n), "rb").read() for n in ("metrics.json", "table.md")}
+    helpers.fill_inodes(os.path.join(disk, "filler"), leave=4)  # probe, staging dir, 2 files
+    monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
+    stub = lambda path, *a: (keras.Sequential([keras.layers.Identity()]), os.path.abspath(path))
+    monkeypatch.setattr(runner, "open_detector", stub)
+    monkeypatch.setattr(runner, "open_harmoniser", stub)
+    with pytest.raises(evaluation.EvaluationError) as e:
+      evaluation.evaluate(_config(demo_build, weight_files, out, overwrite=True))
+    assert str(e.value) == (f"--output_dir {out}: no space left on the device while writing "
+                            "the results; the previous results are unchanged")
+    assert not [n for n in os.listdir(out) if n.startswith(artifacts.STAGING_PREFIX)]
+    assert {n: open(os.path.join(out, n), "rb").read() for n in before} == before
+
+
+def _damaged_copy(demo_build, directory) -> str:
+  """A copy of the demo build whose test TFRecord has 64 bytes overwritten in its first
+  record; returns that file's path."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(_root(demo_build), directory)
+  (path,) = glob.glob(os.path.join(directory, "luminance_composites", "256", "*",
+                                    "luminance_composites-test.tfrecord*"))
+  with open(path, "r+b") as f:
+    f.seek(5000)
+    f.write(b"\xff" * 64)
+  return path
+
+
+def test_a_corrupted_tfrecord_is_one_line_naming_the_file(demo_build, weight_files, tmp_path):
+  """TensorFlow's DataLossError says only "corrupted record at 12"; before, a traceback, exit 3.
+  Exit 2: nothing can be evaluated from that split and nothing is written (1 would say the
+  other inputs were done)."""
+  path = _damaged_copy(demo_build, str(tmp_path / "tfds"))
+  out = tmp_path / "o"
+  proc = _cli("--flagfile=configs/eval_demo.flags", f"--data_dir={tmp_path / 'tfds'}",
+              f"--output_dir={out}", f"--detector_weights={weight_files['detector']}",
+              f"--harmoniser_weights={weight_files['harmoniser']}", "--max_examples=2",
+              "--progress=false")
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+  assert errors == [f"error: {path}: a damaged record (corrupted record at 12); rebuild the "
+                    "dataset (python -m tfharm.data.build)"], proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
+  assert os.listdir(out) == []
+
+
 def test_commit_replaces_old_results_and_moves_metrics_json_last(tmp_path, monkeypatch):
   out = tmp_path / "out"
   out.mkdir()

@@ -349,3 +349,91 @@ def test_the_model_server_config_example_parses():
   (model,) = config.model_config_list.config
   assert model.name == "tfharm" and model.model_platform == "tensorflow"
   assert model.base_path.endswith("/tfharm")
+
+
+@pytest.fixture(scope="module")
+def joint_weights(tmp_path_factory):
+  """A small joint model's file: an export of it takes seconds (8 MB)."""
+  from tests.models.trained_weights import small_joint_model  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path_factory.mktemp("joint") / "joint.keras")
+  small_joint_model().save(path)
+  return path
+
+
+def test_a_full_disk_during_the_export_is_one_line_and_keeps_the_old_version(
+    tmp_path, joint_weights):
+  """Before: TensorFlow's ResourceExhaustedError as a traceback, exit 3."""
+  with helpers.tmpfs(tmp_path / "disk", "size=200m,nr_inodes=40") as disk:
+    base = os.path.join(disk, "models")
+    export = lambda *flags: helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+                                         f"--joint_weights={joint_weights}", *flags])
+    assert export().returncode == 0
+    pb = os.path.join(base, "1", "saved_model.pb")
+    before = (open(pb, "rb").read(), os.stat(pb).st_mtime_ns)
+    helpers.fill_inodes(os.path.join(disk, "filler"), leave=3)  # room for the checks' probe only
+    for flags in (["--version=1", "--overwrite"], []):
+      proc = export(*flags)
+      assert proc.returncode == 2, proc.stderr[-3000:]
+      errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+      assert errors == [f"error: --export_dir {base}: no space left on the device while "
+                        "writing the SavedModel; the existing versions are unchanged"], \
+          proc.stderr[-3000:]
+      assert "Traceback" not in proc.stderr
+      assert sorted(os.listdir(base)) == ["1"]  # no temporaries, no version 2
+      assert (open(pb, "rb").read(), os.stat(pb).st_mtime_ns) == before
+
+
+def _bytes_under(path) -> int:
+  return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names)
+
+
+def test_the_free_space_asked_is_within_2x_of_what_the_export_writes(
+    tmp_path, joint_weights, export_dir, reference):
+  """Before: 150 MB asked whatever the model, so an 8 MB export was refused on a 30 MB disk."""
+  with helpers.tmpfs(tmp_path / "disk", "size=30m") as disk:
+    proc = helpers.run(["-m", "tfharm.export", f"--export_dir={disk}/models",
+                        f"--joint_weights={joint_weights}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = _bytes_under(os.path.join(disk, "models", "1"))
+  joint = exporter.load_serving_pipeline(joint_weights=joint_weights)
+  assert written <= exporter.export_bytes(joint) <= 2 * written
+  written = _bytes_under(os.path.join(export_dir, "1"))  # the detector + harmoniser, ~100 MB
+  assert written <= exporter.export_bytes(reference) <= 2 * written
+
+
+def test_setup_errors_leave_no_folder_and_dot_dot_makes_no_stray_one(tmp_path, joint_weights):
+  """Before: a failed export left the folders it had made for --export_dir, and
+  `--export_dir=X/nonexist/../models` made X/nonexist."""
+  bad = tmp_path / "bad.keras"
+  bad.write_bytes(os.urandom(3000))
+  export = lambda base, *flags: helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+                                             *flags])
+  proc = export(tmp_path / "new" / "models", f"--joint_weights={bad}")
+  assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert not (tmp_path / "new").exists()
+  with helpers.tmpfs(tmp_path / "disk", "size=1m") as disk:
+    proc = export(f"{disk}/a/models", f"--joint_weights={joint_weights}")
+    assert proc.returncode == 2 and "MB needed" in proc.stderr, proc.stderr[-3000:]
+    assert os.listdir(disk) == []
+  proc = export(f"{tmp_path}/nonexist/../models", f"--joint_weights={joint_weights}")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == f"{tmp_path}/models/1"
+  assert not (tmp_path / "nonexist").exists()
+
+
+def test_a_plain_export_after_one_killed_between_its_renames_recovers_and_goes_on(
+    tmp_path, joint_weights):
+  """A killed `--version=1 --overwrite` left version 1 only as `.old-1-<pid>` (and a partial
+  `.tmp-1-<pid>`). Before: the next plain export chose version 1, put the old one back, then
+  refused with "1 already exists"; now it puts version 1 back and writes version 2."""
+  base = tmp_path / "models"
+  dead = 999999999
+  for name, marker in ((f".old-1-{dead}", "old version 1"), (f".tmp-1-{dead}", "partial")):
+    (base / name).mkdir(parents=True)
+    (base / name / "saved_model.pb").write_text(marker)
+  proc = helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+                      f"--joint_weights={joint_weights}"])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip() == str(base / "2")
+  assert sorted(os.listdir(base)) == ["1", "2"]
+  assert (base / "1" / "saved_model.pb").read_text() == "old version 1"

@@ -123,3 +123,19 @@ def full_disk(path):
     finally:
       os.close(fd)
     yield mounted
+
+
+def fill_inodes(directory, leave: int) -> None:
+  """Creates empty files in `directory` until its file system has `leave` inodes free: on a
+  tmpfs mounted with a small `nr_inodes`, writing a new file then fails with ENOSPC whatever
+  the free bytes, so a full disk can strike after the commands' free-space checks."""
+  os.makedirs(directory)
+  i = 0
+  while True:
+    try:
+      open(os.path.join(directory, str(i)), "w").close()
+    except OSError:
+      break
+    i += 1
+  for name in sorted(os.listdir(directory))[:leave]:
+    os.remove(os.path.join(directory, name))

@@ -10,12 +10,11 @@ mask, detection) and `harmonise_with_mask`; see tfharm/serving/signatures.py and
 free space) before any model is loaded; temporaries of a killed export are removed.
 Exit status: 0 exported, 2 usage or setup error (nothing written), 3 internal error.
 """
+import os
+
 from absl import flags, logging
 
 from tfharm.cli import program
-
-# A SavedModel of the two networks is ~100 MB; a little more is needed while it is written.
-_EXPORT_BYTES = 150 << 20
 
 
 def _define_flags() -> None:
@@ -42,24 +41,42 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from tfharm.cli import outputs  # pylint: disable=g-import-not-at-top
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
-  # Cheap checks before TensorFlow is imported: weights, the version, the directory.
+  export_dir = os.path.abspath(_EXPORT_DIR.value)  # "x/new/.." is x: it makes no x/new
+  # Cheap checks before TensorFlow is imported: weights, the directory, the version.
   try:
     weights = paths_lib.model_weights(_MODEL.value, _DETECTOR.value, _HARMONISER.value,
                                       _JOINT.value)
-    version, _ = paths_lib.target(_EXPORT_DIR.value, _VERSION.value, _OVERWRITE.value)
-  except (FileNotFoundError, paths_lib.VersionExistsError, ValueError) as e:
+  except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
-  outputs.check_directory(_EXPORT_DIR.value, "--export_dir", _EXPORT_BYTES)
-  paths_lib.clean_interrupted(_EXPORT_DIR.value)
-  from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
-  quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
-  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
-  try:
-    pipeline = exporter.load_serving_pipeline(**weights, correction=_CORRECTION.value)
-    path = exporter.export(pipeline, _EXPORT_DIR.value, version,
-                           overwrite=_OVERWRITE.value, jit_compile=_JIT.value)
-  except (FileNotFoundError, exporter.VersionExistsError, ValueError) as e:
-    raise program.SetupError(str(e)) from e
+  with outputs.removed_if_left_empty(export_dir):  # a failed export leaves no empty folder
+    # At least the weight files' bytes; the estimate of what is written follows once loaded.
+    outputs.check_directory(export_dir, "--export_dir",
+                            sum(os.path.getsize(p) for p in weights.values()))
+    # A killed export's version is put back before the next version is chosen: chosen first,
+    # a plain export took the missing version's number, then found it restored.
+    paths_lib.clean_interrupted(export_dir)
+    try:
+      version, _ = paths_lib.target(export_dir, _VERSION.value, _OVERWRITE.value)
+    except (paths_lib.VersionExistsError, ValueError) as e:
+      raise program.SetupError(str(e)) from e
+    from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
+    quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
+    from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+    try:
+      pipeline = exporter.load_serving_pipeline(**weights, correction=_CORRECTION.value)
+      outputs.check_directory(export_dir, "--export_dir", exporter.export_bytes(pipeline))
+      path = exporter.export(pipeline, export_dir, version, overwrite=_OVERWRITE.value,
+                             jit_compile=_JIT.value)
+    except (FileNotFoundError, exporter.VersionExistsError, ValueError) as e:
+      raise program.SetupError(str(e)) from e
+    except program.SetupError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      if outputs.is_disk_full(e):  # TensorFlow's ResourceExhaustedError, or an OSError
+        raise program.SetupError(f"--export_dir {export_dir}: no space left on the device "
+                                 "while writing the SavedModel; the existing versions are "
+                                 "unchanged") from e
+      raise
   logging.info("Exported %s (%s; signatures serving_default, harmonise_with_mask)", path,
                _MODEL.value)
   print(path)

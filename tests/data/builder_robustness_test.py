@@ -188,3 +188,5 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
     build.build(DEMO_ROOT, str(tmp_path), "256", workers=1)
   assert not lcb.Builder(config="256", data_dir=str(tmp_path)).is_prepared()
   assert not glob.glob(os.path.join(str(tmp_path), "luminance_composites", "256", VERSION))
+  # Nor anything partial: TFDS's incomplete.* folder, downloads/, .config/ are removed too.
+  assert os.listdir(tmp_path) == []

@@ -8,6 +8,7 @@ paper's pipeline). The models load once, before the page is served (the program 
 "serving on URL" when it is ready); requests run one at a time. docs/app.md has the design
 and its measurements.
 """
+import errno
 import os
 import shutil
 import signal
@@ -24,7 +25,8 @@ def _define_flags() -> None:
   global _HOST, _PORT, _DETECTOR, _HARMONISER, _JIT, _MAX_MP, _MAX_MB, _EXAMPLES, _MODEL, _JOINT
   _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (default: this machine "
                               "only; the page has no authentication).")
-  _PORT = flags.DEFINE_integer("port", 7860, "Port to listen on (0: any free port).")
+  _PORT = flags.DEFINE_integer("port", 7860, "Port to listen on (0: any free port).",
+                               lower_bound=0, upper_bound=65535)
   _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
   from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   _MODEL, _JOINT = program.define_model_flags(__name__, paths.DEFAULT_MODEL, paths.MODELS)
@@ -34,17 +36,34 @@ def _define_flags() -> None:
                                   "(default: the shipped demo composites, tfharm/app/examples).")
 
 
-def _free_port(host: str) -> int:
+def _check_address(host: str, port: int) -> int:
+  """The port the page will listen on (port 0: a free one), bound once and released as the
+  server binds it (SO_REUSEADDR): a busy port or a wrong host is a setup error before the
+  models load (~20 s), not a crash after."""
   import socket  # pylint: disable=g-import-not-at-top
-  with socket.socket() as s:
-    s.bind((host, 0))
-    return s.getsockname()[1]
+  try:
+    family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+  except socket.gaierror as e:
+    raise program.SetupError(f"--host {host}: not an address to listen on ({e.strerror})") from e
+  try:
+    with socket.socket(family, kind) as s:
+      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      s.bind(address)
+      return s.getsockname()[1]
+  except OSError as e:
+    reason = (e.strerror or str(e)).lower()
+    if e.errno == errno.EADDRNOTAVAIL:
+      raise program.SetupError(f"--host {host}: not an address of this machine ({reason})") from e
+    raise program.SetupError(f"--port {port} on {host}: cannot listen there ({reason}); choose "
+                             "another --port (0: any free one)") from e
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   start = time.perf_counter()
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated page cleans up too
+  port = _check_address(_HOST.value, _PORT.value)
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
   try:
     weights = paths_lib.model_weights(_MODEL.value, _DETECTOR.value, _HARMONISER.value,
@@ -55,32 +74,32 @@ def main(argv):
   examples_dir = os.path.abspath(_EXAMPLES.value or examples.EXAMPLES_DIR)
   rows = examples.example_rows(examples_dir)
   loaded = time.perf_counter()
+  logging.info("port %d on %s is free; loading the models", port, _HOST.value)
   modules = handling.load_modules(**weights, jit_compile=_JIT.value)
   traced = time.perf_counter()
   handling.warm_up(modules)
   page_start = time.perf_counter()
   limits = handling.Limits(max_megapixels=_MAX_MP.value, max_megabytes=_MAX_MB.value)
   harmonise_app = handling.App(modules, limits, model=_MODEL.value)
-  port = _PORT.value or _free_port(_HOST.value)
-  blocks = page.build_page(harmonise_app, rows)
-  blocks.queue(default_concurrency_limit=1)
-  _, url, _ = blocks.launch(
-      server_name=_HOST.value, server_port=port, prevent_thread_lock=True, share=False,
-      ssr_mode=False, mcp_server=False, quiet=True, footer_links=[], run_history=False,
-      max_file_size=f"{_MAX_MB.value:g}mb", theme=page.THEME,
-      allowed_paths=[os.path.abspath(harmonise_app.work_dir), examples_dir])
-  end = time.perf_counter()
-  # One line with the phases, for bench/bench_app.py.
-  logging.info("ready: imports %.1f s, models %.1f s, warm-up %.1f s, page %.1f s, total %.1f s "
-               "(after Python and absl started); %d example(s)", loaded - start, traced - loaded,
-               page_start - traced, end - page_start, end - start, len(rows))
-  print(f"serving on {url}", flush=True)  # the line the browser test and the bench wait for
-  signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated page cleans up too
-  try:
-    blocks.block_thread()
+  try:  # from here on, every way out removes this run's result files
+    blocks = page.build_page(harmonise_app, rows)
+    try:
+      url = page.launch(blocks, harmonise_app, rows, _HOST.value, port, _MAX_MB.value)
+    except OSError as e:  # the port was taken after the check, while the models loaded
+      raise program.SetupError(f"--port {port} on {_HOST.value}: the page's server could not "
+                               f"start there ({str(e).split('. ')[0]})") from e
+    end = time.perf_counter()
+    # One line with the phases, for bench/bench_app.py.
+    logging.info("ready: imports %.1f s, models %.1f s, warm-up %.1f s, page %.1f s, total "
+                 "%.1f s (after Python and absl started); %d example(s)", loaded - start,
+                 traced - loaded, page_start - traced, end - page_start, end - start, len(rows))
+    print(f"serving on {url}", flush=True)  # the line the browser test and the bench wait for
+    try:
+      blocks.block_thread()
+    finally:
+      blocks.close()
   finally:
-    blocks.close()
-    shutil.rmtree(harmonise_app.work_dir, ignore_errors=True)  # this run's result files
+    shutil.rmtree(harmonise_app.work_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

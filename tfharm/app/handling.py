@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from tfharm.app.overlay import overlay_detection
-from tfharm.serving import files
+from tfharm.serving import files, image_header
 
 MASK_FREE = "mask-free (the detector finds the region)"
 WITH_MASK = "with the uploaded mask"
@@ -73,19 +73,22 @@ class _KeepDetection:
 
 
 def check_size(path: str, what: str, limits: Limits) -> None:
-  """UploadError if the file, or the pixel count its header declares, is over the limits.
-  Reads only the header; a file that is not an image passes, for the decoder to report."""
+  """UploadError if the file, or the pixel count its header declares, is over the limits, or
+  if a decoder would read it but its pixel count cannot be read first (image_header). Reads
+  only the header; a file that is not an image passes, for the decoder to report."""
   megabytes = os.path.getsize(path) / 1e6
   if megabytes > limits.max_megabytes:
     raise UploadError(f"the {what} is {megabytes:.3g} MB; this page takes up to "
                       f"{limits.max_megabytes:g} MB")
   try:
-    with Image.open(path) as im:
-      width, height = im.size
+    size = image_header.declared_size(path)
   except Image.DecompressionBombError:
-    width = height = float("inf")  # Pillow's own limit (> 179 megapixels) is above ours
-  except (OSError, ValueError, SyntaxError):  # not an image Pillow knows: read_image decides
+    size = (float("inf"), float("inf"))  # Pillow's own limit (> 179 megapixels) is above ours
+  except image_header.UnsizedImage as e:
+    raise UploadError(f"the {what} is {e}; this page takes JPEG or PNG") from None
+  if size is None:
     return
+  width, height = size
   if width * height > limits.max_megapixels * 1e6:
     size = "over 179 megapixels" if width == float("inf") else f"{width} x {height} pixels"
     raise UploadError(f"the {what} is {size}; this page takes up to "

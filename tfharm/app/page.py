@@ -96,3 +96,20 @@ def build_page(app: handling.App, example_rows: list[list[str]]) -> gr.Blocks:
               outputs=[compare, detection, used_mask, downloads, summary], preprocess=False,
               concurrency_limit=1)
   return page
+
+
+def launch(page: gr.Blocks, app: handling.App, example_rows: list[list[str]], host: str,
+           port: int, max_megabytes: float) -> str:
+  """Starts serving `page` (one request at a time) without blocking; returns its URL.
+
+  Gradio serves every file under an allowed path (`/gradio_api/file=...`), so the allowed
+  paths are the example files themselves and the results folder, never the examples'
+  folder: `--examples_dir=.` served `.git/config` and anything else under it."""
+  allowed = [os.path.abspath(app.work_dir)]
+  allowed += [os.path.abspath(path) for row in example_rows for path in row if path]
+  page.queue(default_concurrency_limit=1)
+  _, url, _ = page.launch(
+      server_name=host, server_port=port, prevent_thread_lock=True, share=False,
+      ssr_mode=False, mcp_server=False, quiet=True, footer_links=[], run_history=False,
+      max_file_size=f"{max_megabytes:g}mb", theme=THEME, allowed_paths=allowed)
+  return url

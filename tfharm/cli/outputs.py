@@ -8,6 +8,7 @@ reason. No TensorFlow.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import tempfile
@@ -94,3 +95,43 @@ def check_file(path: str, flag: str, need_bytes: int = 0) -> str:
     raise SetupError(f"{flag} {path} is a directory, not a file")
   check_directory(os.path.dirname(path), flag, need_bytes)
   return path
+
+
+_DISK_FULL_MESSAGES = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT))
+
+
+def is_disk_full(error: BaseException) -> bool:
+  """Whether `error`, or an error it was raised from, says the file system is full: an OSError
+  with ENOSPC/EDQUOT, or TensorFlow's ResourceExhaustedError and the RuntimeError TFDS wraps
+  it in, which carry only the message ("No space left on device")."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      return True
+    if any(m in str(error) for m in _DISK_FULL_MESSAGES):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(path: str):
+  """On an exception inside, removes the folders `path` needed that did not exist before (it
+  and its missing parents), as far as they are empty: a command that fails after
+  check_directory created its output folder leaves no empty folder behind."""
+  path = os.path.abspath(path)
+  created = []
+  while not os.path.lexists(path):
+    created.append(path)
+    path = os.path.dirname(path)
+  try:
+    yield
+  except BaseException:
+    for folder in created:  # the deepest first
+      try:
+        os.rmdir(folder)
+      except OSError:  # not empty (or already gone): keep it and what holds it
+        if os.path.lexists(folder):
+          break
+    raise

@@ -4,14 +4,26 @@
   python -m tfharm.data.build --flagfile=configs/build_demo.flags
 
 Same builder, same records as `tfds build data_builders/luminance_composites --config=...`.
+Exit status (tfharm.cli.program): 0 built; 2 usage or setup error (a missing root, an unknown
+config, bad annotations, a full disk), in one line; 3 internal error. A failed build removes
+what it created under --data_dir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from typing import Sequence
 
 from absl import app, flags, logging
+
+from tfharm.cli import program
+
+# What a build creates in a TFDS data_dir (the manual_roots symlink folder, TFDS's downloads/
+# and the dataset's folder), and how deep it writes in them.
+_BUILD_FOLDERS = ("manual_roots", "downloads", "luminance_composites")
+_BUILD_DEPTH = 4  # luminance_composites/<config>/<version>/<file>
 
 def _define_flags() -> None:
   """Command-line flags, defined only when run as a program: importing the library part
@@ -50,41 +62,113 @@ def manual_dir_for(roots: Sequence[str], data_dir: str) -> str:
   return folder
 
 
+def _build_entries(data_dir: str) -> set[str]:
+  """The paths in the folders a build writes (_BUILD_FOLDERS), down to _BUILD_DEPTH."""
+  found = set()
+  for folder in _BUILD_FOLDERS:
+    top = os.path.join(data_dir, folder)
+    if not os.path.lexists(top):
+      continue
+    found.add(top)
+    for directory, dirs, files in os.walk(top):  # symlinks (manual_roots) are not followed
+      if directory.count(os.sep) - data_dir.count(os.sep) >= _BUILD_DEPTH:
+        dirs[:] = []
+        continue
+      found.update(os.path.join(directory, n) for n in dirs + files)
+  return found
+
+
+def _remove(path: str) -> None:
+  if os.path.isdir(path) and not os.path.islink(path):
+    shutil.rmtree(path, ignore_errors=True)
+  elif os.path.lexists(path):
+    os.remove(path)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(data_dir: str):
+  """A build that fails (or is interrupted) removes what it created under data_dir: the
+  data_dir itself and its missing parents, else the manual_roots symlink folder and TFDS's
+  downloads/, .config/ and <config>/ folders (TFDS removes its own incomplete.* folder). What
+  was there before stays."""
+  created = data_dir
+  while not os.path.exists(os.path.dirname(created)):
+    created = os.path.dirname(created)
+  if os.path.lexists(created):
+    created = None
+  before = _build_entries(data_dir)
+  try:
+    yield
+  except BaseException:
+    if created:
+      _remove(created)
+    else:
+      for path in sorted(_build_entries(data_dir) - before, key=len):  # parents first
+        _remove(path)
+    raise
+
+
+class ArgumentError(ValueError):
+  """An unknown config or no root given (a setup error of the command, exit 2)."""
+
+
+def check_arguments(manual_dir: str | Sequence[str], config: str) -> list[str]:
+  """The roots, as a list; ArgumentError for an unknown config or no root, FileNotFoundError
+  for a root that is not a folder."""
+  from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb  # pylint: disable=g-import-not-at-top
+  names = [c.name for c in lcb.Builder.BUILDER_CONFIGS]
+  if config not in names:
+    raise ArgumentError(f"unknown config {config!r}; choose one of {names}")
+  roots = [manual_dir] if isinstance(manual_dir, str) else list(manual_dir)
+  if not roots:
+    raise ArgumentError("manual_dir: no COCO root given")
+  for root in roots:
+    if not os.path.isdir(root):
+      raise FileNotFoundError(f"manual_dir {root!r} does not exist (a COCO 2017 root)")
+  return roots
+
+
 def build(manual_dir: str | Sequence[str], data_dir: str, config: str = "256",
           workers: int | None = None, beam_pipeline_options: str | None = None):
-  """Prepares the dataset and returns its builder. Raises on a bad root or an unknown config.
+  """Prepares the dataset and returns its builder. Raises on a bad root or an unknown config
+  (check_arguments) and on bad annotations (coco.AnnotationError); a failed build removes
+  what it created under data_dir.
 
   `manual_dir`: one COCO root, a folder of roots, or a list of roots (merged)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb  # pylint: disable=g-import-not-at-top
 
-  names = [c.name for c in lcb.Builder.BUILDER_CONFIGS]
-  if config not in names:
-    raise ValueError(f"unknown config {config!r}; choose one of {names}")
-  roots = [manual_dir] if isinstance(manual_dir, str) else list(manual_dir)
-  if not roots:
-    raise ValueError("manual_dir: no COCO root given")
-  for root in roots:
-    if not os.path.isdir(root):
-      raise FileNotFoundError(f"manual_dir {root!r} does not exist (a COCO 2017 root)")
-  manual_dir = manual_dir_for(roots, data_dir)
-  if workers is not None:
-    os.environ["TFHARM_BUILD_WORKERS"] = str(workers)
-  download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-  if beam_pipeline_options:
-    import apache_beam as beam  # pylint: disable=g-import-not-at-top
-    download_config.beam_options = beam.options.pipeline_options.PipelineOptions(
-        flags=[f"--{opt}" for opt in beam_pipeline_options.split(",")])
-  builder = lcb.Builder(config=config, data_dir=data_dir)
-  builder.download_and_prepare(download_config=download_config)
+  roots = check_arguments(manual_dir, config)
+  data_dir = os.path.abspath(data_dir)  # "new/.." is the folder it names, not a new folder
+  with _removed_on_failure(data_dir):
+    manual_dir = manual_dir_for(roots, data_dir)
+    if workers is not None:
+      os.environ["TFHARM_BUILD_WORKERS"] = str(workers)
+    download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    if beam_pipeline_options:
+      import apache_beam as beam  # pylint: disable=g-import-not-at-top
+      download_config.beam_options = beam.options.pipeline_options.PipelineOptions(
+          flags=[f"--{opt}" for opt in beam_pipeline_options.split(",")])
+    builder = lcb.Builder(config=config, data_dir=data_dir)
+    builder.download_and_prepare(download_config=download_config)
   return builder
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  builder = build(_MANUAL_DIR.value, _DATA_DIR.value, _CONFIG.value, _WORKERS.value,
-                  _BEAM_OPTIONS.value)
+  from tfharm.cli import outputs  # pylint: disable=g-import-not-at-top
+  from tfharm.data import coco  # pylint: disable=g-import-not-at-top
+  try:
+    builder = build(_MANUAL_DIR.value, _DATA_DIR.value, _CONFIG.value, _WORKERS.value,
+                    _BEAM_OPTIONS.value)
+  except (ArgumentError, FileNotFoundError, coco.AnnotationError) as e:
+    raise program.SetupError(str(e)) from e
+  except Exception as e:  # pylint: disable=broad-except
+    if outputs.is_disk_full(e):
+      raise program.SetupError(f"--data_dir {os.path.abspath(_DATA_DIR.value)}: no space left "
+                               "on the device while writing the build; nothing was kept") from e
+    raise
   for name, split in builder.info.splits.items():
     logging.info("%s: %d examples", name, split.num_examples)
   logging.info("written to %s; skipped: %s", builder.data_dir, builder.info.metadata.get("skipped"))
@@ -92,4 +176,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  program.run(main)  # exit codes and --help as the other programs (tfharm.cli.program)

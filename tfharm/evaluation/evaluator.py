@@ -11,6 +11,7 @@ import time
 from absl import logging
 import numpy as np
 
+from tfharm.cli import outputs
 from tfharm.evaluation import artifacts, figures, report, runner, summaries
 from tfharm.evaluation.runner import EvalConfig, EvaluationError
 from tfharm.metrics import lpips as lpips_lib
@@ -60,24 +61,26 @@ def evaluate(cfg: EvalConfig) -> dict:
 
   names = builder.info.features["category"].names
   keep = n <= runner.KEEP_IMAGES_MAX_EXAMPLES
-  results = runner.run(graph, runner.make_eval_dataset(cfg), n, names, cfg.progress, keep)
-  if results.num_examples == 0:
-    raise EvaluationError("the dataset yielded no examples")
-  chosen = runner.select_examples(results.per_image, "mse")
-  t = time.perf_counter()
-  if keep:
-    examples = {name: results.example(i) for name, i in chosen.items()}
-  else:
-    found = runner.gather_examples(graph, runner.make_eval_dataset(cfg), list(chosen.values()))
-    examples = {name: found[i] for name, i in chosen.items()}
-  gather_s = time.perf_counter() - t
-
-  summary = report.summarise(results.per_image)
-  if cfg.real_photos:
+  with runner.reading(builder, cfg.split):  # a damaged TFRecord: named, exit 2
+    results = runner.run(graph, runner.make_eval_dataset(cfg), n, names, cfg.progress, keep)
+    if results.num_examples == 0:
+      raise EvaluationError("the dataset yielded no examples")
+    chosen = runner.select_examples(results.per_image, "mse")
     t = time.perf_counter()
-    photos = runner.run_real_photos(graph, runner.make_eval_dataset(cfg), cfg.batch_size)
-    summary["real_photos"] = report.summarise_real_photos(photos)
-    real_photos_s = time.perf_counter() - t
+    if keep:
+      examples = {name: results.example(i) for name, i in chosen.items()}
+    else:
+      found = runner.gather_examples(graph, runner.make_eval_dataset(cfg),
+                                     list(chosen.values()))
+      examples = {name: found[i] for name, i in chosen.items()}
+    gather_s = time.perf_counter() - t
+
+    summary = report.summarise(results.per_image)
+    if cfg.real_photos:
+      t = time.perf_counter()
+      photos = runner.run_real_photos(graph, runner.make_eval_dataset(cfg), cfg.batch_size)
+      summary["real_photos"] = report.summarise_real_photos(photos)
+      real_photos_s = time.perf_counter() - t
   categories = report.per_category(results.per_image, names)
   provenance = {
       "detector_weights": {"path": detector_path, "sha256": sha["detector"]},
@@ -104,7 +107,14 @@ def evaluate(cfg: EvalConfig) -> dict:
   metrics = {**summary, "per_category": categories, "provenance": provenance}
 
   t_write = time.perf_counter()
-  out = artifacts.StagedOutput(cfg.output_dir)
+  try:
+    out = artifacts.StagedOutput(cfg.output_dir)
+  except OSError as e:
+    if outputs.is_disk_full(e):
+      raise EvaluationError(f"--output_dir {os.path.abspath(cfg.output_dir)}: no space left on "
+                            "the device; the previous results are unchanged") from e
+    raise
+  committing = False  # from then on the old results are being replaced (metrics.json last)
   try:
     report.write_per_image_csv(out.path("per_image.csv"), results.per_image, names)
     report.write_per_category_csv(out.path("per_category.csv"), categories)
@@ -120,9 +130,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     metrics["provenance"]["timing"]["writing_s"] = time.perf_counter() - t_write
     metrics["provenance"]["timing"]["total_s"] = time.perf_counter() - t0
     report.write_json(out.path(artifacts.METRICS_JSON), metrics)
+    committing = True
     out.commit()
-  except BaseException:
+  except BaseException as e:
     out.discard()
+    if isinstance(e, Exception) and outputs.is_disk_full(e):
+      kept = ("it holds no complete results (no metrics.json)" if committing else
+              "the previous results are unchanged")
+      raise EvaluationError(f"--output_dir {out.output_dir}: no space left on the device while "
+                            f"writing the results; {kept}") from e
     raise
   return metrics
 

@@ -20,9 +20,11 @@ the weight loaders out (open_*) is the next cut if it grows.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
+import re
 import time
 from typing import Any
 
@@ -272,6 +274,31 @@ def open_dataset(cfg: EvalConfig) -> tuple[Any, int, int]:
                           f"{splits[cfg.split].num_examples} examples, max_examples="
                           f"{cfg.max_examples}")
   return builder, size, n
+
+
+def damaged_file(builder, split: str) -> str | None:
+  """The first TFRecord file of `split` whose records fail TensorFlow's checks (a checksum,
+  a truncated record); None if every one reads."""
+  for path in builder.info.splits[split].filepaths:
+    try:
+      for _ in tf.data.TFRecordDataset(os.fspath(path)).batch(256):
+        pass
+    except tf.errors.DataLossError:
+      return os.fspath(path)
+  return None
+
+
+@contextlib.contextmanager
+def reading(builder, split: str):
+  """A DataLossError while the split is read becomes an EvaluationError naming the damaged
+  file (TensorFlow's message names only the offset, "corrupted record at 12")."""
+  try:
+    yield
+  except tf.errors.DataLossError as e:
+    detail = re.sub(r"^\{\{.*?\}\}\s*|\s*\[Op:.*$", "", e.message, flags=re.DOTALL).strip()
+    path = damaged_file(builder, split) or f"split {split!r} under {builder.data_dir}"
+    raise EvaluationError(f"{path}: a damaged record ({detail}); rebuild the dataset "
+                          "(python -m tfharm.data.build)") from e
 
 
 def make_eval_dataset(cfg: EvalConfig) -> tf.data.Dataset:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
 import tensorflow as tf
 
 from tfharm.models.correction import DEFAULT_CORRECTION
@@ -33,10 +34,24 @@ def load_serving_pipeline(detector_weights: str | None = None,
                        correction=correction)
 
 
+# Beyond the variables, a SavedModel holds its graph (saved_model.pb: 1.8 MB for the joint
+# model, 2.8 MB for the detector + harmoniser) and a few small files.
+_GRAPH_BYTES = 4 << 20
+
+
+def export_bytes(pipeline: HarmonisationPipeline | JointPipeline) -> int:
+  """About what `export` writes for `pipeline`: its variables (what variables.data holds, to
+  0.3 %) plus 5 % and the graph's allowance. Measured: 13.4 MB asked for the joint model's
+  10.6 MB, 110.0 MB for the detector + harmoniser's 103.6 MB."""
+  sizes = {id(v): int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in pipeline.weights}
+  return int(sum(sizes.values()) * 1.05) + _GRAPH_BYTES
+
+
 def export(pipeline: HarmonisationPipeline | JointPipeline, export_dir: str, version: int | None = None,
            overwrite: bool = False, jit_compile: bool | None = None) -> str:
   """Writes `<export_dir>/<version>/` and returns its path. An existing version is refused
   (VersionExistsError) unless overwrite; then it is replaced only once the new one is written."""
+  export_dir = os.path.abspath(export_dir)  # "x/new/.." names x; os.makedirs would make x/new
   version, final = target(export_dir, version, overwrite)
   os.makedirs(export_dir, exist_ok=True)
   tmp = os.path.join(export_dir, f".tmp-{version}-{os.getpid()}")

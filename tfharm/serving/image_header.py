@@ -1,0 +1,76 @@
+"""The pixel count an image file declares, read from its header before any decoder allocates it.
+
+OpenCV allocates what the header says before it reads a pixel: a 7 MB Radiance HDR declaring
+9000 x 12000 pixels became 1.3 GB of float32. The size is Pillow's (`Image.open` reads only the
+header). OpenCV and Pillow each choose their decoder by the file's first bytes, so Pillow's
+size is trusted only when Pillow reads the file as the format OpenCV's signature check picks;
+a file OpenCV would decode whose size cannot be read that way (a format Pillow does not know:
+Radiance HDR, PAM, colour PFM; or a file the two libraries would read as different formats)
+raises UnsizedImage. Such a file could not be harmonised anyway: every decoded file is also
+opened with Pillow (tfharm.serving.files). No TensorFlow.
+"""
+from __future__ import annotations
+
+import re
+
+import cv2
+from PIL import Image
+
+# OpenCV's decoders, by their signature checks (modules/imgcodecs/src/grfmt_*.cpp), and the
+# names Pillow gives the same format (none: Pillow cannot read it).
+_OPENCV_FORMATS = (
+    (rb"BM", "BMP", ("BMP", "DIB")),
+    (rb"#\?(?:RGBE|RADIANCE)", "Radiance HDR", ()),
+    (rb"\xff\xd8\xff", "JPEG", ("JPEG", "MPO")),
+    (rb"RIFF....WEBP", "WebP", ("WEBP",)),
+    (rb"\x59\xa6\x6a\x95", "Sun raster", ("SUN",)),
+    (rb"P[1-6]\s", "PNM", ("PPM",)),
+    (rb"P7\s", "PAM", ()),
+    (rb"P[Ff]\s", "PFM", ()),
+    (rb"II[*+]\x00|MM\x00[*+]", "TIFF", ("TIFF",)),
+    (rb"\x89PNG\r\n\x1a\n", "PNG", ("PNG",)),
+    (rb"\xff\x4f\xff\x51|\x00\x00\x00\x0cjP  \r\n\x87\n", "JPEG 2000", ("JPEG2000",)),
+    (rb"....ftyp", "AVIF", ("AVIF",)),
+    (rb"GIF8[79]a", "GIF", ("GIF",)),
+)
+_SIGNATURE_BYTES = 16
+
+
+class UnsizedImage(ValueError):
+  """OpenCV would decode the file, but its pixel count cannot be read before decoding."""
+
+
+def _opencv_format(head: bytes) -> tuple[str, tuple[str, ...]] | None:
+  for signature, name, pillow_names in _OPENCV_FORMATS:
+    if re.match(signature, head, re.DOTALL):
+      return name, pillow_names
+  return None
+
+
+def declared_size(path: str) -> tuple[int, int] | None:
+  """(width, height) the file's header declares, without decoding; None when neither OpenCV
+  nor Pillow reads the file as an image (a decoder then says so, at no cost).
+
+  Raises UnsizedImage (see the module's doc), and PIL.Image.DecompressionBombError for a
+  header over Pillow's own limit (179 megapixels)."""
+  with open(path, "rb") as f:
+    head = f.read(_SIGNATURE_BYTES)
+  try:
+    with Image.open(path) as im:
+      pillow_format, size = im.format, im.size
+  except Image.DecompressionBombError:
+    raise
+  except (OSError, ValueError, SyntaxError):  # not a format Pillow knows, or a broken header
+    pillow_format, size = None, None
+  opencv = _opencv_format(head)
+  if opencv is None:
+    if cv2.haveImageReader(path):  # a decoder of OpenCV's that the table above lacks
+      raise UnsizedImage("an image in a format whose size cannot be read before decoding")
+    return size  # Pillow's own formats: OpenCV will not decode them
+  name, pillow_names = opencv
+  if pillow_format not in pillow_names:
+    if not pillow_names:
+      raise UnsizedImage(f"a {name} image, whose size cannot be read before decoding")
+    read_as = f", which Pillow reads as {pillow_format}" if pillow_format else ""
+    raise UnsizedImage(f"a {name} file with a header that cannot be read{read_as}")
+  return size
