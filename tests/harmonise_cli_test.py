@@ -548,3 +548,42 @@ def test_the_longest_file_names_fit_their_temporary(tmp_path):
     (tmp_path / stale).write_bytes(b"half")
   assert files.clean_stale_temporaries(str(tmp_path)) == 2
   assert os.listdir(tmp_path) == [name]
+
+
+# Headers only (a few bytes), declaring 12000 x 9000 pixels: OpenCV allocates that much (the
+# HDR: 1.3 GB of float32) before it reads a pixel; Pillow cannot read their size.
+_HDR_108MP = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 9000 +X 12000\n" + b"\2\2\x2e\xe0" * 4
+_PAM_108MP = b"P7\nWIDTH 12000\nHEIGHT 9000\nDEPTH 3\nMAXVAL 255\nTUPLTYPE RGB\nENDHDR\n"
+
+
+def _no_decoding(monkeypatch):
+  """Any decoder call fails the test: nothing may be decoded (memory spent) before the cap."""
+  from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
+
+  def trap(*args, **kwargs):
+    raise AssertionError("decoded before the pixel cap was checked")
+  monkeypatch.setattr(cv2, "imdecode", trap)
+  monkeypatch.setattr(PILImage.Image, "load", trap)
+
+
+@pytest.mark.parametrize("name,data", [("big.hdr", _HDR_108MP), ("big.jpg", _HDR_108MP),
+                                       ("big.pam", _PAM_108MP)],
+                         ids=["hdr", "hdr_named_jpg", "pam"])
+def test_the_cli_caps_pixels_before_decoding_as_the_page_does(tmp_path, monkeypatch, name, data):
+  """Issue 26 (3): the CLI's reader decoded formats Pillow cannot size with no pixel cap (a
+  Radiance HDR declaring 108 MP took 1.3 GB). It applies the page's rule
+  (image_header.check_pixels) before any decoder runs, to images and masks."""
+  from tfharm.app import handling  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  path = tmp_path / name
+  path.write_bytes(data)
+  with pytest.raises(handling.UploadError):  # the page's rule refuses it ...
+    handling.check_size(str(path), "photo", handling.Limits())
+  _no_decoding(monkeypatch)
+  for read in (files.read_image, lambda p: files.read_mask(p, (9000, 12000))):
+    with pytest.raises(files.HarmoniseError) as e:  # ... and so does the CLI, undecoded
+      read(str(path))
+    message = str(e.value)
+    assert message.startswith(f"{path}: a ") and "BytesIO" not in message, message
+    assert ("Radiance HDR" if data is _HDR_108MP else "PAM") in message, message
+

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from tfharm.cli import inputs, outputs, program
+from tfharm.serving import image_header
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _WRITE_PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
@@ -206,6 +207,27 @@ def _read_bytes(path: str, what: str, mask: bool = False) -> np.ndarray:
   return np.frombuffer(data, np.uint8)
 
 
+def max_pixels() -> int:
+  """The reader's pixel cap: Pillow's own limit (twice Image.MAX_IMAGE_PIXELS: 178,956,970),
+  past which Pillow refuses to open a file; every file is also decoded by Pillow, so nothing
+  larger could be read. Harmonising costs ~56 bytes per pixel (docs/cli.md): ~10 GB there."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  return 2 * Image.MAX_IMAGE_PIXELS
+
+
+def _check_pixels(path: str, data: np.ndarray, reason: str) -> None:
+  """The page's cap rule (image_header.check_pixels) with the CLI's cap, from the header
+  before any decoder allocates what it declares (OpenCV took 1.3 GB for a 7 MB HDR declaring
+  108 MP). HarmoniseError `too_large`, or `reason` for a file whose size cannot be read."""
+  try:
+    image_header.check_pixels(data.data, max_pixels())
+  except image_header.TooLarge as e:
+    raise HarmoniseError("too_large", f"{path}: {e}; harmonise reads up to "
+                         f"{max_pixels() / 1e6:.3g} megapixels (Pillow's limit)") from None
+  except image_header.UnsizedImage as e:
+    raise HarmoniseError(reason, f"{path}: {e}; harmonise reads JPEG or PNG images") from None
+
+
 def _check_and_orientation(path: str, data: np.ndarray, reason: str, what: str) -> int:
   """Decodes the file once more with Pillow, which turns libjpeg's warnings about corrupt
   data (that OpenCV decodes past, silently) into errors; JPEGs at 1/8 scale (the entropy-coded
@@ -236,6 +258,7 @@ def read_image(path: str) -> Decoded:
   repeated, alpha dropped (kept aside), 16 bit scaled to 8; every conversion is noted. A file
   with corrupt data (any decoder warning) is unreadable."""
   data = _read_bytes(path, "JPEG or PNG image")
+  _check_pixels(path, data, "unreadable")
   image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # no EXIF rotation with IMREAD_UNCHANGED
   if image is None or image.size == 0:
     raise HarmoniseError("unreadable", f"{path}: not a readable JPEG or PNG image")
@@ -279,6 +302,7 @@ def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[n
   if scale not in MASK_SCALES:
     raise ValueError(f"mask scale must be one of {MASK_SCALES}, got {scale!r}")
   data = _read_bytes(path, "mask image", mask=True)
+  _check_pixels(path, data, "unreadable_mask")
   mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
   if mask is None or mask.size == 0:
     raise HarmoniseError("unreadable_mask", f"{path}: not a readable mask image")
