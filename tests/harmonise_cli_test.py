@@ -587,3 +587,34 @@ def test_the_cli_caps_pixels_before_decoding_as_the_page_does(tmp_path, monkeypa
     assert message.startswith(f"{path}: a ") and "BytesIO" not in message, message
     assert ("Radiance HDR" if data is _HDR_108MP else "PAM") in message, message
 
+
+class _Inverting:
+  """A Runner without a model: the CLI's file handling around it is real."""
+
+  def predicted(self, rgb):
+    return 255 - rgb, np.zeros(rgb.shape[:2], np.uint8)
+
+  def with_mask(self, rgb, mask):
+    return 255 - rgb
+
+
+def test_images_over_the_cap_are_counted_named_skips_and_the_run_goes_on(tmp_path, monkeypatch):
+  """Issue 26 (10): a photo over Pillow's limit (179 MP; lowered here to 2,000 pixels so the
+  photo is small) raised DecompressionBombError out of the folder loop: the run stopped with
+  a traceback, exit 3, after OpenCV had decoded it. Now a counted `too_large` skip naming the
+  file and the cap, before decoding, and the next image is done."""
+  from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses over 2,000 pixels
+  src = tmp_path / "src"
+  src.mkdir()
+  for name, shape in (("a.png", (20, 30)), ("b.png", (50, 60)), ("c.png", (30, 20))):
+    cv2.imwrite(str(src / name), np.full((*shape, 3), 90, np.uint8))
+  jobs, _ = files.plan_folder(str(src), str(tmp_path / "out"))
+  counts = files.harmonise_jobs(files.FileHarmoniser(_Inverting()), jobs, progress=False)
+  assert counts == {"done": 2, "too_large": 1}
+  assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "c.png"]
+  with pytest.raises(files.HarmoniseError, match=re.escape(f"{src}/b.png: over 0.002 "
+                                                           "megapixels")) as e:
+    files.read_image(str(src / "b.png"))
+  assert e.value.reason == "too_large"
