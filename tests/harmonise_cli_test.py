@@ -618,3 +618,51 @@ def test_images_over_the_cap_are_counted_named_skips_and_the_run_goes_on(tmp_pat
                                                            "megapixels")) as e:
     files.read_image(str(src / "b.png"))
   assert e.value.reason == "too_large"
+
+
+def _other_formats(directory) -> dict:
+  """{name: (file, what the message must say)}: still images of other formats named .jpg or
+  .png, and multi-frame files (an APNG, an animated GIF, a two-page TIFF)."""
+  rgb = np.full((24, 32, 3), 120, np.uint8)
+  rgb[6:18, 8:24] = (200, 40, 60)
+  frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+  made = {}
+  for name, fmt, what in (("gif.jpg", "GIF", "a GIF image named .jpg"),
+                          ("webp.jpg", "WEBP", "a WebP image named .jpg"),
+                          ("tiff.png", "TIFF", "a TIFF image named .png"),
+                          ("bmp.png", "BMP", "a BMP image named .png")):
+    frames[0].save(directory / name, format=fmt)
+    made[name] = (directory / name, what)
+  for name, fmt, what in (("apng.png", "PNG", "an animated PNG (2 frames)"),
+                          ("anim.jpg", "GIF", "a GIF image named .jpg"),
+                          ("pages.png", "TIFF", "a TIFF image named .png")):
+    frames[0].save(directory / name, format=fmt, save_all=True, append_images=frames[1:])
+    made[name] = (directory / name, what)
+  return made
+
+
+def test_images_are_read_by_their_content_and_other_formats_are_refused(tmp_path):
+  """Issue 26 (23): GIF, WebP, TIFF, BMP and APNG files named .jpg or .png were harmonised
+  silently (the first frame of an animation only). The reader decides by the content: JPEG
+  or PNG, one frame (masks: TIFF too, for float weights); anything else is a counted
+  `unsupported_format` skip naming the file and what it is, never a BytesIO repr."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  made = _other_formats(tmp_path)
+  for name, (path, what) in made.items():
+    with pytest.raises(files.HarmoniseError) as e:
+      files.read_image(str(path))
+    assert e.value.reason == "unsupported_format", (name, str(e.value))
+    assert str(e.value).startswith(f"{path}: {what}"), (name, str(e.value))
+    assert "BytesIO" not in str(e.value)
+  with pytest.raises(files.HarmoniseError, match="a TIFF image named .png with 2 frames") as e:
+    files.read_mask(str(made["pages.png"][0]), (24, 32))
+  assert e.value.reason == "unsupported_format"
+  mask, _ = files.read_mask(str(made["tiff.png"][0]), (24, 32))  # a still TIFF mask is read
+  assert mask.shape == (24, 32, 1)
+  (tmp_path / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x07" * 200)
+  with pytest.raises(files.HarmoniseError) as e:
+    files.read_image(str(tmp_path / "garbage.png"))
+  assert "BytesIO" not in str(e.value) and str(e.value).startswith(f"{tmp_path}/garbage.png: ")
+  jpeg_named_png = tmp_path / "jpeg.png"  # a JPEG or PNG under the other's name is read
+  jpeg_named_png.write_bytes(cv2.imencode(".jpg", np.full((8, 8, 3), 99, np.uint8))[1].tobytes())
+  assert files.read_image(str(jpeg_named_png)).rgb.shape == (8, 8, 3)

@@ -146,3 +146,18 @@ def test_skips_are_counted_under_their_real_cause(golden, tmp_path):
   assert "skipped 2 {'broken_link': 1, 'too_small': 1}" in res.stderr, res.stderr[-2000:]
   assert (f"skipped tiny.png: {d0}/tiny.png is 24x20, smaller than LPIPS-alex's minimum 31x31"
           in res.stderr), res.stderr[-2000:]
+
+
+def test_load_image_names_the_file_and_refuses_animations(tmp_path):
+  """Issue 26 (23): an unidentifiable file was reported as `cannot identify image file
+  <_io.BytesIO object at 0x...>`, and an animated PNG or WebP was scored on its first frame."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from tfharm.metrics import lpips  # pylint: disable=g-import-not-at-top
+  (tmp_path / "text.png").write_text("not an image")
+  with pytest.raises(OSError) as e:
+    lpips.load_image(str(tmp_path / "text.png"))
+  assert str(e.value).startswith(f"{tmp_path}/text.png: ") and "BytesIO" not in str(e.value)
+  frames = [Image.new("RGB", (40, 40), c) for c in ("red", "blue")]
+  frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])
+  with pytest.raises(OSError, match="anim.png: PNG with 2 frames"):
+    lpips.load_image(str(tmp_path / "anim.png"))

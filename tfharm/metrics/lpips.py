@@ -291,8 +291,16 @@ def load_image(path: str) -> np.ndarray:
   try:
     im = Image.open(io.BytesIO(data))
     im.load()
+  except Image.UnidentifiedImageError:  # its message names the BytesIO, not the file
+    raise OSError(f"{path}: not a readable image (no decoder of Pillow's recognises its "
+                  "content)") from None
   except (OSError, SyntaxError, ValueError) as e:  # unreadable, truncated or corrupt data
     raise OSError(f"{path}: not a readable image ({e})") from e
+  frames = 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1))
+  if frames > 1:  # only the first frame would be scored
+    im.close()
+    raise OSError(f"{path}: {im.format} with {frames} frames (an animation or several pages); "
+                  "LPIPS compares still images")
   with im:
     if im.mode != "RGB":
       note = {"L": "grayscale, replicated to 3 channels", "RGBA": "RGBA, alpha dropped",

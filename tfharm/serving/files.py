@@ -26,6 +26,12 @@ from tfharm.cli import inputs, outputs, program
 from tfharm.serving import image_header
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# What the reader decodes, by content (image_header.content_format), whatever the name: JPEG or
+# PNG, and for masks also TIFF (float weights). Other formats are refused, not converted: a
+# folder run lists only .jpg/.jpeg/.png names, so a GIF named .jpg must not be the one GIF
+# that is harmonised.
+IMAGE_FORMATS = ("JPEG", "PNG")
+MASK_FORMATS = ("JPEG", "PNG", "TIFF")
 _WRITE_PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
                  ".png": [cv2.IMWRITE_PNG_COMPRESSION, 3]}
 # Temporary files of write_image: ".tfharm-<pid>-<random>.tmp" (hidden; the pid tells a later
@@ -228,6 +234,35 @@ def _check_pixels(path: str, data: np.ndarray, reason: str) -> None:
     raise HarmoniseError(reason, f"{path}: {e}; harmonise reads JPEG or PNG images") from None
 
 
+def _check_format(path: str, data: np.ndarray, formats: tuple[str, ...], what: str) -> None:
+  """HarmoniseError `unsupported_format` unless the content is one of `formats` (whatever
+  the file's name) with one frame: an APNG, an animated GIF or a multi-page TIFF would be
+  harmonised from its first frame only, without a word. A JPEG's extra pictures (MPO: a
+  camera's preview) are not frames. A file of no known format passes, for the decoders to
+  report."""
+  found = image_header.content_format(data)
+  ext = os.path.splitext(path)[1]
+  article = "an" if found and found[0] in "AEIOU" else "a"
+  named = f" named {ext}" if ext.lower() in IMAGE_EXTENSIONS + (".tif", ".tiff") else ""
+  accepted = f"{', '.join(formats[:-1])} or {formats[-1]}"
+  if found is not None and found not in formats:
+    raise HarmoniseError("unsupported_format", f"{path}: {article} {found} image{named}; "
+                         f"harmonise reads {accepted} {what}s (convert it first)")
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(io.BytesIO(data.tobytes())) as im:  # the header only
+      frames = 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1))
+  except Exception:  # pylint: disable=broad-except  (reported by the decoding that follows)
+    return
+  if frames > 1:
+    if found == "PNG":
+      raise HarmoniseError("unsupported_format", f"{path}: an animated PNG ({frames} frames); "
+                           f"harmonise reads still {what}s (save the frame you want as PNG)")
+    raise HarmoniseError("unsupported_format", f"{path}: {article} {found} image{named} with "
+                         f"{frames} frames; harmonise reads still {what}s (save the frame you "
+                         "want as PNG)")
+
+
 def _check_and_orientation(path: str, data: np.ndarray, reason: str, what: str) -> int:
   """Decodes the file once more with Pillow, which turns libjpeg's warnings about corrupt
   data (that OpenCV decodes past, silently) into errors; JPEGs at 1/8 scale (the entropy-coded
@@ -239,6 +274,9 @@ def _check_and_orientation(path: str, data: np.ndarray, reason: str, what: str) 
       if im.format == "JPEG":
         im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
       im.load()
+  except Image.UnidentifiedImageError:  # its message names the BytesIO, not the file
+    raise HarmoniseError(reason, f"{path}: not a readable {what} (no decoder of Pillow's "
+                         "recognises its content)") from None
   except (OSError, SyntaxError, ValueError) as e:  # Pillow's "broken data stream", truncation
     raise HarmoniseError(reason, f"{path}: not a readable {what} (corrupt data: {e})") from e
   return orientation if orientation in _ORIENTATIONS or orientation == 1 else 1
@@ -258,6 +296,7 @@ def read_image(path: str) -> Decoded:
   repeated, alpha dropped (kept aside), 16 bit scaled to 8; every conversion is noted. A file
   with corrupt data (any decoder warning) is unreadable."""
   data = _read_bytes(path, "JPEG or PNG image")
+  _check_format(path, data, IMAGE_FORMATS, "image")
   _check_pixels(path, data, "unreadable")
   image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # no EXIF rotation with IMREAD_UNCHANGED
   if image is None or image.size == 0:
@@ -302,6 +341,7 @@ def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[n
   if scale not in MASK_SCALES:
     raise ValueError(f"mask scale must be one of {MASK_SCALES}, got {scale!r}")
   data = _read_bytes(path, "mask image", mask=True)
+  _check_format(path, data, MASK_FORMATS, "mask")
   _check_pixels(path, data, "unreadable_mask")
   mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
   if mask is None or mask.size == 0:

@@ -56,6 +56,14 @@ def _opencv_format(head: bytes) -> tuple[str, tuple[str, ...]] | None:
   return None
 
 
+def content_format(data: bytes) -> str | None:
+  """The format OpenCV would decode `data` (the file's first bytes suffice) as, by its
+  signature, whatever the file's name ("JPEG", "PNG", "GIF", "Radiance HDR", ...); None for
+  a signature not in the table."""
+  found = _opencv_format(bytes(data[:_SIGNATURE_BYTES]))
+  return found[0] if found else None
+
+
 def _opencv_reads(source: str | bytes) -> bool:
   """Whether one of OpenCV's decoders claims the file by its first bytes. OpenCV asks only
   for a path: bytes are given to it as a short temporary file of their start."""
