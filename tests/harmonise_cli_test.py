@@ -666,3 +666,37 @@ def test_images_are_read_by_their_content_and_other_formats_are_refused(tmp_path
   jpeg_named_png = tmp_path / "jpeg.png"  # a JPEG or PNG under the other's name is read
   jpeg_named_png.write_bytes(cv2.imencode(".jpg", np.full((8, 8, 3), 99, np.uint8))[1].tobytes())
   assert files.read_image(str(jpeg_named_png)).rgb.shape == (8, 8, 3)
+
+
+def test_a_weights_file_of_another_model_or_garbage_is_one_line_and_exit_2(inputs, tmp_path):
+  """Issue 26 (13): --joint_weights=<the harmoniser's preset file> ended in a Keras traceback
+  and warnings (up to 209 lines, exit 3); a garbage .keras file said "File not found". Now
+  one line naming the flag, the file and why, exit 2, before anything is written."""
+  from tfharm import presets  # pylint: disable=g-import-not-at-top
+  from tfharm.cli import program  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+  harmoniser = presets.get(presets.DEFAULT_HARMONISER).weights_path
+  detector = presets.get(presets.DEFAULT_DETECTOR).weights_path
+  garbage = tmp_path / "garbage.keras"
+  garbage.write_bytes(np.random.default_rng(0).bytes(3000))
+  for kwargs, start in (
+      ({"joint_weights": harmoniser}, f"--joint_weights {harmoniser}: cannot be loaded as the "
+       "joint model (its weights do not fit"),
+      ({"joint_weights": str(garbage)}, f"--joint_weights {garbage}: cannot be loaded as the "
+       "joint model (not a .keras model file"),
+      ({"detector_weights": detector, "harmoniser_weights": str(garbage)},
+       f"--harmoniser_weights {garbage}: cannot be loaded as the harmoniser"),
+      ({"detector_weights": harmoniser, "harmoniser_weights": harmoniser},
+       f"--detector_weights {harmoniser}: cannot be loaded as the detector")):
+    with pytest.raises(program.SetupError) as e:
+      exporter.load_serving_pipeline(**kwargs)
+    assert str(e.value).startswith(start) and "\n" not in str(e.value), str(e.value)
+    assert "File not found" not in str(e.value)
+  proc = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.jpg",
+                    f"--joint_weights={harmoniser}", "--nocache")
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert proc.stderr.startswith(f"error: --joint_weights {harmoniser}: cannot be loaded"), (
+      proc.stderr[-3000:])
+  assert len(proc.stderr.splitlines()) == 1, proc.stderr[-3000:]
+  assert not (tmp_path / "out.jpg").exists()
+
