@@ -700,3 +700,35 @@ def test_a_weights_file_of_another_model_or_garbage_is_one_line_and_exit_2(input
   assert len(proc.stderr.splitlines()) == 1, proc.stderr[-3000:]
   assert not (tmp_path / "out.jpg").exists()
 
+
+def test_ctrl_c_ends_a_folder_run_with_one_summary_line_and_exit_130(weights, inputs, cache_env,
+                                                                      tmp_path):
+  """Issue 26 (21): Ctrl-C printed a ~58-line traceback and no summary. Now the run stops
+  with one line saying what was done, exit 130 (128 + SIGINT), no file half-written."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  src, out = tmp_path / "src", tmp_path / "out"
+  src.mkdir()
+  photo = cv2.imread(str(inputs / "photo.jpg"))
+  for i in range(40):
+    cv2.imwrite(str(src / f"{i:02d}.png"), photo)
+  with open(tmp_path / "stderr.txt", "w") as err:
+    proc = subprocess.Popen([helpers.PYTHON, "-m", "tfharm.harmonise", f"--input={src}",
+                             f"--output={out}", *_flags(weights)], cwd=helpers.REPO,
+                            env={**helpers._env(), **cache_env}, stdout=subprocess.DEVNULL,
+                            stderr=err)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and not (
+        out.is_dir() and [n for n in os.listdir(out) if n.endswith(".png")]):
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # once it has harmonised an image
+    proc.wait(timeout=120)
+  stderr = (tmp_path / "stderr.txt").read_text()
+  assert proc.returncode == 130, stderr[-3000:]
+  assert "Traceback" not in stderr, stderr[-3000:]
+  last = stderr.strip().splitlines()[-1]
+  assert re.fullmatch(r"interrupted \(Ctrl-C\): harmonised (\d+) of 40 image\(s\) into .*; the "
+                      r"others were not started, no file is half-written", last), last
+  written = os.listdir(out)
+  assert 1 <= len(written) < 40 and all(n.endswith(".png") for n in written), written

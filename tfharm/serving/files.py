@@ -542,15 +542,25 @@ def harmonise_jobs(harmoniser, jobs: list[Job], mask_scale: str = "auto",
   (a folder of unreadable files never starts TensorFlow)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   counts = collections.Counter()
-  for job in tqdm(jobs, unit="image", disable=not progress):
-    try:
-      decoded, mask = load_inputs(job.src, job.mask, mask_scale)
-      if not isinstance(harmoniser, FileHarmoniser):
-        harmoniser = harmoniser()
-      harmoniser.write(decoded, mask, job.dst, job.save_mask)
-      del decoded, mask
-      counts["done"] += 1
-    except HarmoniseError as e:
-      counts[e.reason] += 1
-      logging.warning("skipped: %s", e)
+  bar = tqdm(jobs, unit="image", disable=not progress)
+  try:
+    for job in bar:
+      try:
+        decoded, mask = load_inputs(job.src, job.mask, mask_scale)
+        if not isinstance(harmoniser, FileHarmoniser):
+          harmoniser = harmoniser()
+        harmoniser.write(decoded, mask, job.dst, job.save_mask)
+        del decoded, mask
+        counts["done"] += 1
+      except HarmoniseError as e:
+        counts[e.reason] += 1
+        logging.warning("skipped: %s", e)
+  except KeyboardInterrupt:  # Ctrl-C: say what was done (write_image left no temporary)
+    bar.close()
+    into = f" into {os.path.dirname(jobs[0].dst) or '.'}" if jobs else ""
+    skipped = sum(n for reason, n in counts.items() if reason != "done")
+    raise program.Interrupted(
+        f"harmonised {counts['done']} of {len(jobs)} image(s){into}"
+        + (f" (skipped {skipped})" if skipped else "")
+        + "; the others were not started, no file is half-written") from None
   return counts
