@@ -416,6 +416,27 @@ def test_the_first_ctrl_c_stops_the_page_with_one_line_and_exit_130(tmp_path):
   assert _page_folders(tmp) == []
 
 
+def test_the_page_starts_without_tensorflow_or_http_client_lines(tmp_path):
+  """Issue 26 (22): `make app` printed TensorFlow's start-up lines and httpx's INFO lines
+  (`HTTP Request: GET .../startup-events`); the page starts as quietly as the other
+  commands (tfharm.cli.quiet)."""
+  import signal  # pylint: disable=g-import-not-at-top
+  weights = str(tmp_path / "joint.keras")
+  small_joint_model().save(weights)
+  proc = helpers.start(["-m", "tfharm.app", "--port=0", f"--joint_weights={weights}"])
+  try:
+    for line in proc.stdout:
+      if line.startswith("serving on"):
+        break
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert "ready: imports" in stderr, stderr[-3000:]
+  assert helpers.noise_lines(stderr) == [], stderr[-3000:]
+  assert "HTTP Request" not in stderr, stderr[-3000:]
+
+
 def test_select_takes_half_darkened_half_brightened_big_objects_one_per_photo():
   def example(image_id, shift, fraction):
     mask = np.zeros((10, 10, 1), np.uint8)

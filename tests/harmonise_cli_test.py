@@ -732,3 +732,21 @@ def test_ctrl_c_ends_a_folder_run_with_one_summary_line_and_exit_130(weights, in
                       r"others were not started, no file is half-written", last), last
   written = os.listdir(out)
   assert 1 <= len(written) < 40 and all(n.endswith(".png") for n in written), written
+
+
+def test_photos_between_pillows_two_limits_read_without_its_warning(tmp_path, monkeypatch):
+  """Issue 26 (22): a 90-179 MP photo printed Pillow's DecompressionBombWarning (a "could be
+  decompression bomb DOS attack" line per open). The cap (files.max_pixels, Pillow's upper
+  limit) already decides what is read, so the warning is not passed on (limits lowered here
+  to 1,000 / 2,000 pixels: the photo is 1,600)."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)
+  cv2.imwrite(str(tmp_path / "p.png"), np.full((40, 40, 3), 90, np.uint8))
+  cv2.imwrite(str(tmp_path / "m.png"), np.full((40, 40), 255, np.uint8))
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    decoded, mask = files.load_inputs(str(tmp_path / "p.png"), str(tmp_path / "m.png"))
+  assert decoded.rgb.shape == (40, 40, 3) and mask.shape == (40, 40, 1)
+  assert [str(w.message) for w in caught] == []

@@ -70,6 +70,10 @@ def main(argv):
                                       _JOINT.value)
   except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
+  from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
+  # TensorFlow's start-up lines, its C++ INFO lines and libraries' INFO lines (httpx's
+  # "HTTP Request: GET .../startup-events") go, as in the other commands; --verbosity=1 shows them.
+  quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
   from tfharm.app import examples, handling, page  # pylint: disable=g-import-not-at-top
   examples_dir = os.path.abspath(_EXAMPLES.value or examples.EXAMPLES_DIR)
   rows = examples.example_rows(examples_dir)

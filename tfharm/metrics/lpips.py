@@ -285,13 +285,19 @@ def load_image(path: str) -> np.ndarray:
   Only a regular file is opened (tfharm.cli.inputs: a FIFO would block forever); otherwise an
   InputError (an OSError) names the cause."""
   import io  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
   from PIL import Image  # only the CLI and tests read files
   from absl import logging
   from tfharm.cli import inputs  # pylint: disable=g-import-not-at-top
   data = inputs.read_bytes(path)
   try:
-    im = Image.open(io.BytesIO(data))
-    im.load()
+    with warnings.catch_warnings():  # its cap is Pillow's limit (179 MP): past it, an error
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      im = Image.open(io.BytesIO(data))
+      im.load()
+  except Image.DecompressionBombError:  # not an OSError: it would stop a directory run
+    raise OSError(f"{path}: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.3g} megapixels, Pillow's "
+                  "limit") from None
   except Image.UnidentifiedImageError:  # its message names the BytesIO, not the file
     raise OSError(f"{path}: not a readable image (no decoder of Pillow's recognises its "
                   "content)") from None

@@ -17,6 +17,7 @@ import re
 import stat
 import tempfile
 from typing import Iterable
+import warnings
 
 from absl import logging
 import cv2
@@ -250,8 +251,10 @@ def _check_format(path: str, data: np.ndarray, formats: tuple[str, ...], what: s
                          f"harmonise reads {accepted} {what}s (convert it first)")
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
-    with Image.open(io.BytesIO(data.tobytes())) as im:  # the header only
-      frames = 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1))
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap decides
+      with Image.open(io.BytesIO(data.tobytes())) as im:  # the header only
+        frames = 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1))
   except Exception:  # pylint: disable=broad-except  (reported by the decoding that follows)
     return
   if frames > 1:
@@ -269,11 +272,14 @@ def _check_and_orientation(path: str, data: np.ndarray, reason: str, what: str) 
   data is read in full, the inverse DCT is cheap). Returns the EXIF orientation (1 if none)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
-    with Image.open(io.BytesIO(data.tobytes())) as im:
-      orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-      if im.format == "JPEG":
-        im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
-      im.load()
+    with warnings.catch_warnings():
+      # Pillow warns of "decompression bombs" from 90 MP; the cap (max_pixels) decides here.
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(io.BytesIO(data.tobytes())) as im:
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        if im.format == "JPEG":
+          im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+        im.load()
   except Image.UnidentifiedImageError:  # its message names the BytesIO, not the file
     raise HarmoniseError(reason, f"{path}: not a readable {what} (no decoder of Pillow's "
                          "recognises its content)") from None
