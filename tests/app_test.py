@@ -385,6 +385,58 @@ def test_a_port_taken_while_the_models_load_ends_in_one_line_and_no_leak(tmp_pat
   assert _page_folders(tmp) == []
 
 
+def test_the_first_ctrl_c_stops_the_page_with_one_line_and_exit_130(tmp_path):
+  """Issue 26 (21): Ctrl-C on the page printed Gradio's line and a traceback, and did not
+  always stop it. The first one ends it: one summary line, exit 130, its folder removed."""
+  import signal  # pylint: disable=g-import-not-at-top
+  tmp = _temp_dir(tmp_path)
+  weights = str(tmp_path / "joint.keras")
+  small_joint_model().save(weights)
+  env = {**os.environ, "TMPDIR": str(tmp)}
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+  proc = subprocess.Popen([helpers.PYTHON, "-m", "tfharm.app", "--port=0",
+                           f"--joint_weights={weights}"], cwd=helpers.REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  import threading  # pylint: disable=g-import-not-at-top
+  watchdog = threading.Timer(300, proc.kill)
+  watchdog.start()
+  for line in proc.stdout:
+    if line.startswith("serving on"):
+      break
+  proc.send_signal(signal.SIGINT)
+  try:
+    stdout, stderr = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+    watchdog.cancel()
+  assert proc.returncode == 130, stderr[-3000:]
+  assert "Traceback" not in stderr and "Keyboard interruption" not in stdout, stderr[-3000:]
+  assert stderr.strip().splitlines()[-1] == ("interrupted (Ctrl-C): the page stopped serving"), (
+      stderr[-3000:])
+  assert _page_folders(tmp) == []
+
+
+def test_the_page_starts_without_tensorflow_or_http_client_lines(tmp_path):
+  """Issue 26 (22): `make app` printed TensorFlow's start-up lines and httpx's INFO lines
+  (`HTTP Request: GET .../startup-events`); the page starts as quietly as the other
+  commands (tfharm.cli.quiet)."""
+  import signal  # pylint: disable=g-import-not-at-top
+  weights = str(tmp_path / "joint.keras")
+  small_joint_model().save(weights)
+  proc = helpers.start(["-m", "tfharm.app", "--port=0", f"--joint_weights={weights}"])
+  try:
+    for line in proc.stdout:
+      if line.startswith("serving on"):
+        break
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+  finally:
+    proc.kill()
+  assert "ready: imports" in stderr, stderr[-3000:]
+  assert helpers.noise_lines(stderr) == [], stderr[-3000:]
+  assert "HTTP Request" not in stderr, stderr[-3000:]
+
+
 def test_select_takes_half_darkened_half_brightened_big_objects_one_per_photo():
   def example(image_id, shift, fraction):
     mask = np.zeros((10, 10, 1), np.uint8)

@@ -39,6 +39,8 @@ _PROGRAM = """
     if what == "usage": raise app.UsageError("bad argument")
     if what == "setup": raise program.SetupError("cannot write there")
     if what == "bug": raise RuntimeError("a bug")
+    if what == "ctrl-c": raise KeyboardInterrupt
+    if what == "ctrl-c-said": raise program.Interrupted("did 2 of 5")
     return {"ok": None, "skipped": program.SKIPPED}[what]
   program.run(main, fast_exit=True)
 """
@@ -46,7 +48,9 @@ _PROGRAM = """
 
 @pytest.mark.parametrize("what,code,stderr", [
     ("ok", 0, ""), ("skipped", 1, ""), ("usage", 2, "error: bad argument\n"),
-    ("setup", 2, "error: cannot write there\n"), ("bug", 3, "RuntimeError: a bug")])
+    ("setup", 2, "error: cannot write there\n"), ("bug", 3, "RuntimeError: a bug"),
+    ("ctrl-c", 130, "interrupted (Ctrl-C)\n"),
+    ("ctrl-c-said", 130, "interrupted (Ctrl-C): did 2 of 5\n")])
 def test_exit_codes(what, code, stderr):
   proc = _python(_PROGRAM, what)
   assert proc.returncode == code, proc.stderr

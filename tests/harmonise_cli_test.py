@@ -548,3 +548,205 @@ def test_the_longest_file_names_fit_their_temporary(tmp_path):
     (tmp_path / stale).write_bytes(b"half")
   assert files.clean_stale_temporaries(str(tmp_path)) == 2
   assert os.listdir(tmp_path) == [name]
+
+
+# Headers only (a few bytes), declaring 12000 x 9000 pixels: OpenCV allocates that much (the
+# HDR: 1.3 GB of float32) before it reads a pixel; Pillow cannot read their size.
+_HDR_108MP = b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 9000 +X 12000\n" + b"\2\2\x2e\xe0" * 4
+_PAM_108MP = b"P7\nWIDTH 12000\nHEIGHT 9000\nDEPTH 3\nMAXVAL 255\nTUPLTYPE RGB\nENDHDR\n"
+
+
+def _no_decoding(monkeypatch):
+  """Any decoder call fails the test: nothing may be decoded (memory spent) before the cap."""
+  from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
+
+  def trap(*args, **kwargs):
+    raise AssertionError("decoded before the pixel cap was checked")
+  monkeypatch.setattr(cv2, "imdecode", trap)
+  monkeypatch.setattr(PILImage.Image, "load", trap)
+
+
+@pytest.mark.parametrize("name,data", [("big.hdr", _HDR_108MP), ("big.jpg", _HDR_108MP),
+                                       ("big.pam", _PAM_108MP)],
+                         ids=["hdr", "hdr_named_jpg", "pam"])
+def test_the_cli_caps_pixels_before_decoding_as_the_page_does(tmp_path, monkeypatch, name, data):
+  """Issue 26 (3): the CLI's reader decoded formats Pillow cannot size with no pixel cap (a
+  Radiance HDR declaring 108 MP took 1.3 GB). It applies the page's rule
+  (image_header.check_pixels) before any decoder runs, to images and masks."""
+  from tfharm.app import handling  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  path = tmp_path / name
+  path.write_bytes(data)
+  with pytest.raises(handling.UploadError):  # the page's rule refuses it ...
+    handling.check_size(str(path), "photo", handling.Limits())
+  _no_decoding(monkeypatch)
+  for read in (files.read_image, lambda p: files.read_mask(p, (9000, 12000))):
+    with pytest.raises(files.HarmoniseError) as e:  # ... and so does the CLI, undecoded
+      read(str(path))
+    message = str(e.value)
+    assert message.startswith(f"{path}: a ") and "BytesIO" not in message, message
+    assert ("Radiance HDR" if data is _HDR_108MP else "PAM") in message, message
+
+
+class _Inverting:
+  """A Runner without a model: the CLI's file handling around it is real."""
+
+  def predicted(self, rgb):
+    return 255 - rgb, np.zeros(rgb.shape[:2], np.uint8)
+
+  def with_mask(self, rgb, mask):
+    return 255 - rgb
+
+
+def test_images_over_the_cap_are_counted_named_skips_and_the_run_goes_on(tmp_path, monkeypatch):
+  """Issue 26 (10): a photo over Pillow's limit (179 MP; lowered here to 2,000 pixels so the
+  photo is small) raised DecompressionBombError out of the folder loop: the run stopped with
+  a traceback, exit 3, after OpenCV had decoded it. Now a counted `too_large` skip naming the
+  file and the cap, before decoding, and the next image is done."""
+  from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses over 2,000 pixels
+  src = tmp_path / "src"
+  src.mkdir()
+  for name, shape in (("a.png", (20, 30)), ("b.png", (50, 60)), ("c.png", (30, 20))):
+    cv2.imwrite(str(src / name), np.full((*shape, 3), 90, np.uint8))
+  jobs, _ = files.plan_folder(str(src), str(tmp_path / "out"))
+  counts = files.harmonise_jobs(files.FileHarmoniser(_Inverting()), jobs, progress=False)
+  assert counts == {"done": 2, "too_large": 1}
+  assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "c.png"]
+  with pytest.raises(files.HarmoniseError, match=re.escape(f"{src}/b.png: over 0.002 "
+                                                           "megapixels")) as e:
+    files.read_image(str(src / "b.png"))
+  assert e.value.reason == "too_large"
+
+
+def _other_formats(directory) -> dict:
+  """{name: (file, what the message must say)}: still images of other formats named .jpg or
+  .png, and multi-frame files (an APNG, an animated GIF, a two-page TIFF)."""
+  rgb = np.full((24, 32, 3), 120, np.uint8)
+  rgb[6:18, 8:24] = (200, 40, 60)
+  frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]
+  made = {}
+  for name, fmt, what in (("gif.jpg", "GIF", "a GIF image named .jpg"),
+                          ("webp.jpg", "WEBP", "a WebP image named .jpg"),
+                          ("tiff.png", "TIFF", "a TIFF image named .png"),
+                          ("bmp.png", "BMP", "a BMP image named .png")):
+    frames[0].save(directory / name, format=fmt)
+    made[name] = (directory / name, what)
+  for name, fmt, what in (("apng.png", "PNG", "an animated PNG (2 frames)"),
+                          ("anim.jpg", "GIF", "a GIF image named .jpg"),
+                          ("pages.png", "TIFF", "a TIFF image named .png")):
+    frames[0].save(directory / name, format=fmt, save_all=True, append_images=frames[1:])
+    made[name] = (directory / name, what)
+  return made
+
+
+def test_images_are_read_by_their_content_and_other_formats_are_refused(tmp_path):
+  """Issue 26 (23): GIF, WebP, TIFF, BMP and APNG files named .jpg or .png were harmonised
+  silently (the first frame of an animation only). The reader decides by the content: JPEG
+  or PNG, one frame (masks: TIFF too, for float weights); anything else is a counted
+  `unsupported_format` skip naming the file and what it is, never a BytesIO repr."""
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  made = _other_formats(tmp_path)
+  for name, (path, what) in made.items():
+    with pytest.raises(files.HarmoniseError) as e:
+      files.read_image(str(path))
+    assert e.value.reason == "unsupported_format", (name, str(e.value))
+    assert str(e.value).startswith(f"{path}: {what}"), (name, str(e.value))
+    assert "BytesIO" not in str(e.value)
+  with pytest.raises(files.HarmoniseError, match="a TIFF image named .png with 2 frames") as e:
+    files.read_mask(str(made["pages.png"][0]), (24, 32))
+  assert e.value.reason == "unsupported_format"
+  mask, _ = files.read_mask(str(made["tiff.png"][0]), (24, 32))  # a still TIFF mask is read
+  assert mask.shape == (24, 32, 1)
+  (tmp_path / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x07" * 200)
+  with pytest.raises(files.HarmoniseError) as e:
+    files.read_image(str(tmp_path / "garbage.png"))
+  assert "BytesIO" not in str(e.value) and str(e.value).startswith(f"{tmp_path}/garbage.png: ")
+  jpeg_named_png = tmp_path / "jpeg.png"  # a JPEG or PNG under the other's name is read
+  jpeg_named_png.write_bytes(cv2.imencode(".jpg", np.full((8, 8, 3), 99, np.uint8))[1].tobytes())
+  assert files.read_image(str(jpeg_named_png)).rgb.shape == (8, 8, 3)
+
+
+def test_a_weights_file_of_another_model_or_garbage_is_one_line_and_exit_2(inputs, tmp_path):
+  """Issue 26 (13): --joint_weights=<the harmoniser's preset file> ended in a Keras traceback
+  and warnings (up to 209 lines, exit 3); a garbage .keras file said "File not found". Now
+  one line naming the flag, the file and why, exit 2, before anything is written."""
+  from tfharm import presets  # pylint: disable=g-import-not-at-top
+  from tfharm.cli import program  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+  harmoniser = presets.get(presets.DEFAULT_HARMONISER).weights_path
+  detector = presets.get(presets.DEFAULT_DETECTOR).weights_path
+  garbage = tmp_path / "garbage.keras"
+  garbage.write_bytes(np.random.default_rng(0).bytes(3000))
+  for kwargs, start in (
+      ({"joint_weights": harmoniser}, f"--joint_weights {harmoniser}: cannot be loaded as the "
+       "joint model (its weights do not fit"),
+      ({"joint_weights": str(garbage)}, f"--joint_weights {garbage}: cannot be loaded as the "
+       "joint model (not a .keras model file"),
+      ({"detector_weights": detector, "harmoniser_weights": str(garbage)},
+       f"--harmoniser_weights {garbage}: cannot be loaded as the harmoniser"),
+      ({"detector_weights": harmoniser, "harmoniser_weights": harmoniser},
+       f"--detector_weights {harmoniser}: cannot be loaded as the detector")):
+    with pytest.raises(program.SetupError) as e:
+      exporter.load_serving_pipeline(**kwargs)
+    assert str(e.value).startswith(start) and "\n" not in str(e.value), str(e.value)
+    assert "File not found" not in str(e.value)
+  proc = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.jpg",
+                    f"--joint_weights={harmoniser}", "--nocache")
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  assert proc.stderr.startswith(f"error: --joint_weights {harmoniser}: cannot be loaded"), (
+      proc.stderr[-3000:])
+  assert len(proc.stderr.splitlines()) == 1, proc.stderr[-3000:]
+  assert not (tmp_path / "out.jpg").exists()
+
+
+def test_ctrl_c_ends_a_folder_run_with_one_summary_line_and_exit_130(weights, inputs, cache_env,
+                                                                      tmp_path):
+  """Issue 26 (21): Ctrl-C printed a ~58-line traceback and no summary. Now the run stops
+  with one line saying what was done, exit 130 (128 + SIGINT), no file half-written."""
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  src, out = tmp_path / "src", tmp_path / "out"
+  src.mkdir()
+  photo = cv2.imread(str(inputs / "photo.jpg"))
+  for i in range(40):
+    cv2.imwrite(str(src / f"{i:02d}.png"), photo)
+  with open(tmp_path / "stderr.txt", "w") as err:
+    proc = subprocess.Popen([helpers.PYTHON, "-m", "tfharm.harmonise", f"--input={src}",
+                             f"--output={out}", *_flags(weights)], cwd=helpers.REPO,
+                            env={**helpers._env(), **cache_env}, stdout=subprocess.DEVNULL,
+                            stderr=err)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and not (
+        out.is_dir() and [n for n in os.listdir(out) if n.endswith(".png")]):
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # once it has harmonised an image
+    proc.wait(timeout=120)
+  stderr = (tmp_path / "stderr.txt").read_text()
+  assert proc.returncode == 130, stderr[-3000:]
+  assert "Traceback" not in stderr, stderr[-3000:]
+  last = stderr.strip().splitlines()[-1]
+  assert re.fullmatch(r"interrupted \(Ctrl-C\): harmonised (\d+) of 40 image\(s\) into .*; the "
+                      r"others were not started, no file is half-written", last), last
+  written = os.listdir(out)
+  assert 1 <= len(written) < 40 and all(n.endswith(".png") for n in written), written
+
+
+def test_photos_between_pillows_two_limits_read_without_its_warning(tmp_path, monkeypatch):
+  """Issue 26 (22): a 90-179 MP photo printed Pillow's DecompressionBombWarning (a "could be
+  decompression bomb DOS attack" line per open). The cap (files.max_pixels, Pillow's upper
+  limit) already decides what is read, so the warning is not passed on (limits lowered here
+  to 1,000 / 2,000 pixels: the photo is 1,600)."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  from PIL import Image as PILImage  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import files  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)
+  cv2.imwrite(str(tmp_path / "p.png"), np.full((40, 40, 3), 90, np.uint8))
+  cv2.imwrite(str(tmp_path / "m.png"), np.full((40, 40), 255, np.uint8))
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    decoded, mask = files.load_inputs(str(tmp_path / "p.png"), str(tmp_path / "m.png"))
+  assert decoded.rgb.shape == (40, 40, 3) and mask.shape == (40, 40, 1)
+  assert [str(w.message) for w in caught] == []

@@ -146,3 +146,34 @@ def test_skips_are_counted_under_their_real_cause(golden, tmp_path):
   assert "skipped 2 {'broken_link': 1, 'too_small': 1}" in res.stderr, res.stderr[-2000:]
   assert (f"skipped tiny.png: {d0}/tiny.png is 24x20, smaller than LPIPS-alex's minimum 31x31"
           in res.stderr), res.stderr[-2000:]
+
+
+def test_load_image_names_the_file_and_refuses_animations(tmp_path):
+  """Issue 26 (23): an unidentifiable file was reported as `cannot identify image file
+  <_io.BytesIO object at 0x...>`, and an animated PNG or WebP was scored on its first frame."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from tfharm.metrics import lpips  # pylint: disable=g-import-not-at-top
+  (tmp_path / "text.png").write_text("not an image")
+  with pytest.raises(OSError) as e:
+    lpips.load_image(str(tmp_path / "text.png"))
+  assert str(e.value).startswith(f"{tmp_path}/text.png: ") and "BytesIO" not in str(e.value)
+  frames = [Image.new("RGB", (40, 40), c) for c in ("red", "blue")]
+  frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])
+  with pytest.raises(OSError, match="anim.png: PNG with 2 frames"):
+    lpips.load_image(str(tmp_path / "anim.png"))
+
+
+def test_a_16_bit_grey_image_is_read_by_its_range(tmp_path):
+  """Issue 26 (6): Pillow's convert("RGB") clips 16-bit levels at 255, so a 16-bit grey PNG
+  turned white and scored 0.88 against its own 8-bit copy. 16-bit levels are scaled to 8 bits
+  (/257, as the harmonise reader), grey repeated to RGB: the pair is equal, distance 0."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  from tfharm.metrics import lpips  # pylint: disable=g-import-not-at-top
+  grey8 = cv2.imread(os.path.join(REPO, "tfharm", "app", "examples", "22892_22287.png"),
+                     cv2.IMREAD_GRAYSCALE)
+  cv2.imwrite(str(tmp_path / "grey16.png"), grey8.astype(np.uint16) * 257)
+  cv2.imwrite(str(tmp_path / "grey8.png"), grey8)
+  a, b = (lpips.load_image(str(tmp_path / n)) for n in ("grey16.png", "grey8.png"))
+  assert a.dtype == np.uint8 and a.shape == (*grey8.shape, 3)
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(a[..., 0], grey8)

@@ -70,6 +70,10 @@ def main(argv):
                                       _JOINT.value)
   except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
+  from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
+  # TensorFlow's start-up lines, its C++ INFO lines and libraries' INFO lines (httpx's
+  # "HTTP Request: GET .../startup-events") go, as in the other commands; --verbosity=1 shows them.
+  quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
   from tfharm.app import examples, handling, page  # pylint: disable=g-import-not-at-top
   examples_dir = os.path.abspath(_EXAMPLES.value or examples.EXAMPLES_DIR)
   rows = examples.example_rows(examples_dir)
@@ -94,8 +98,12 @@ def main(argv):
                  "%.1f s (after Python and absl started); %d example(s)", loaded - start,
                  traced - loaded, page_start - traced, end - page_start, end - start, len(rows))
     print(f"serving on {url}", flush=True)  # the line the browser test and the bench wait for
-    try:
-      blocks.block_thread()
+    try:  # not Gradio's block_thread: it swallows Ctrl-C, printing its own line, exit 0
+      while True:
+        time.sleep(3600)
+    except KeyboardInterrupt:
+      signal.signal(signal.SIGINT, signal.SIG_IGN)  # the first Ctrl-C ends it, even mid-close
+      raise program.Interrupted("the page stopped serving") from None
     finally:
       blocks.close()
   finally:
@@ -105,6 +113,6 @@ def main(argv):
 if __name__ == "__main__":
   _define_flags()
   try:
-    program.run(main)  # exit codes and --help as the other programs (tfharm.cli.program)
-  except KeyboardInterrupt:
-    sys.exit(0)
+    program.run(main)  # exit codes, --help and Ctrl-C as the other programs (tfharm.cli.program)
+  except KeyboardInterrupt:  # before main started (flag parsing)
+    sys.exit(program.INTERRUPTED)

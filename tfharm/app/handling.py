@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from tfharm.app.overlay import overlay_detection
 from tfharm.serving import files, image_header
@@ -75,24 +74,19 @@ class _KeepDetection:
 def check_size(path: str, what: str, limits: Limits) -> None:
   """UploadError if the file, or the pixel count its header declares, is over the limits, or
   if a decoder would read it but its pixel count cannot be read first (image_header). Reads
-  only the header; a file that is not an image passes, for the decoder to report."""
+  only the header (the rule is image_header.check_pixels, the CLI's too); a file that is not
+  an image passes, for the decoder to report."""
   megabytes = os.path.getsize(path) / 1e6
   if megabytes > limits.max_megabytes:
     raise UploadError(f"the {what} is {megabytes:.3g} MB; this page takes up to "
                       f"{limits.max_megabytes:g} MB")
   try:
-    size = image_header.declared_size(path)
-  except Image.DecompressionBombError:
-    size = (float("inf"), float("inf"))  # Pillow's own limit (> 179 megapixels) is above ours
+    image_header.check_pixels(path, limits.max_megapixels * 1e6)
+  except image_header.TooLarge as e:
+    raise UploadError(f"the {what} is {e}; this page takes up to "
+                      f"{limits.max_megapixels:g} megapixels") from None
   except image_header.UnsizedImage as e:
     raise UploadError(f"the {what} is {e}; this page takes JPEG or PNG") from None
-  if size is None:
-    return
-  width, height = size
-  if width * height > limits.max_megapixels * 1e6:
-    size = "over 179 megapixels" if width == float("inf") else f"{width} x {height} pixels"
-    raise UploadError(f"the {what} is {size}; this page takes up to "
-                      f"{limits.max_megapixels:g} megapixels")
 
 
 def _page_message(error: files.HarmoniseError, *paths: str | None) -> str:

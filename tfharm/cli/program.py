@@ -6,6 +6,8 @@
   2  USAGE     usage or setup error: bad or missing flags, paths that do not exist, collide or
                cannot be written, missing weights. Detected before any work; nothing written.
   3  INTERNAL  an unexpected exception (a bug): the traceback is printed
+130  INTERRUPTED  Ctrl-C (SIGINT; 128 + 2, what a shell reports): one line saying so, with
+               what was done when the command tells (`Interrupted`), no traceback
 
 `--help`, `--helpshort`, `--helpfull` and `--helpxml` print to stdout and exit 0 (absl's exit
 with 1). A flag parsing error or a `UsageError`/`SetupError` raised by `main` prints one
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
+import signal
 import sys
 import traceback
 from typing import Callable
@@ -22,10 +25,15 @@ from typing import Callable
 from absl import app, flags
 
 SUCCESS, SKIPPED, USAGE, INTERNAL = 0, 1, 2, 3
+INTERRUPTED = 130
 
 
 class SetupError(Exception):
   """The command cannot run as asked (a path, the weights, the environment): exit 2."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C, carrying what the command had done by then (its summary line)."""
 
 
 def _exit_zero(absl_flag_class):
@@ -82,7 +90,12 @@ def run(main: Callable[[list[str]], int | None], fast_exit: bool = False) -> Non
       sys.stdout.flush()
       sys.stderr.write(f"error: {e}\n")
       code = USAGE
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt as e:  # Ctrl-C: a line, not Python's ~58-line traceback
+      signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second one does not cut the line short
+      sys.stdout.flush()
+      sys.stderr.write(f"interrupted (Ctrl-C){f': {e}' if str(e) else ''}\n")
+      code = INTERRUPTED
+    except SystemExit:
       raise
     except Exception:  # pylint: disable=broad-except
       traceback.print_exc()

@@ -280,20 +280,45 @@ def lpips(x, y, net: str = "alex", spatial: bool = False, mode: str = "exact") -
 # ----------------------------------------------------------------------------- images / CLI
 
 def load_image(path: str) -> np.ndarray:
-  """Any PNG/JPEG/... -> uint8 (H, W, 3) RGB; grayscale and RGBA are converted with a warning.
+  """Any PNG/JPEG/... -> uint8 (H, W, 3) RGB; grayscale and RGBA are converted with a warning,
+  16-bit grayscale by its range (levels / 257, as the harmonise reader), not clipped.
   Only a regular file is opened (tfharm.cli.inputs: a FIFO would block forever); otherwise an
   InputError (an OSError) names the cause."""
   import io  # pylint: disable=g-import-not-at-top
+  import warnings  # pylint: disable=g-import-not-at-top
   from PIL import Image  # only the CLI and tests read files
   from absl import logging
   from tfharm.cli import inputs  # pylint: disable=g-import-not-at-top
   data = inputs.read_bytes(path)
   try:
-    im = Image.open(io.BytesIO(data))
-    im.load()
+    with warnings.catch_warnings():  # its cap is Pillow's limit (179 MP): past it, an error
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      im = Image.open(io.BytesIO(data))
+      im.load()
+  except Image.DecompressionBombError:  # not an OSError: it would stop a directory run
+    raise OSError(f"{path}: over {2 * Image.MAX_IMAGE_PIXELS / 1e6:.3g} megapixels, Pillow's "
+                  "limit") from None
+  except Image.UnidentifiedImageError:  # its message names the BytesIO, not the file
+    raise OSError(f"{path}: not a readable image (no decoder of Pillow's recognises its "
+                  "content)") from None
   except (OSError, SyntaxError, ValueError) as e:  # unreadable, truncated or corrupt data
     raise OSError(f"{path}: not a readable image ({e})") from e
+  frames = 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1))
+  if frames > 1:  # only the first frame would be scored
+    im.close()
+    raise OSError(f"{path}: {im.format} with {frames} frames (an animation or several pages); "
+                  "LPIPS compares still images")
   with im:
+    if im.mode.startswith("I"):  # 16-bit grey (I;16...), or 32-bit integers holding such levels
+      levels = np.asarray(im)
+      if levels.min() < 0 or levels.max() > 65535:
+        raise OSError(f"{path}: {im.mode} image with values outside 0-65535; expected 8- or "
+                      "16-bit levels")
+      logging.warning("%s is 16-bit grayscale -> scaled to 8 bits (/257), replicated to 3 "
+                      "channels", path)
+      # convert("RGB") would clip the 16-bit levels at 255 (a white image).
+      grey = np.round(levels.astype(np.float64) / 257.0).astype(np.uint8)
+      return np.repeat(grey[..., None], 3, axis=-1)
     if im.mode != "RGB":
       note = {"L": "grayscale, replicated to 3 channels", "RGBA": "RGBA, alpha dropped",
               "LA": "grayscale+alpha, alpha dropped", "P": "palette, expanded"}.get(im.mode, im.mode)

