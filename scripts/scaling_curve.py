@@ -75,7 +75,12 @@ def table(points: list[tuple[int, dict]], target: tuple[str, float] | None) -> s
   if target and len(points) >= 2:
     metric, value = target
     a, b, se = fit([p for p, _ in points], [m["overall"][metric]["mean"] for _, m in points])
-    lines += ["", f"Fit {metric} = {a:.3f} + {b:.3f} (± {se:.3f}) · log10(photos)."]
+    first, last = points[0][1]["overall"][metric], points[-1][1]["overall"][metric]
+    diff, diff_se = last["mean"] - first["mean"], math.hypot(first["se"], last["se"])
+    lines += ["", f"{metric}, most photos minus fewest: {diff:+.3f} ± {diff_se:.3f} "
+              f"({abs(diff) / diff_se:.1f} standard errors; composites of one object are "
+              "correlated, so the real error is somewhat larger)."]
+    lines += [f"Fit {metric} = {a:.3f} + {b:.3f} (± {se:.3f}) · log10(photos)."]
     if b > 0:
       need = 10 ** ((value - a) / b)
       lines.append(f"{metric} = {value} would need ~{need:.3g} distinct photos at this sample "
@@ -101,6 +106,7 @@ def root_table(points: list[tuple[str, dict]]) -> str:
 
 def plot(points: list[tuple[int, dict]], output: str) -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
+  import matplotlib.ticker  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4))
@@ -112,7 +118,9 @@ def plot(points: list[tuple[int, dict]], output: str) -> None:
     if key.startswith("gain"):
       ax.axhline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
-    ax.set_xlabel("distinct training photos")
+    ax.set_xticks(x, [str(v) for v in x])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("distinct training photos (equal sample budget)")
     ax.set_title(label, fontsize=10)
   fig.tight_layout()
   fig.savefig(output, dpi=110)
