@@ -38,6 +38,17 @@ def test_stream_is_deterministic_and_resumes_at_any_position(source):
   assert not np.array_equal(other["composite"].numpy(), whole[0]["composite"].numpy())
 
 
+
+def test_the_stream_makes_each_example_once(source, monkeypatch):
+  """tf.data takes 17 features per example from one numpy call: example() runs once per index
+  (it ran once per feature, 17 times the stream's whole cost)."""
+  calls = []
+  make = source.example
+  monkeypatch.setattr(source, "example", lambda i: (calls.append(i), make(i))[1])
+  next(iter(source.dataset(0, batch_size=2, augment=False)))
+  assert {0, 1} <= set(calls) and len(calls) == len(set(calls)), calls
+
+
 def _lab_inside(ex):
   inside = ex["mask"][..., 0] > 0
   return (colour.u8_to_lab(ex["composite"][inside]).astype(np.float64),

@@ -285,9 +285,13 @@ class CompositeSource:
     spec = _feature_spec(s)
     keys = list(spec)
 
+    def make(j):  # one example() per index: it is the whole cost of the stream
+      ex = self.example(int(j))
+      return tuple(ex[k] for k in keys)
+
     def load(i):
-      values = tf.numpy_function(lambda j: tuple(self.example(int(j))[k] for k in keys), [i],
-                                 [tf.as_dtype(spec[k][1]) for k in keys], stateful=False)
+      values = tf.numpy_function(make, [i], [tf.as_dtype(spec[k][1]) for k in keys],
+                                 stateful=False)
       return {k: tf.ensure_shape(v, spec[k][0]) for k, v in zip(keys, values)}
 
     ds = tf.data.Dataset.range(start, 2**62)
