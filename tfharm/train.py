@@ -224,6 +224,9 @@ def main(argv, dataset_fn: data_lib.DatasetFn | None = None) -> None:
   if not tf.io.gfile.exists(opts.data_dir):  # fail before creating the workdir
     raise app.UsageError(data_lib.no_data_dir(opts))
   task = task_from_flags(fv)
+  # Before any TF op: MultiWorkerMirroredStrategy cannot start after one ("Collective ops must
+  # be configured at program startup"), and reading the data runs some.
+  strategy = training.make_strategy(opts.strategy)
   try:
     dataset_fn = dataset_fn or data_lib.default_dataset_fn()
     stream = (data_lib.composite_stream(opts, dataset_fn, fv.generator_roots,
@@ -231,8 +234,9 @@ def main(argv, dataset_fn: data_lib.DatasetFn | None = None) -> None:
                                         fv.generator_max_photos)
               if opts.train_source == "generator" else None)
     tf.io.gfile.makedirs(opts.workdir)
-    fv.append_flags_into_file(run_flags.path(opts.workdir))
-    logs = training.train(opts, task, dataset_fn, stream)
+    if training.is_chief(strategy):  # one block per start of the run, not one per worker
+      fv.append_flags_into_file(run_flags.path(opts.workdir))
+    logs = training.train(opts, task, dataset_fn, stream, strategy)
   except training.DataError as e:
     raise app.UsageError(str(e)) from e
   except training.DivergedError as e:

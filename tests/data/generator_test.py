@@ -38,6 +38,28 @@ def test_stream_is_deterministic_and_resumes_at_any_position(source):
   assert not np.array_equal(other["composite"].numpy(), whole[0]["composite"].numpy())
 
 
+
+def test_shards_split_the_stream_between_workers_and_resume(source):
+  """Worker k of n draws examples start+k, start+k+n, ...: disjoint, together the stream."""
+  whole = next(iter(source.dataset(4, batch_size=4, seed=5)))  # examples 4..7
+  for k in range(2):
+    part = next(iter(source.dataset(4, batch_size=2, seed=5, shard=(k, 2))))  # 4+k, 6+k
+    for key in ("composite", "mask", "object_id"):
+      np.testing.assert_array_equal(part[key].numpy(), whole[key].numpy()[k::2], err_msg=key)
+  with pytest.raises(ValueError, match="shard"):
+    source.dataset(0, shard=(2, 2))
+
+
+def test_the_stream_makes_each_example_once(source, monkeypatch):
+  """tf.data takes 17 features per example from one numpy call: example() runs once per index
+  (it ran once per feature, 17 times the stream's whole cost)."""
+  calls = []
+  make = source.example
+  monkeypatch.setattr(source, "example", lambda i: (calls.append(i), make(i))[1])
+  next(iter(source.dataset(0, batch_size=2, augment=False)))
+  assert {0, 1} <= set(calls) and len(calls) == len(set(calls)), calls
+
+
 def _lab_inside(ex):
   inside = ex["mask"][..., 0] > 0
   return (colour.u8_to_lab(ex["composite"][inside]).astype(np.float64),

@@ -40,11 +40,13 @@ def fake_dataset(data_dir, split, *, config="256", batch_size=4, shuffle=True, a
   return ds
 
 
-def fake_stream(start, *, batch_size=4, augment=False, seed=0, ignore_start=False):
-  """An endless stream whose example i depends only on i (as the online generator's)."""
+def fake_stream(start, *, batch_size=4, augment=False, seed=0, shard=(0, 1),
+                ignore_start=False):
+  """An endless stream whose example i depends only on i, sharded as the online generator's
+  (worker k of n: examples start+k, start+k+n, ...)."""
   del augment, seed
   pool = next(iter(fake_dataset("", "train", batch_size=40, shuffle=False, max_examples=40)))
-  ds = tf.data.Dataset.range(0 if ignore_start else start, 2**62).map(
+  ds = tf.data.Dataset.range((0 if ignore_start else start) + shard[0], 2**62, shard[1]).map(
       lambda i: {k: tf.gather(v, i % 40) for k, v in pool.items()})
   return ds.batch(batch_size, drop_remainder=True)
 

@@ -274,23 +274,36 @@ class CompositeSource:
     }
 
   def dataset(self, start: int = 0, *, batch_size: int = 8, augment: bool = True,
-              seed: int = 0):
+              seed: int = 0, shard: tuple[int, int] = (0, 1)):
     """Batches of examples start, start+1, ... in `pipeline.make_dataset`'s element spec (float
     images in [0, 1], mask in {0, 1}); endless. Augmentation as make_dataset's, seeded by
-    (seed, example index), so the batches depend only on where the stream starts."""
+    (seed, example index), so the batches depend only on where the stream starts.
+
+    shard=(k, n): worker k of n makes only its share, examples start+k, start+k+n, ...; the n
+    shards together are the examples from `start` on, so `start` (the checkpoint's
+    data_position) counts every worker's examples and a resumed cluster continues the stream,
+    whatever its number of workers."""
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
+
+    index, count = shard
+    if not 0 <= index < count:
+      raise ValueError(f"shard {shard}: need 0 <= index < count")
 
     s = self.options.image_size
     spec = _feature_spec(s)
     keys = list(spec)
 
+    def make(j):  # one example() per index: it is the whole cost of the stream
+      ex = self.example(int(j))
+      return tuple(ex[k] for k in keys)
+
     def load(i):
-      values = tf.numpy_function(lambda j: tuple(self.example(int(j))[k] for k in keys), [i],
-                                 [tf.as_dtype(spec[k][1]) for k in keys], stateful=False)
+      values = tf.numpy_function(make, [i], [tf.as_dtype(spec[k][1]) for k in keys],
+                                 stateful=False)
       return {k: tf.ensure_shape(v, spec[k][0]) for k, v in zip(keys, values)}
 
-    ds = tf.data.Dataset.range(start, 2**62)
+    ds = tf.data.Dataset.range(start + index, 2**62, count)
     ds = ds.map(lambda i: (i, load(i)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.map(lambda i, ex: (i, pipeline.to_float(ex)), num_parallel_calls=tf.data.AUTOTUNE)
     if augment:

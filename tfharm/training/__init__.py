@@ -9,8 +9,9 @@
 """
 
 from tfharm.training.data import DataError
-from tfharm.training.loop import DivergedError, train
+from tfharm.training.loop import DivergedError, is_chief, make_strategy, train
 from tfharm.training.options import TrainOptions
 from tfharm.training.task import Task
 
-__all__ = ["DataError", "DivergedError", "Task", "TrainOptions", "train"]
+__all__ = ["DataError", "DivergedError", "Task", "TrainOptions", "is_chief", "make_strategy",
+           "train"]

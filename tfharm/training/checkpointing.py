@@ -59,8 +59,10 @@ def restore_latest(manager: tf.train.CheckpointManager, ckpt: tf.train.Checkpoin
 
 
 def create_state(opts: TrainOptions, task: Task, strategy: tf.distribute.Strategy,
-                 ckpt_dir: str) -> RunState:
-  """Builds model, optimizer and weight average, and restores the newest good checkpoint."""
+                 ckpt_dir: str, restore_dir: str | None = None) -> RunState:
+  """Builds model, optimizer and weight average, and restores the newest good checkpoint of
+  `restore_dir` (default `ckpt_dir`, where this process saves; a non-chief worker saves
+  elsewhere but restores the chief's)."""
   with strategy.scope():
     model = task.build_model()
     optimizer = keras.optimizers.Adam(opts.learning_rate)
@@ -78,7 +80,9 @@ def create_state(opts: TrainOptions, task: Task, strategy: tf.distribute.Strateg
   # The core state must match exactly; the weight average may be missing (a run that turned
   # it on later). The iterator, if checkpointed, is restored later (its dataset is seeded by
   # the step restored here).
-  restored = restore_latest(manager, tf.train.Checkpoint(**core))
+  source = manager if restore_dir in (None, ckpt_dir) else tf.train.CheckpointManager(
+      ckpt, restore_dir, max_to_keep=None)  # only read
+  restored = restore_latest(source, tf.train.Checkpoint(**core))
   if restored:
     tf.train.Checkpoint(data_position=position).restore(restored).expect_partial()
     if int(position.numpy()) == 0:  # a checkpoint from before the position was kept
@@ -86,7 +90,7 @@ def create_state(opts: TrainOptions, task: Task, strategy: tf.distribute.Strateg
     logging.info("Resumed from %s at step %d (%d training examples seen).", restored,
                  int(step.numpy()), int(position.numpy()))
   else:
-    logging.info("No checkpoint in %s: starting from scratch.", ckpt_dir)
+    logging.info("No checkpoint in %s: starting from scratch.", source.directory)
   if average is not None:
     if restored:
       tf.train.Checkpoint(ema=average).restore(restored).expect_partial()

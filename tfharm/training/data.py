@@ -2,8 +2,9 @@
 
 The built splits are read through a `DatasetFn` with the signature of
 tfharm.data.pipeline.make_dataset (tests pass synthetic ones); the stream is a `StreamFn`,
-(start example, batch_size=, augment=, seed=) -> endless batches, e.g.
-tfharm.data.generator.CompositeSource.dataset, restarted at the checkpointed position.
+(start example, batch_size=, augment=, seed=, shard=(k, n)) -> endless batches of worker k's
+share (examples start+k, start+k+n, ...), e.g. tfharm.data.generator.CompositeSource.dataset,
+restarted at the checkpointed position.
 """
 from __future__ import annotations
 
@@ -53,13 +54,21 @@ def open_dataset(dataset_fn: DatasetFn, opts: TrainOptions, split: str, **kwargs
 
 
 def training_data(opts: TrainOptions, task: Task, dataset_fn: DatasetFn, data_seed: int,
-                  stream: StreamFn | None = None, position: int = 0) -> tf.data.Dataset:
+                  stream: StreamFn | None = None, position: int = 0,
+                  context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
   """The built split (reshuffled by data_seed), or the stream from `position` on, through
   `task.train_transform` with a per-batch seed that a resumed stream continues (or through
-  `task.transform`, for a task that keeps the default training view)."""
+  `task.transform`, for a task that keeps the default training view).
+
+  context: this worker's place in a tf.distribute cluster (stream only). The worker then draws
+  only its shard of the stream, in per-replica batches: every step takes examples
+  position .. position + batch_size - 1 across the cluster, as one process would."""
   first_batch = 0
+  context = context or tf.distribute.InputContext()
   if stream is not None:
-    ds = stream(position, batch_size=opts.batch_size, augment=opts.augment, seed=opts.seed)
+    ds = stream(position, batch_size=context.get_per_replica_batch_size(opts.batch_size),
+                augment=opts.augment, seed=opts.seed,
+                shard=(context.input_pipeline_id, context.num_input_pipelines))
     first_batch = position // opts.batch_size  # crops etc. continue their seeds too
   else:
     ds = open_dataset(dataset_fn, opts, opts.train_split, batch_size=opts.batch_size,
@@ -71,9 +80,22 @@ def training_data(opts: TrainOptions, task: Task, dataset_fn: DatasetFn, data_se
     ds = ds.map(task.transform, num_parallel_calls=tf.data.AUTOTUNE)
   else:
     ds = ds.enumerate(start=first_batch).map(
-        lambda i, b: task.train_transform(b, tf.stack([tf.cast(data_seed, tf.int64), i])),
+        lambda i, b: task.train_transform(
+            b, tf.stack([tf.cast(data_seed, tf.int64), _batch_index(i, first_batch, context)])),
         num_parallel_calls=tf.data.AUTOTUNE)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _batch_index(i: tf.Tensor, first_batch: int, context: tf.distribute.InputContext):
+  """A seed index distinct for every per-replica batch of the cluster: step s's R batches
+  (R replicas) are s*R .. s*R + R-1, this worker's the ones of its replicas. One replica: the
+  step itself, as before there were clusters."""
+  replicas = context.num_replicas_in_sync
+  if replicas == 1:
+    return i
+  local = replicas // context.num_input_pipelines  # replicas this worker feeds
+  step, replica = (i - first_batch) // local + first_batch, (i - first_batch) % local
+  return step * replicas + context.input_pipeline_id * local + replica
 
 
 def composite_stream(opts: TrainOptions, dataset_fn: DatasetFn, roots: Sequence[str],

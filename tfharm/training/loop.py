@@ -48,7 +48,9 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
   raise ValueError(f"unknown strategy {name!r}")
 
 
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes the run's files (checkpoints, summaries, exports, flags.txt):
+  TF_CONFIG's chief, or worker 0 of a cluster without one; a single process always."""
   resolver = getattr(strategy, "cluster_resolver", None)
   if resolver is None or not resolver.task_type:
     return True
@@ -58,19 +60,28 @@ def _is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def train(opts: TrainOptions, task: Task, dataset_fn: data_lib.DatasetFn | None = None,
-          stream: data_lib.StreamFn | None = None) -> dict[str, Any]:
+          stream: data_lib.StreamFn | None = None,
+          strategy: tf.distribute.Strategy | None = None) -> dict[str, Any]:
   """Trains `task` until opts.steps, resuming from opts.workdir; returns final logs.
 
   dataset_fn: the built splits (default tfharm.data.pipeline.make_dataset). stream: train on
   it instead of the built train split (exactly when opts.train_source == "generator").
+  strategy: default make_strategy(opts.strategy); a program that runs TF ops before training
+  must make it first (MultiWorkerMirroredStrategy refuses to start after any TF op).
   Raises DataError for missing data, DivergedError for a non-finite loss."""
   if (stream is None) != (opts.train_source == "tfds"):
     raise ValueError(f"train_source={opts.train_source!r} needs a stream exactly when it is "
                      "'generator'")
+  if opts.checkpoint_data_iterator and opts.strategy == "multi_worker":
+    raise ValueError("--checkpoint_data_iterator does not work with --strategy=multi_worker: "
+                     "every worker restores from the chief's checkpoint, which holds only the "
+                     "chief's iterator. Leave it off: the online stream resumes at "
+                     "data_position, the built split reshuffles with seed + step.")
   previous = keras.mixed_precision.global_policy()
   keras.mixed_precision.set_global_policy(opts.precision)
   try:
-    return _train(opts, task, dataset_fn or data_lib.default_dataset_fn(), stream)
+    return _train(opts, task, dataset_fn or data_lib.default_dataset_fn(), stream,
+                  strategy or make_strategy(opts.strategy))
   finally:  # the policy is process-global: do not leak it to the caller
     keras.mixed_precision.set_global_policy(previous)
 
@@ -94,7 +105,12 @@ def _validate(opts: TrainOptions, task: Task, dataset_fn: data_lib.DatasetFn,
     ds = data_lib.open_dataset(dataset_fn, opts, opts.eval_split, batch_size=opts.eval_batch_size,
                                shuffle=False, augment=False, repeat=False, seed=opts.seed,
                                max_examples=opts.max_eval_examples or None)
-    ds = strategy.experimental_distribute_dataset(ds.map(task.transform))
+    # Workers split the examples, not the files: a validation split is often one file, and
+    # tf.distribute refuses to shard fewer files than workers.
+    by_example = tf.data.Options()
+    by_example.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    ds = strategy.experimental_distribute_dataset(ds.map(task.transform).with_options(by_example))
     acc, base_acc, first_images = {}, {}, None
     for batch in ds:
       metrics, base, images = eval_step(batch)
@@ -136,27 +152,61 @@ def _export(opts: TrainOptions, task: Task, state: checkpointing.RunState) -> No
   task.export(state.model, opts.workdir)
 
 
-def _train(opts: TrainOptions, task: Task, dataset_fn: data_lib.DatasetFn,
-           stream: data_lib.StreamFn | None) -> dict[str, Any]:
-  keras.utils.set_random_seed(opts.seed)
-  strategy = make_strategy(opts.strategy)
-  chief = _is_chief(strategy)
-  ckpt_dir = os.path.join(opts.workdir, "checkpoints")
-  if not chief:  # MultiWorkerMirrored: every worker saves, only the chief's copy is kept
-    ckpt_dir = os.path.join(opts.workdir, f"tmp_worker_{strategy.cluster_resolver.task_id}")
-  tf.io.gfile.makedirs(ckpt_dir)
+def moving_statistics(model: keras.Model) -> list[keras.Variable]:
+  """The moving means and variances of the model's trained BatchNormalization layers.
 
-  state = checkpointing.create_state(opts, task, strategy, ckpt_dir)
+  Keras updates them per replica (aggregation "none"), each from its own examples, so the
+  workers' copies drift apart and the chief would checkpoint and export statistics of its
+  share of the data alone (seen: 64 of 64 values differed after one step on two workers). The
+  loop averages them over the replicas after every step; the moving average being linear, that
+  is the moving average of the replicas' mean batch statistics."""
+  return [v for layer in model._flatten_layers()  # pylint: disable=protected-access
+          if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable
+          for v in (layer.moving_mean, layer.moving_variance)]
+
+
+def distribute_training_data(strategy: tf.distribute.Strategy, opts: TrainOptions, task: Task,
+                             dataset_fn: data_lib.DatasetFn, data_seed: int,
+                             stream: data_lib.StreamFn | None, position: int):
+  """The training batches, spread over the strategy's replicas. tf.distribute shards the built
+  split between workers by file (it needs at least as many files as workers); the stream is
+  sharded explicitly, so that each worker makes only its own examples (data_lib.training_data)."""
+  if stream is None:
+    return strategy.experimental_distribute_dataset(
+        data_lib.training_data(opts, task, dataset_fn, data_seed, None, position))
+
+  def worker_data(context: tf.distribute.InputContext) -> tf.data.Dataset:
+    if context.num_input_pipelines > 1:
+      k, n = context.input_pipeline_id, context.num_input_pipelines
+      logging.info("Online stream, worker %d of %d: examples %d, %d, ... (its share from "
+                   "data_position %d).", k, n, position + k, position + k + n, position)
+    return data_lib.training_data(opts, task, dataset_fn, data_seed, stream, position, context)
+  return strategy.distribute_datasets_from_function(worker_data)
+
+
+def _train(opts: TrainOptions, task: Task, dataset_fn: data_lib.DatasetFn,
+           stream: data_lib.StreamFn | None, strategy: tf.distribute.Strategy) -> dict[str, Any]:
+  keras.utils.set_random_seed(opts.seed)
+  chief = is_chief(strategy)
+  ckpt_dir = os.path.join(opts.workdir, "checkpoints")
+  # MultiWorkerMirrored: every worker saves (TF's rule for multi-worker checkpoints), only the
+  # chief's copy is kept; every worker restores the chief's, so a restarted cluster resumes at
+  # one step (a worker's own copy may be older, or gone after a finished run).
+  write_dir = ckpt_dir if chief else os.path.join(
+      opts.workdir, f"tmp_worker_{strategy.cluster_resolver.task_id}")
+  tf.io.gfile.makedirs(write_dir)
+
+  state = checkpointing.create_state(opts, task, strategy, write_dir, restore_dir=ckpt_dir)
   model, optimizer, step, average = state.model, state.optimizer, state.step, state.average
   start = int(step.numpy())
   if start >= opts.steps:
     logging.info("Already at step %d >= --steps=%d; nothing to train.", start, opts.steps)
   # Without a checkpointed iterator, a resumed run reseeds the data order with seed + step.
   data_seed = opts.seed if opts.checkpoint_data_iterator else opts.seed + start
-  iterator = iter(strategy.experimental_distribute_dataset(data_lib.training_data(
-      opts, task, dataset_fn, data_seed, stream, int(state.position.numpy()))))
+  iterator = iter(distribute_training_data(strategy, opts, task, dataset_fn, data_seed, stream,
+                                           int(state.position.numpy())))
   if opts.checkpoint_data_iterator:
-    checkpointing.checkpoint_iterator(state, opts, iterator, ckpt_dir)
+    checkpointing.checkpoint_iterator(state, opts, iterator, write_dir)
   checkpointing.set_learning_rate(optimizer, opts.learning_rate)
 
   def step_fn(batch):
@@ -170,10 +220,19 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: data_lib.DatasetFn,
     return {k: tf.nn.compute_average_loss(v) for k, v in per_example.items()}
 
   inner = tf.function(step_fn, jit_compile=True) if opts.jit_compile else step_fn
+  statistics = moving_statistics(model) if strategy.num_replicas_in_sync > 1 else []
+
+  def average_statistics():
+    means = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in statistics])
+    for var, mean in zip(statistics, means):
+      var.assign(mean)
 
   @tf.function
   def train_step(it):
     logs = strategy.run(inner, args=(next(it),))
+    if statistics:
+      strategy.run(average_statistics)
     step.assign_add(1)
     state.position.assign_add(opts.batch_size)
     if average is not None:
@@ -245,7 +304,7 @@ def _train(opts: TrainOptions, task: Task, dataset_fn: data_lib.DatasetFn,
   if opts.export and chief:
     _export(opts, task, state)
   if not chief:
-    tf.io.gfile.rmtree(ckpt_dir)
+    tf.io.gfile.rmtree(write_dir)
   logs["step"] = int(step.numpy())
   logs["optimizer_iterations"] = int(optimizer.iterations.numpy())
   return logs
