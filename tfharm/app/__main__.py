@@ -97,8 +97,9 @@ def main(argv):
     logging.info("ready: imports %.1f s, models %.1f s, warm-up %.1f s, page %.1f s, total "
                  "%.1f s (after Python and absl started); %d example(s)", loaded - start,
                  traced - loaded, page_start - traced, end - page_start, end - start, len(rows))
-    print(f"serving on {url}", flush=True)  # the line the browser test and the bench wait for
     try:  # not Gradio's block_thread: it swallows Ctrl-C, printing its own line, exit 0
+      # Inside the try: a Ctrl-C sent as soon as this line is read lands here too.
+      print(f"serving on {url}", flush=True)  # the line the browser test and the bench wait for
       while True:
         time.sleep(3600)
     except KeyboardInterrupt:
