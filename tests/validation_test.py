@@ -51,3 +51,24 @@ def test_joint_scores_through_the_command(demo_build, tmp_path):
   assert again.returncode == 2 and "exists" in again.stderr.strip().splitlines()[-1]
   assert json.loads(out.read_text()) == scores  # untouched
   assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_a_gate_gain_of_one_is_the_mask_free_row(demo_build):
+  """--gate_gains: g = 1 reproduces the mask-free row (the same soft mask), so the sweep's rows
+  differ from it only by the scaling of m."""
+  data = pipeline.make_dataset(demo_build.data_dir_root, "test", batch_size=8, max_examples=8)
+  per_image = validation.joint_per_image(small_joint_model(seed=3), data, gate_gains=(1.0, 4.0))
+  np.testing.assert_allclose(per_image[f"psnr_{validation.gain_row(1.0)}"],
+                             per_image["psnr_mask_free"], atol=1e-3)
+  summary = validation.joint_summary(per_image)["overall"]
+  assert summary["gain_mask_free_gain4"]["n"] == 8 and "worse_by_1db_mask_free_gain4" in summary
+
+
+def test_gate_gains_must_be_positive_numbers(demo_build):
+  for bad in ("0", "x", "nan"):
+    proc = subprocess.run([sys.executable, "-m", "tfharm.validation",
+                           f"--data_dir={demo_build.data_dir_root}", "--joint_weights=joint_256",
+                           f"--gate_gains=1,{bad}"], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --gate_gains"), proc.stderr

@@ -36,6 +36,8 @@ from tfharm.data import pipeline
 from tfharm.metrics import aggregate
 from tfharm.metrics import image as image_metrics
 from tfharm.models import harmoniser as harmoniser_lib
+from tfharm.models import correction
+from tfharm.models import detector as detector_lib
 from tfharm.models import joint as joint_lib
 from tfharm.models import methods
 
@@ -58,7 +60,9 @@ def _define_flags() -> None:
   _JOINT = flags.DEFINE_string("joint_weights", None, "Score this joint model (a file or a preset "
                                "name) instead of a harmoniser.")
   _MAX = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
-  global _OVERWRITE
+  global _OVERWRITE, _GAINS
+  _GAINS = flags.DEFINE_list("gate_gains", [], "With --joint_weights: also score the mask-free "
+                             "row with its soft mask m scaled to min(1, g * m), for each g.")
   _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output_json.")
   flags.mark_flag_as_required("data_dir")
 
@@ -102,11 +106,20 @@ def joint_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict:
 JOINT_ROWS = {"mask_free": "joint_l_moments", "gt_mask": "joint_gt_mask"}
 
 
-def joint_per_image(model: keras.Model, dataset: tf.data.Dataset, task=None) -> dict:
+def gain_row(gain: float) -> str:
+  """The name of the mask-free row whose soft mask is min(1, gain * m)."""
+  return f"mask_free_gain{gain:g}"
+
+
+def joint_per_image(model: keras.Model, dataset: tf.data.Dataset, task=None,
+                    gate_gains=()) -> dict:
   """Per-image arrays over `dataset` (make_dataset batches): PSNR of the composite and of each
   JOINT_ROWS image against the real photo, the detection's AP / IoU against the suprathreshold
   object (the joint task's definitions; NaN where an image has no such object), and the
-  image's root, corruption and id, for means with standard errors and per-root rows."""
+  image's root, corruption and id, for means with standard errors and per-root rows.
+
+  `gate_gains`: also the mask-free row with the soft mask m scaled to min(1, g * m), one row
+  (`gain_row(g)`) per g: whether the detection's confidence, not its place, limits the gain."""
   from tfharm.training.tasks import joint as joint_task  # pylint: disable=g-import-not-at-top
   task = task or joint_task.JointTask(joint_task.JointTaskConfig(image_size=None))
   shift = joint_lib.LightnessShift(dtype="float32", name="gt_mask_shift")
@@ -121,6 +134,13 @@ def joint_per_image(model: keras.Model, dataset: tf.data.Dataset, task=None) -> 
     det = task.detection.metrics(batch, out["probs"])
     values = {"psnr_composite": psnr(batch["composite"]), "ap": det["ap"], "iou": det["iou"]}
     values.update({f"psnr_{k}": psnr(images[row]) for k, row in JOINT_ROWS.items()})
+    composite = tf.cast(batch["composite"], tf.float32)
+    m = detector_lib.soft_mask(tf.cast(out["probs"], tf.float32))
+    for g in gate_gains:
+      mg = tf.minimum(1.0, g * m)
+      own = shift(composite, out["delta_l"], mg)
+      values[f"psnr_{gain_row(g)}"] = psnr(correction.apply_correction(
+          "l_moments", composite, mg, composite, mg, own))
     return values
 
   columns: dict[str, list[np.ndarray]] = {}
@@ -145,10 +165,12 @@ def _mean_se(x: np.ndarray) -> dict:
 def joint_summary(per_image: dict, root_names=None) -> dict:
   """Means with standard errors of the PSNR gains over the composite (paired, per image), the
   shares improved / worse by > 1 dB, and AP / IoU: overall and per root."""
+  rows = [k[len("psnr_"):] for k in per_image if k.startswith("psnr_") and k != "psnr_composite"]
+
   def summarise(keep):
     out = {"num_examples": int(keep.sum()),
            "psnr_composite": _mean_se(per_image["psnr_composite"][keep])}
-    for k in JOINT_ROWS:
+    for k in rows:
       gain = per_image[f"psnr_{k}"][keep] - per_image["psnr_composite"][keep]
       out[f"psnr_{k}"] = _mean_se(per_image[f"psnr_{k}"][keep])
       out[f"gain_{k}"] = _mean_se(gain)
@@ -219,13 +241,19 @@ def main(argv):
   if out and os.path.isdir(out):
     raise program.SetupError(f"--output_json {out} is a folder")
   try:
+    gains = [float(g) for g in _GAINS.value]
+  except ValueError:
+    gains = [float("nan")]
+  if any(not np.isfinite(g) or g <= 0 for g in gains):
+    raise program.SetupError(f"--gate_gains must be positive numbers, got {_GAINS.value}")
+  try:
     pipeline.load_builder(_DATA_DIR.value, _CONFIG.value)
   except FileNotFoundError as e:
     raise program.SetupError(str(e)) from None
   dataset = pipeline.make_dataset(_DATA_DIR.value, _SPLIT.value, config=_CONFIG.value,
                                   batch_size=_BATCH.value, max_examples=_MAX.value)
   if _JOINT.value:
-    scores = _joint_main(dataset)
+    scores = _joint_main(dataset, gains)
   else:
     scores = harmoniser_scores(harmoniser_lib.load_harmoniser(_WEIGHTS.value), dataset)
   text = json.dumps(scores, indent=2, sort_keys=True)
@@ -240,14 +268,14 @@ def main(argv):
   logging.info("scored %d examples", scores["num_examples"])
 
 
-def _joint_main(dataset) -> dict:
+def _joint_main(dataset, gains) -> dict:
   import hashlib  # pylint: disable=g-import-not-at-top
   from tfharm import presets  # pylint: disable=g-import-not-at-top
   path = presets.resolve(_JOINT.value, "joint", presets.DEFAULT_JOINT)
   model = joint_lib.load_joint(path)
   builder = pipeline.load_builder(_DATA_DIR.value, _CONFIG.value)
   roots = builder.info.metadata.get("roots")
-  summary = joint_summary(joint_per_image(model, dataset), roots)
+  summary = joint_summary(joint_per_image(model, dataset, gate_gains=gains), roots)
   with open(path, "rb") as f:
     digest = hashlib.sha256(f.read()).hexdigest()
   return {"num_examples": summary["overall"]["num_examples"], **summary,
