@@ -9,7 +9,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["tfharm", "tfharm.*", "data_builders", "data_builders.*"]),
     package_data={"data_builders.luminance_composites": ["*.bib", "*.md", "*.tsv"],
                   "tfharm.app": ["examples/*.png"],
-                  # The shipped weights (tfharm.presets), ~25 MB: a plain `pip install .` has them.
+                  # The shipped weights (tfharm.presets; sizes: ls -l tfharm/presets): a plain `pip install .`
+                  # has them. Their README and the run records (experiments/) are not installed.
                   "tfharm.presets": ["*.weights.h5", "*.json"]},
     install_requires=[
         "tensorflow==2.21.*",

@@ -1,4 +1,4 @@
-"""Prints the checkpoints/README.md tables from the shipped files' .metrics.json records.
+"""Prints the tfharm/presets/README.md tables from the shipped files' .metrics.json records.
 
   python scripts/checkpoint_tables.py
 

@@ -7,7 +7,7 @@ the unedited photos. The default of tfharm.harmonise is the best of these on `va
   python scripts/mask_free_table.py tfharm/presets/joint_256.metrics.json   # a shipped record
 
 A preset's record (scripts/ship_joint.py) holds both splits' rows: its tables are the ones in
-checkpoints/README.md (tests/checkpoint_tables_test.py checks they are pasted, not retyped).
+tfharm/presets/README.md (tests/checkpoint_tables_test.py checks they are pasted, not retyped).
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ on nested sets of distinct training photos, as a PNG and a markdown table, with 
 extrapolation of the photos a target would need.
 
   python scripts/scaling_curve.py --points=173=VAL_173.json,700=VAL_700.json,1311=VAL_ALL.json \
-      --output=checkpoints/scaling_curve.png --target=gain_mask_free=1.0
+      --output=experiments/scaling/curve.png --target=gain_mask_free=1.0
 
 Each VAL_*.json is `python -m tfharm.validation --split=validation --joint_weights=RUN/joint.keras
 --output_json=...` of one run (configs/train_joint_scaling.flags with --generator_max_photos).

@@ -2,7 +2,7 @@
 PNG and a markdown table, with a log-linear extrapolation to a target value.
 
   python scripts/training_curve.py --runs=RUN_A,RUN_B --metrics=psnr,iou,ap \
-      --target=ap=0.6 --output=checkpoints/joint_curve.png
+      --target=ap=0.6 --output=experiments/joint_curve.png
 
 RUN_B continues RUN_A (e.g. `--joint_init` from RUN_A's weight average): its samples are
 counted from where RUN_A's last validation was. Samples seen = step * --batch_size (from each

@@ -1,4 +1,4 @@
-"""checkpoints/README.md's tables are the scripts' output of the shipped records, not retyped
+"""tfharm/presets/README.md's tables are the scripts' output of the shipped records, not retyped
 numbers (scripts/checkpoint_tables.py for the two networks, scripts/mask_free_table.py for the
 joint model)."""
 import importlib.util
@@ -16,7 +16,7 @@ def _script(name: str):
 
 
 def _readme() -> str:
-  with open(os.path.join(REPO, "checkpoints", "README.md")) as f:
+  with open(os.path.join(REPO, "tfharm", "presets", "README.md")) as f:
     return f.read()
 
 

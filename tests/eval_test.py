@@ -357,7 +357,7 @@ def test_not_a_detector_file(demo_build, weight_files, tmp_path):
 
 def test_missing_weight_files_say_how_to_get_them(demo_build, weight_files, tmp_path):
   with pytest.raises(evaluation.EvaluationError, match="harmoniser weights .*nope.* not found.*"
-                                                       "checkpoints/README.md"):
+                                                       "tfharm/presets/README.md"):
     evaluation.evaluate(_config(demo_build, weight_files, tmp_path,
                                 harmoniser_weights=str(tmp_path / "nope.weights.h5")))
   with pytest.raises(evaluation.EvaluationError, match="detector weights .* not found.*"

@@ -1,6 +1,6 @@
 """Harmonise one image or a folder of images (JPEG/PNG) with the end-to-end model: by default
 the joint model (one network, preset joint_256), or with --model=pipeline the paper's two
-networks (detector + harmoniser); which is default and why: checkpoints/README.md.
+networks (detector + harmoniser); which is default and why: tfharm/presets/README.md.
 
   python -m tfharm.harmonise --input=photo.jpg --output=out.jpg [--mask=m.png] [--save_mask=p.png]
   python -m tfharm.harmonise --input=photos/ --output=harmonised/ [--mask=masks/] [--save_mask=masks_out/]

@@ -19,7 +19,7 @@ object moved onto the L* mean/std of the prediction, tfharm.models.correction),
 `harmoniser_empty_mask` (does the network change images it should leave alone?) and
 `harmoniser_empty_mask_l_moments` (the same through the correction), and how far each moved
 away from its input composite (`empty_mask_change`, `empty_mask_change_l_moments`).
-These are the numbers in checkpoints/README.md.
+These are the numbers in tfharm/presets/README.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """An exponential moving average of a model's trainable weights, checkpointed with them.
 
 Why: on coco_mini the harmoniser's validation numbers swung by +-10 % between checkpoints
-250 steps apart (checkpoints/README.md); averaging the weights over the
+250 steps apart (its training run); averaging the weights over the
 last ~1/(1 - decay) steps removes most of that noise at no training cost. Not Keras's
 `use_ema`: that keeps the average inside the optimizer, where it cannot be evaluated without
 being made permanent, and it starts from zeros when a run resumes from a checkpoint that had

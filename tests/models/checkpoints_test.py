@@ -47,7 +47,7 @@ def test_shipped_harmoniser_record_says_what_it_does(shipped_record):
   """The recorded numbers (the next test re-measures them): with an empty mask tfharm's output
   changes nothing on either split (bit identity: tests/models/correction_test.py); with the true
   mask it beats the composite on validation. On the dataset-2.0.0 test split it does not (its
-  training data, builder 1.0.0, had unbounded, clipped shifts): checkpoints/README.md."""
+  training data, builder 1.0.0, had unbounded, clipped shifts): tfharm/presets/README.md."""
   for split in ("validation", "test"):
     assert shipped_record[split]["empty_mask_change_l_moments"]["mse"] == 0.0, split
   scores = shipped_record["validation"]

@@ -275,7 +275,7 @@ the suprathreshold row is the fairer localisation score.
 **Paper columns** (the last three of the first table): Dolhasz et al. 2020, Table 1, for C_s
 and C_p. What differs here: resolution {data['image_size']}×{data['image_size']} (the paper does not state the size
 its table was measured at), the training data (the paper's full-COCO composites; what each
-of these weights was trained on is in its record, checkpoints/README.md), and the weights
+of these weights was trained on is in its record, tfharm/presets/README.md), and the weights
 themselves. The numbers are therefore not expected to match; the comparison that
 carries over is the ordering and the C_p − C_s gap.
 

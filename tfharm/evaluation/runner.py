@@ -108,7 +108,7 @@ def open_harmoniser(path: str | None, image_size: int) -> tuple[Any, str]:
     raise EvaluationError(
         f"harmoniser weights {path} not found. The shipped file is "
         f"preset harmoniser_256, tfharm/presets/harmoniser_256.weights.h5 (recipe in "
-        f"checkpoints/README.md: "
+        f"tfharm/presets/README.md: "
         f"`python -m tfharm.train --flagfile=configs/train_harmoniser_coco_mini.flags`, then "
         f"`python scripts/ship_harmoniser.py`); or pass --harmoniser_weights=PATH")
   cfg = harmoniser_lib.HarmoniserConfig(image_size=image_size)

@@ -247,7 +247,7 @@ def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) ->
   path = presets.resolve(path, "detector", presets.DEFAULT_DETECTOR)
   if shipped and not os.path.exists(path):
     raise FileNotFoundError(f"no shipped detector at {path}: the shipped weights are package "
-                            "data of tfharm (checkpoints/README.md); reinstall the package")
+                            "data of tfharm (tfharm/presets/README.md); reinstall the package")
   if path.endswith(".keras"):
     model = keras.saving.load_model(path)
     if not isinstance(model, Detector):

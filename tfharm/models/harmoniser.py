@@ -170,7 +170,7 @@ def load_harmoniser(path: str | None = None, cfg: HarmoniserConfig | None = None
   """Loads a harmoniser from a `.keras` file, or a `.weights.h5` file plus its config.
 
   `path` may also be a preset name (tfharm.presets); with no path: the 256x256 harmoniser we
-  trained (preset `harmoniser_256`, recipe and numbers in checkpoints/README.md).
+  trained (preset `harmoniser_256`, recipe and numbers in tfharm/presets/README.md).
 
   `.weights.h5` files carry no architecture, so `cfg` (default: the 256x256 model) says
   what to build; a mismatch fails loudly in Keras rather than loading partially.
@@ -179,7 +179,7 @@ def load_harmoniser(path: str | None = None, cfg: HarmoniserConfig | None = None
   path = presets.resolve(path, "harmoniser", presets.DEFAULT_HARMONISER)
   if shipped and not os.path.exists(path):
     raise FileNotFoundError(f"{path} is missing: the shipped harmoniser is package data of "
-                            "tfharm (checkpoints/README.md); reinstall the package")
+                            "tfharm (tfharm/presets/README.md); reinstall the package")
   if path.endswith(".keras"):
     model = keras.saving.load_model(path)
     if not isinstance(model, Harmoniser):

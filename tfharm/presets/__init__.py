@@ -7,7 +7,7 @@ where they live.
 The files are package data (setup.py), so a plain `pip install .` carries them; they are found
 relative to this package, never relative to the working directory or the repository. Each preset
 names its weight file, the model config it was trained with, and the `.metrics.json` record its
-shipping script wrote (the numbers checkpoints/README.md prints and
+shipping script wrote (the numbers tfharm/presets/README.md prints and
 tests/models/checkpoints_test.py re-measures). No TensorFlow here: the command-line tools check
 their inputs before paying for importing it.
 
@@ -49,16 +49,16 @@ class Preset:
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("harmoniser_256", "harmoniser", "harmoniser_256.weights.h5",
            "harmoniser_256.metrics.json", {"image_size": 256},
-           "DIH harmoniser at 256x256, float16 storage (checkpoints/README.md)"),
+           "DIH harmoniser at 256x256, float16 storage (tfharm/presets/README.md)"),
     # Only the layers trained on top of the frozen ImageNet VGG16: the backbone is rebuilt from
     # the converted ImageNet file (`python -m tfharm.weights`); the head file stores its config.
     Preset("detector_256", "detector", "detector_256.head.weights.h5",
            "detector_256.metrics.json", {},
-           "perceptual luminance detector head, trained at 256x256 (checkpoints/README.md)"),
+           "perceptual luminance detector head, trained at 256x256 (tfharm/presets/README.md)"),
     # The joint model (docs/joint.md), float16 storage of all its weights (the frozen VGG16
     # trunk included); its record holds tfharm.eval's validation and test rows.
     Preset("joint_256", "joint", "joint_256.weights.h5", "joint_256.metrics.json", {},
-           "joint detector-harmoniser, one network, trained at 256x256 (checkpoints/README.md)"),
+           "joint detector-harmoniser, one network, trained at 256x256 (tfharm/presets/README.md)"),
 )}
 DEFAULT_HARMONISER = "harmoniser_256"
 DEFAULT_DETECTOR = "detector_256"

@@ -28,7 +28,7 @@ def resolve_weights(detector_weights: str | None = None,
   if missing:
     raise FileNotFoundError(
         "missing weights: " + ", ".join(missing) + ". The defaults are the shipped presets "
-        "(checkpoints/README.md); pass --detector_weights / --harmoniser_weights to use "
+        "(tfharm/presets/README.md); pass --detector_weights / --harmoniser_weights to use "
         "other files.")
   return paths
 
@@ -115,7 +115,7 @@ def resolve_joint_weights(joint_weights: str | None = None) -> str:
     raise FileNotFoundError(
         f"missing joint model weights: {path}. Pass --joint_weights=<workdir>/joint.keras (or "
         ".weights.h5) of a `python -m tfharm.train --model=joint` run, or a preset name "
-        "(checkpoints/README.md).")
+        "(tfharm/presets/README.md).")
   return path
 
 
