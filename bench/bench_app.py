@@ -25,6 +25,7 @@ from absl import app, flags
 import measure  # bench/measure.py
 
 from tfharm.app import browser, examples  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfharm.cli import program
 
 _RUNS = flags.DEFINE_integer("runs", 3, "Timed uploads per system (after one untimed).")
 _STARTUPS = flags.DEFINE_integer("startups", 2, "App start-ups timed.")
@@ -127,4 +128,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

@@ -21,6 +21,7 @@ import numpy as np
 from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb
 from tfharm import colour
 from tfharm.data import coco, composites, generation
+from tfharm.cli import program
 
 _ROOT = flags.DEFINE_string("coco_root", None, "COCO 2017 root (e.g. a coco_mini download).")
 _PAPER_COUNT = flags.DEFINE_integer("paper_count", 4000, "Composites in the paper-style build.")
@@ -93,4 +94,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

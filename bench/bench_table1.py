@@ -18,10 +18,11 @@ import dataclasses
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb
 from tfharm.data import coco, composites
+from tfharm.cli import program
 
 _ROOT = flags.DEFINE_string("coco_root", None, "A COCO 2017 root (e.g. coco_mini).")
 _PHOTOS = flags.DEFINE_integer("photos", 80, "Photos timed per pass and split.")
@@ -78,4 +79,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["coco_root"])
-  app.run(main)
+  program.run(main)

@@ -22,6 +22,8 @@ import os
 from absl import app, flags
 import numpy as np
 
+from tfharm.cli import program
+
 _POINTS = flags.DEFINE_list("points", None, "PHOTOS=validation.json, one per run.")
 _OUTPUT = flags.DEFINE_string("output", None, "PNG to write (refused if it exists, unless "
                               "--overwrite).")
@@ -149,4 +151,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("points")
-  app.run(main)
+  program.run(main)

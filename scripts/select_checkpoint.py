@@ -19,6 +19,7 @@ from absl import app, flags
 from tfharm import validation
 from tfharm.data import pipeline
 from tfharm.models import checkpoints
+from tfharm.cli import program
 
 _MODEL = flags.DEFINE_enum("model", "harmoniser", ["harmoniser", "detector"], "Which network.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
@@ -64,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

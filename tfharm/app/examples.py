@@ -18,6 +18,8 @@ import os
 
 from absl import app, flags
 
+from tfharm.cli import program
+
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 MASK_SUFFIX = ".mask.png"
 MIN_MASK_FRACTION = 0.05
@@ -100,4 +102,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  program.run(main)

@@ -19,6 +19,7 @@ import time
 from absl import app, flags, logging
 
 from tfharm.weights import store
+from tfharm.cli import program
 
 _DIR = flags.DEFINE_string("weights_dir", None, f"Cache dir (default ${store.ENV_VAR} or "
                            "~/.cache/tfharm/weights).")
@@ -71,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)
