@@ -26,7 +26,7 @@ from tfharm.cli import program
 
 _ROOT = flags.DEFINE_string("coco_root", None, "A COCO 2017 root (e.g. coco_mini).")
 _PHOTOS = flags.DEFINE_integer("photos", 80, "Photos timed per pass and split.")
-_CONFIG = flags.DEFINE_string("config", "paper_256", "Builder config whose options are timed.")
+_CONFIG = flags.DEFINE_string("dataset_config", "paper_256", "Builder config whose options are timed.")
 
 
 def main(argv):

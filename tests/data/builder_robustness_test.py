@@ -67,7 +67,7 @@ def test_beam_multi_processing_writes_the_same_examples(demo_build, tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   done = subprocess.run(
       [sys.executable, "-m", "tfharm.data.build", f"--manual_dir={DEMO_ROOT}",
-       f"--data_dir={tmp_path}", "--config=256", f"--beam_pipeline_options={options}"],
+       f"--data_dir={tmp_path}", "--dataset_config=256", f"--beam_pipeline_options={options}"],
       cwd=repo, capture_output=True, text=True, timeout=900, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   local = _records(os.path.dirname(os.path.dirname(os.path.dirname(demo_build.data_dir))))

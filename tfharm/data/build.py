@@ -1,6 +1,6 @@
 """Builds `luminance_composites` without the tfds command line (and without Beam).
 
-  python -m tfharm.data.build --manual_dir=COCO_ROOT --data_dir=OUT [--config=256]
+  python -m tfharm.data.build --manual_dir=COCO_ROOT --data_dir=OUT [--dataset_config=256]
   python -m tfharm.data.build --flagfile=configs/build_demo.flags
 
 Same builder, same records as `tfds build data_builders/luminance_composites --config=...`.
@@ -33,11 +33,14 @@ def _define_flags() -> None:
       "manual_dir", None, "COCO 2017 root (annotations/, train2017/, val2017/), or several, "
       "comma-separated (merged; e.g. coco_mini,coco128: a root may lack val2017).")
   _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir to write into.")
-  _CONFIG = flags.DEFINE_string("config", "256", "Builder config: 256, 512, paper_256, paper_512.")
+  _CONFIG = flags.DEFINE_string("dataset_config", "256", "Builder config: 256, 512, paper_256, "
+                                "paper_512.")
   _WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
   _BEAM_OPTIONS = flags.DEFINE_string(
       "beam_pipeline_options", None,
       "Build with Apache Beam instead of the local pool, e.g. 'runner=DirectRunner'.")
+  from tfharm.cli import aliases  # pylint: disable=g-import-not-at-top
+  aliases.define_deprecated("config", "dataset_config", __name__)
   flags.mark_flags_as_required(["manual_dir", "data_dir"])
 
 

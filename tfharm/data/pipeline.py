@@ -25,7 +25,7 @@ def load_builder(data_dir: str, config: str = "256") -> tfds.core.DatasetBuilder
     raise FileNotFoundError(
         f"no prepared {DATASET}/{config} under {os.path.abspath(data_dir)}; build it with "
         f"`python -m tfharm.data.build --manual_dir=COCO_ROOT --data_dir={data_dir} "
-        f"--config={config}`")
+        f"--dataset_config={config}`")
   return builder
 
 
