@@ -20,7 +20,7 @@ import time
 
 from absl import flags, logging
 
-from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb
+from tfharm.data import luminance_composites as lcb
 from tfharm.data import coco, composites
 from tfharm.cli import program
 
@@ -32,7 +32,7 @@ _CONFIG = flags.DEFINE_string("dataset_config", "paper_256", "Builder config who
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
-  options = next(c for c in lcb.Builder.BUILDER_CONFIGS if c.name == _CONFIG.value).options
+  options = next(c for c in lcb.LuminanceComposites.BUILDER_CONFIGS if c.name == _CONFIG.value).options
   print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
   annotations = photos = eligible = with_eligible = 0
   pass1 = [0.0, 0]  # CPU-s, photos

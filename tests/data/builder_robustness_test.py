@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb
+from tfharm.data import luminance_composites as lcb
 from tests.conftest import DEMO_ROOT, copy_demo_root
 from tfharm.data import build, coco, composites
 
-VERSION = str(lcb.Builder.VERSION)
+VERSION = str(lcb.LuminanceComposites.VERSION)
 
 
 def _records(data_dir: str, config: str = "256") -> dict[str, list[bytes]]:
@@ -220,7 +220,7 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
   monkeypatch.setattr(composites, "image_composites", failing)
   with pytest.raises(KeyboardInterrupt):
     build.build(DEMO_ROOT, str(tmp_path), "256", workers=1)
-  assert not lcb.Builder(config="256", data_dir=str(tmp_path)).is_prepared()
+  assert not lcb.LuminanceComposites(config="256", data_dir=str(tmp_path)).is_prepared()
   assert not glob.glob(os.path.join(str(tmp_path), "luminance_composites", "256", VERSION))
   # Nor anything partial: TFDS's incomplete.* folder, downloads/, .config/ are removed too.
   assert os.listdir(tmp_path) == []

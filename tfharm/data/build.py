@@ -118,8 +118,8 @@ class ArgumentError(ValueError):
 def check_arguments(manual_dir: str | Sequence[str], config: str) -> list[str]:
   """The roots, as a list; ArgumentError for an unknown config or no root, FileNotFoundError
   for a root that is not a folder."""
-  from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb  # pylint: disable=g-import-not-at-top
-  names = [c.name for c in lcb.Builder.BUILDER_CONFIGS]
+  from tfharm.data import luminance_composites as lcb  # pylint: disable=g-import-not-at-top
+  names = [c.name for c in lcb.LuminanceComposites.BUILDER_CONFIGS]
   if config not in names:
     raise ArgumentError(f"unknown config {config!r}; choose one of {names}")
   roots = [manual_dir] if isinstance(manual_dir, str) else list(manual_dir)
@@ -139,7 +139,7 @@ def build(manual_dir: str | Sequence[str], data_dir: str, config: str = "256",
 
   `manual_dir`: one COCO root, a folder of roots, or a list of roots (merged)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb  # pylint: disable=g-import-not-at-top
+  from tfharm.data import luminance_composites as lcb  # pylint: disable=g-import-not-at-top
 
   roots = check_arguments(manual_dir, config)
   data_dir = os.path.abspath(data_dir)  # "new/.." is the folder it names, not a new folder
@@ -152,7 +152,7 @@ def build(manual_dir: str | Sequence[str], data_dir: str, config: str = "256",
       import apache_beam as beam  # pylint: disable=g-import-not-at-top
       download_config.beam_options = beam.options.pipeline_options.PipelineOptions(
           flags=[f"--{opt}" for opt in beam_pipeline_options.split(",")])
-    builder = lcb.Builder(config=config, data_dir=data_dir)
+    builder = lcb.LuminanceComposites(config=config, data_dir=data_dir)
     builder.download_and_prepare(download_config=download_config)
   return builder
 
