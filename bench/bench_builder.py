@@ -18,9 +18,10 @@ import time
 from absl import app, flags, logging
 import numpy as np
 
-from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb
+from tfharm.data import luminance_composites as lcb
 from tfharm import colour
 from tfharm.data import coco, composites, generation
+from tfharm.cli import program
 
 _ROOT = flags.DEFINE_string("coco_root", None, "COCO 2017 root (e.g. a coco_mini download).")
 _PAPER_COUNT = flags.DEFINE_integer("paper_count", 4000, "Composites in the paper-style build.")
@@ -30,7 +31,7 @@ _WORKERS = flags.DEFINE_integer("workers", None, "Build processes (default: all 
 def _timed_build(config: lcb.LuminanceCompositesConfig) -> tuple[int, float]:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as data_dir:
-    builder = lcb.Builder(config=config, data_dir=data_dir)
+    builder = lcb.LuminanceComposites(config=config, data_dir=data_dir)
     start = time.perf_counter()
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=_ROOT.value))
@@ -93,4 +94,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

@@ -20,10 +20,11 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
 import measure  # bench/measure.py
+from tfharm.cli import program
 
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Runs per start-up figure (median).")
 _MEGAPIXELS = flags.DEFINE_boolean("megapixels", True, "Also the 6000x4000 memory figure.")
@@ -130,4 +131,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

@@ -15,8 +15,10 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import flags
 import numpy as np
+
+from tfharm.cli import program
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "out/demo/tfds", "TFDS data_dir with the 256 build.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to read.")
@@ -70,4 +72,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

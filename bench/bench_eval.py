@@ -20,9 +20,10 @@ import os
 import subprocess
 import time
 
-from absl import app, flags
+from absl import flags
 
 import measure  # bench/measure.py
+from tfharm.cli import program
 
 _DATA_DIR = flags.DEFINE_string("data_dir", "out/demo/tfds", "TFDS data_dir with the 256 build.")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to read.")
@@ -145,7 +146,7 @@ def main(argv):
     return
   data_dir = os.path.join(REPO, _DATA_DIR.value) if not os.path.isabs(_DATA_DIR.value) else _DATA_DIR.value
   if not os.path.isdir(data_dir):
-    raise SystemExit(f"{data_dir} missing: python -m tfharm.data.build --flagfile=configs/build_demo.flags")
+    raise program.SetupError(f"{data_dir} missing: python -m tfharm.data.build --flagfile=configs/build_demo.flags")
   print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
   for i, xla in enumerate(x.lower() == "true" for x in _XLA.value):
     spec = dict(xla=xla, data_dir=data_dir, split=_SPLIT.value, batch=_BATCH.value,
@@ -179,4 +180,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
 import measure  # bench/measure.py
+from tfharm.cli import program
 
 _ROOTS = flags.DEFINE_list("roots", None, "COCO roots (their train2017 photos are drawn).")
 _EXAMPLES = flags.DEFINE_integer("examples", 300, "Examples timed sequentially.")
@@ -57,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

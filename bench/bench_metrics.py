@@ -292,10 +292,11 @@ if __name__ == "__main__":
   if "--official_worker" in sys.argv:
     _worker()
   else:
-    from absl import app, flags
+    from absl import flags
+    from tfharm.cli import program
     flags.DEFINE_string("official_python", "../benchenv/bin/python",
                         "Python of a venv with torch==2.14.1 torchvision==0.29.1 lpips==0.1.4.")
     flags.DEFINE_integer("rounds", 5, "Interleaved rounds per configuration.")
     flags.DEFINE_integer("reps", 3, "Timed calls per implementation per round.")
     flags.DEFINE_bool("quick", False, "Only 256x256.")
-    app.run(main)
+    program.run(main)

@@ -19,9 +19,10 @@ import os
 import resource
 import time
 
-from absl import app, flags
+from absl import flags
 
 import measure  # bench/measure.py
+from tfharm.cli import program
 
 _MODELS = flags.DEFINE_list("models", ["harmoniser"], "Models to benchmark (see BENCHES).")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Images per step (0: the model's default, "
@@ -282,4 +283,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

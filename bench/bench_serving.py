@@ -18,9 +18,10 @@ import platform
 import tempfile
 import time
 
-from absl import app, flags
+from absl import flags
 
 import measure  # bench/measure.py
+from tfharm.cli import program
 
 _SAVED_MODEL = flags.DEFINE_string("saved_model", None, "An exported version dir (default: export one).")
 _HEIGHT = flags.DEFINE_integer("height", 768, "Image height.")
@@ -79,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

@@ -18,20 +18,21 @@ import dataclasses
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb
+from tfharm.data import luminance_composites as lcb
 from tfharm.data import coco, composites
+from tfharm.cli import program
 
 _ROOT = flags.DEFINE_string("coco_root", None, "A COCO 2017 root (e.g. coco_mini).")
 _PHOTOS = flags.DEFINE_integer("photos", 80, "Photos timed per pass and split.")
-_CONFIG = flags.DEFINE_string("config", "paper_256", "Builder config whose options are timed.")
+_CONFIG = flags.DEFINE_string("dataset_config", "paper_256", "Builder config whose options are timed.")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.ERROR)
-  options = next(c for c in lcb.Builder.BUILDER_CONFIGS if c.name == _CONFIG.value).options
+  options = next(c for c in lcb.LuminanceComposites.BUILDER_CONFIGS if c.name == _CONFIG.value).options
   print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
   annotations = photos = eligible = with_eligible = 0
   pass1 = [0.0, 0]  # CPU-s, photos
@@ -78,4 +79,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["coco_root"])
-  app.run(main)
+  program.run(main)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 
-from absl import app, flags, logging
+from absl import flags, logging
 import numpy as np
 import tensorflow as tf
 
@@ -27,6 +27,7 @@ from tfharm.evaluation import runner
 from tfharm.metrics import image as image_metrics
 from tfharm.models import abstention, correction, detector as detector_lib, harmoniser as h_lib
 from tfharm.weights import store
+from tfharm.cli import program
 
 _DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites/256.")
 _DETECTOR = flags.DEFINE_string("detector_weights", None, "Default: the shipped detector.")
@@ -97,4 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

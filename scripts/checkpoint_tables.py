@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import os
 
+from absl import app
+
 from tfharm import presets
+from tfharm.cli import program
 HARMONISER_ROWS = (
     ("composite (unharmonised)", "composite"),
     ("**tfharm's output: L\\* moment correction, GT mask**", "harmoniser_gt_mask_l_moments"),
@@ -53,7 +56,9 @@ def detector_table(record: dict) -> str:
   return "\n".join(lines)
 
 
-def main():
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   print("Harmoniser (`tfharm/presets/harmoniser_256.metrics.json`):\n")
   print(harmoniser_table(_load("harmoniser_256.metrics.json")))
   print("\nDetector (`tfharm/presets/detector_256.metrics.json`, threshold 0.5 on max(p_neg, p_pos)):\n")
@@ -61,4 +66,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  program.run(main)

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
 from tfharm import colour
 from tfharm.data import coco, composites, generation
+from tfharm.cli import program
 
 _ROOTS = flags.DEFINE_list("manual_dir", None, "COCO root(s).")
 _SPLIT = flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Dataset split.")
@@ -83,4 +84,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

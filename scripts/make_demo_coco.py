@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from tfharm.cli import program
+
 _COCO_ROOT = flags.DEFINE_string("coco_root", None, "COCO 2017 root with annotations/ and val2017/.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "data_builders/luminance_composites/dummy_data",
                                   "Where the demo COCO root is written.")
@@ -146,4 +148,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

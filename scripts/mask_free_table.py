@@ -12,7 +12,10 @@ tfharm/presets/README.md (tests/checkpoint_tables_test.py checks they are pasted
 from __future__ import annotations
 
 import json
-import sys
+
+from absl import app
+
+from tfharm.cli import program
 
 # (row in metrics.json, label): the mask-free systems, then the references.
 ROWS = (("composite", "composite (do nothing)"),
@@ -55,7 +58,11 @@ def table_of(m: dict, title: str) -> str:
   return "\n".join(lines)
 
 
+def main(argv):
+  if len(argv) < 2:
+    raise app.UsageError("give one or more metrics.json files")
+  print("\n\n".join(table(p) for p in argv[1:]))
+
+
 if __name__ == "__main__":
-  if len(sys.argv) < 2:
-    sys.exit(__doc__)
-  print("\n\n".join(table(p) for p in sys.argv[1:]))
+  program.run(main)

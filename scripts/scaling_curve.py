@@ -6,7 +6,7 @@ extrapolation of the photos a target would need.
       --output=experiments/scaling/curve.png --target=gain_mask_free=1.0
 
 Each VAL_*.json is `python -m tfharm.validation --split=validation --joint_weights=RUN/joint.keras
---output_json=...` of one run (configs/train_joint_scaling.flags with --generator_max_photos).
+--output=...` of one run (configs/train_joint_scaling.flags with --generator_max_photos).
 Plotted per point: the mean PSNR gain over the composite mask-free (what tfharm.harmonise
 returns at S) and through the true mask, and the detection's AP, each with +-1 standard error.
 The extrapolation fits value = a + b * log10(photos) through all points: an optimistic model of
@@ -21,6 +21,8 @@ import os
 
 from absl import app, flags
 import numpy as np
+
+from tfharm.cli import program
 
 _POINTS = flags.DEFINE_list("points", None, "PHOTOS=validation.json, one per run.")
 _OUTPUT = flags.DEFINE_string("output", None, "PNG to write (refused if it exists, unless "
@@ -149,4 +151,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("points")
-  app.run(main)
+  program.run(main)

@@ -19,11 +19,12 @@ from absl import app, flags
 from tfharm import validation
 from tfharm.data import pipeline
 from tfharm.models import checkpoints
+from tfharm.cli import program
 
 _MODEL = flags.DEFINE_enum("model", "harmoniser", ["harmoniser", "detector"], "Which network.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
 _DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites.")
-_CONFIG = flags.DEFINE_string("config", "256", "luminance_composites config to select on.")
+_CONFIG = flags.DEFINE_string("dataset_config", "256", "luminance_composites config to select on.")
 _SPLIT = flags.DEFINE_enum("split", "validation", ["validation"],
                            "Split to select on: only validation (test is for reporting).")
 _MAX = flags.DEFINE_integer("max_examples", 0, "Score at most this many examples (0: all).")
@@ -64,4 +65,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

@@ -24,6 +24,7 @@ from tfharm import validation
 from tfharm.data import pipeline
 from tfharm import presets
 from tfharm.models import checkpoints, detector, layer_files
+from tfharm.cli import program
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
 _OUT = flags.DEFINE_string("output", presets.get(presets.DEFAULT_DETECTOR).weights_path, "Shipped head weights file.")
@@ -79,4 +80,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

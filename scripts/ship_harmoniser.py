@@ -23,6 +23,7 @@ from absl import app, flags
 from tfharm import presets, validation
 from tfharm.data import pipeline
 from tfharm.models import checkpoints, harmoniser
+from tfharm.cli import program
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "tfharm.train workdir.")
 _OUT = flags.DEFINE_string("output", presets.get(presets.DEFAULT_HARMONISER).weights_path, "Shipped weights file.")
@@ -75,4 +76,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

@@ -22,6 +22,7 @@ from absl import app, flags
 
 from tfharm import presets
 from tfharm.weights import store
+from tfharm.cli import program
 
 SUBSET = 16
 
@@ -95,4 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

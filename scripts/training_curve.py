@@ -21,6 +21,8 @@ import os
 from absl import app, flags
 import numpy as np
 
+from tfharm.cli import program
+
 _RUNS = flags.DEFINE_list("runs", None, "Training workdirs, in the order they continue each other.")
 _METRICS = flags.DEFINE_list("metrics", ["psnr", "mse", "iou", "ap"], "eval/<metric> scalars.")
 _TARGET = flags.DEFINE_string("target", None, "metric=value: extrapolate the samples to reach it.")
@@ -153,4 +155,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

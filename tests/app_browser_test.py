@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
+from tests import browser
 from tests import serving_helpers as helpers
-from tfharm.app import browser, examples
+from tfharm.app import examples
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 

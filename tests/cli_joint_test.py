@@ -64,7 +64,7 @@ def test_harmonise_and_export_run_the_joint_model_by_default(joint_file, tmp_pat
   helpers.assert_uint8_matches(out, expected["harmonised"][0].numpy(), max_ties=1e-2)
   assert np.abs(out.astype(int) - photo).max() > 0  # the (perturbed, randomly initialised) model acted
   proc = helpers.run(["-m", "tfharm.export", f"--joint_weights={joint_file}",
-                      f"--export_dir={tmp_path / 'serving'}"])
+                      f"--output_dir={tmp_path / 'serving'}"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   served = tf.saved_model.load(str(tmp_path / "serving" / "1")).signatures["serving_default"]
   np.testing.assert_array_equal(served(image=tf.constant(photo[None]))["harmonised"][0], out)
@@ -74,7 +74,7 @@ def test_missing_joint_weights_is_a_setup_error_before_work(tmp_path):
   photo = tmp_path / "p.png"
   cv2.imwrite(str(photo), np.zeros((8, 8, 3), np.uint8))
   for args in (["-m", "tfharm.harmonise", f"--input={photo}", f"--output={tmp_path / 'o.png'}"],
-               ["-m", "tfharm.export", f"--export_dir={tmp_path / 'e'}"]):
+               ["-m", "tfharm.export", f"--output_dir={tmp_path / 'e'}"]):
     proc = helpers.run(args + ["--model=joint", f"--joint_weights={tmp_path / 'none.keras'}"])
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "none.keras" in proc.stderr and "--joint_weights" in proc.stderr
@@ -85,7 +85,7 @@ def test_pipeline_weights_without_model_pipeline_are_a_setup_error(tmp_path):
   photo = tmp_path / "p.png"
   cv2.imwrite(str(photo), np.zeros((8, 8, 3), np.uint8))
   for args in (["-m", "tfharm.harmonise", f"--input={photo}", f"--output={tmp_path / 'o.png'}"],
-               ["-m", "tfharm.export", f"--export_dir={tmp_path / 'e'}"]):
+               ["-m", "tfharm.export", f"--output_dir={tmp_path / 'e'}"]):
     proc = helpers.run(args + ["--detector_weights=detector_256"])
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "add --model=pipeline" in proc.stderr

@@ -10,7 +10,7 @@ import pytest
 from tests import serving_helpers as helpers
 from tfharm.cli import outputs, program
 
-COMMANDS = ("tfharm.harmonise", "tfharm.export", "tfharm.eval", "tfharm.metrics.lpips",
+COMMANDS = ("tfharm.harmonise", "tfharm.export", "tfharm.eval", "tfharm.lpips",
             "tfharm.app")
 
 

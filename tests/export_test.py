@@ -69,7 +69,7 @@ def weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def export_run(weights, tmp_path_factory):
   base = str(tmp_path_factory.mktemp("export") / "tfharm")
-  proc = helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+  proc = helpers.run(["-m", "tfharm.export", f"--output_dir={base}",
                       "--model=pipeline", f"--detector_weights={weights[0]}",
                       f"--harmoniser_weights={weights[1]}"])
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -247,7 +247,7 @@ def test_a_mask_that_does_not_fit_is_refused(loaded, shape, message):
 def test_an_existing_version_is_refused_without_overwrite(export_dir, weights):
   pb = os.path.join(export_dir, "1", "saved_model.pb")
   before = os.stat(pb).st_mtime_ns
-  proc = helpers.run(["-m", "tfharm.export", f"--export_dir={export_dir}", "--version=1",
+  proc = helpers.run(["-m", "tfharm.export", f"--output_dir={export_dir}", "--version=1",
                       "--model=pipeline", f"--detector_weights={weights[0]}",
                       f"--harmoniser_weights={weights[1]}"])
   assert proc.returncode == 2
@@ -258,7 +258,7 @@ def test_an_existing_version_is_refused_without_overwrite(export_dir, weights):
 
 def test_missing_weights_are_named(tmp_path):
   base = tmp_path / "models"
-  proc = helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+  proc = helpers.run(["-m", "tfharm.export", f"--output_dir={base}",
                       "--model=pipeline", f"--detector_weights={tmp_path}/nope.head.weights.h5",
                       f"--harmoniser_weights={tmp_path}/nope.weights.h5"])
   assert proc.returncode == 2
@@ -318,9 +318,9 @@ def test_unwritable_export_dirs_are_refused_before_the_models_load(weights, tmp_
   (tmp_path / "afile").write_text("in the way")
   cases = [(str(tmp_path / "afile"), "is a file, not a directory")]
   with helpers.tmpfs(tmp_path / "ro", "size=1m,ro") as ro, helpers.full_disk(tmp_path / "full") as full:
-    cases += [(f"{ro}/models", "read-only file system"), (str(full), "--export_dir")]
+    cases += [(f"{ro}/models", "read-only file system"), (str(full), "--output_dir")]
     for export_dir, message in cases:
-      proc = helpers.run(["-m", "tfharm.export", f"--export_dir={export_dir}", *flags])
+      proc = helpers.run(["-m", "tfharm.export", f"--output_dir={export_dir}", *flags])
       assert proc.returncode == 2, proc.stderr[-2000:]
       assert message in proc.stderr and "Traceback" not in proc.stderr
       assert helpers.noise_lines(proc.stderr) == []  # TensorFlow was never started
@@ -365,7 +365,7 @@ def test_a_full_disk_during_the_export_is_one_line_and_keeps_the_old_version(
   """Before: TensorFlow's ResourceExhaustedError as a traceback, exit 3."""
   with helpers.tmpfs(tmp_path / "disk", "size=200m,nr_inodes=40") as disk:
     base = os.path.join(disk, "models")
-    export = lambda *flags: helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+    export = lambda *flags: helpers.run(["-m", "tfharm.export", f"--output_dir={base}",
                                          f"--joint_weights={joint_weights}", *flags])
     assert export().returncode == 0
     pb = os.path.join(base, "1", "saved_model.pb")
@@ -375,7 +375,7 @@ def test_a_full_disk_during_the_export_is_one_line_and_keeps_the_old_version(
       proc = export(*flags)
       assert proc.returncode == 2, proc.stderr[-3000:]
       errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-      assert errors == [f"error: --export_dir {base}: no space left on the device while "
+      assert errors == [f"error: --output_dir {base}: no space left on the device while "
                         "writing the SavedModel; the existing versions are unchanged"], \
           proc.stderr[-3000:]
       assert "Traceback" not in proc.stderr
@@ -391,7 +391,7 @@ def test_the_free_space_asked_is_within_2x_of_what_the_export_writes(
     tmp_path, joint_weights, export_dir, reference):
   """Before: 150 MB asked whatever the model, so an 8 MB export was refused on a 30 MB disk."""
   with helpers.tmpfs(tmp_path / "disk", "size=30m") as disk:
-    proc = helpers.run(["-m", "tfharm.export", f"--export_dir={disk}/models",
+    proc = helpers.run(["-m", "tfharm.export", f"--output_dir={disk}/models",
                         f"--joint_weights={joint_weights}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = _bytes_under(os.path.join(disk, "models", "1"))
@@ -402,11 +402,11 @@ def test_the_free_space_asked_is_within_2x_of_what_the_export_writes(
 
 
 def test_setup_errors_leave_no_folder_and_dot_dot_makes_no_stray_one(tmp_path, joint_weights):
-  """Before: a failed export left the folders it had made for --export_dir, and
-  `--export_dir=X/nonexist/../models` made X/nonexist."""
+  """Before: a failed export left the folders it had made for --output_dir, and
+  `--output_dir=X/nonexist/../models` made X/nonexist."""
   bad = tmp_path / "bad.keras"
   bad.write_bytes(os.urandom(3000))
-  export = lambda base, *flags: helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+  export = lambda base, *flags: helpers.run(["-m", "tfharm.export", f"--output_dir={base}",
                                              *flags])
   proc = export(tmp_path / "new" / "models", f"--joint_weights={bad}")
   assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
@@ -431,7 +431,7 @@ def test_a_plain_export_after_one_killed_between_its_renames_recovers_and_goes_o
   for name, marker in ((f".old-1-{dead}", "old version 1"), (f".tmp-1-{dead}", "partial")):
     (base / name).mkdir(parents=True)
     (base / name / "saved_model.pb").write_text(marker)
-  proc = helpers.run(["-m", "tfharm.export", f"--export_dir={base}",
+  proc = helpers.run(["-m", "tfharm.export", f"--output_dir={base}",
                       f"--joint_weights={joint_weights}"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.strip() == str(base / "2")

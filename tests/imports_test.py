@@ -1,14 +1,18 @@
-"""No import cycles between the modules of tfharm/ (every import statement counts, also the
-ones inside functions): the layers data -> models -> training -> evaluation stay one-way."""
+"""No import cycles between the modules of tfharm/, data_builders/, scripts/ and bench/ (every
+import statement counts, also the ones inside functions): the layers data -> models -> training
+-> evaluation stay one-way, and the package never imports the repository's folders above it."""
 import ast
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+SCANNED = ("tfharm", "data_builders", "scripts", "bench")
+
+
 def _modules() -> dict[str, str]:
   out = {}
-  for directory, _, files in os.walk(os.path.join(REPO, "tfharm")):
+  for directory, _, files in (w for top in SCANNED for w in os.walk(os.path.join(REPO, top))):
     for name in files:
       if name.endswith(".py"):
         path = os.path.join(directory, name)
@@ -54,9 +58,22 @@ def test_no_import_cycles():
   assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
 
 
-def test_the_scan_sees_lazy_imports():
-  """tfharm/validation.py imports the detector task inside a function: the scan must find it."""
-  assert "tfharm.training.tasks.detector" in import_graph()["tfharm.validation"]
+def test_the_scan_sees_lazy_imports_and_the_folders_outside_the_package():
+  """tfharm/validation.py imports the detector task inside a function: the scan must find it;
+  and it reads data_builders/ and scripts/ too."""
+  graph = import_graph()
+  assert "tfharm.training.tasks.detector" in graph["tfharm.validation"]
+  builder = "data_builders.luminance_composites.luminance_composites_dataset_builder"
+  assert "tfharm.data.luminance_composites" in graph[builder]
+  assert "tfharm.presets" in graph["scripts.ship_joint"]
+
+
+def test_the_package_imports_nothing_of_the_repository_around_it():
+  """data_builders/ (the `tfds build` registration), scripts/ and bench/ use tfharm, never the
+  other way: an installed tfharm has none of them."""
+  upward = [(a, b) for a, targets in import_graph().items() if a.startswith("tfharm")
+            for b in targets if not b.startswith("tfharm")]
+  assert not upward, upward
 
 
 # Each layer may import only the layers before it.

@@ -45,6 +45,12 @@ def test_wheel_installs_without_editable_and_loads_the_shipped_pipeline(tmp_path
   assert {"tfharm/presets/harmoniser_256.weights.h5", "tfharm/presets/detector_256.head.weights.h5",
           "tfharm/presets/gate_256.json"} <= names
   assert not any(n.startswith(("tests/", "out/")) for n in names)
+  # One top-level package: the builder and its description are tfharm's (tfharm.data), and
+  # data_builders/ (the `tfds build` registration) stays in the repository.
+  assert {n.split("/")[0] for n in names if not n.startswith("tfharm-")} == {"tfharm"}
+  assert {"tfharm/data/luminance_composites.py",
+          "tfharm/data/luminance_composites_metadata/README.md",
+          "tfharm/data/luminance_composites_metadata/CITATIONS.bib"} <= names
 
   subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
   python = os.path.join(venv, "bin", "python")

@@ -33,7 +33,7 @@ def test_joint_scores_through_the_command(demo_build, tmp_path):
   small_joint_model(seed=3).save(path)
   out = tmp_path / "scores.json"
   cmd = [sys.executable, "-m", "tfharm.validation", f"--data_dir={demo_build.data_dir_root}",
-         "--split=test", f"--joint_weights={path}", f"--output_json={out}", "--batch_size=8"]
+         "--split=test", f"--joint_weights={path}", f"--output={out}", "--batch_size=8"]
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   scores = json.loads(out.read_text())

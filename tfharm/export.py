@@ -1,10 +1,10 @@
 """Export the default mask-free system, the joint model (or, with --model=pipeline, detector +
 harmoniser), as a SavedModel for TensorFlow Serving.
 
-  python -m tfharm.export --export_dir=out/serving/tfharm [--version=N] [--overwrite]
+  python -m tfharm.export --output_dir=out/serving/tfharm [--version=N] [--overwrite]
   python -m tfharm.export --flagfile=configs/export.flags
 
-Writes `<export_dir>/<N>/` with the signatures `serving_default` (uint8 image -> harmonised,
+Writes `<output_dir>/<N>/` with the signatures `serving_default` (uint8 image -> harmonised,
 mask, detection) and `harmonise_with_mask`; see tfharm/serving/signatures.py and README.md,
 "Serving" (REST and gRPC examples). The export directory is checked (created, written to,
 free space) before any model is loaded; temporaries of a killed export are removed.
@@ -19,9 +19,10 @@ from tfharm.cli import program
 
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
-  global _EXPORT_DIR, _VERSION, _DETECTOR, _HARMONISER, _OVERWRITE, _JIT, _CORRECTION
+  global _OUTPUT_DIR, _VERSION, _DETECTOR, _HARMONISER, _OVERWRITE, _JIT, _CORRECTION
   global _MODEL, _JOINT
-  _EXPORT_DIR = flags.DEFINE_string("export_dir", None, "Model base path; writes <export_dir>/<version>/.")
+  _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Model base path; writes "
+                                    "<output_dir>/<version>/.")
   _VERSION = flags.DEFINE_integer("version", None, "Version number (default: 1 + the largest there).")
   _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
   _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace an existing version.")
@@ -32,7 +33,9 @@ def _define_flags() -> None:
       "How the 256x256 prediction corrects the full-size image (tfharm/models/correction.py).")
   from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   _MODEL, _JOINT = program.define_model_flags(__name__, paths.DEFAULT_MODEL, paths.MODELS)
-  flags.mark_flag_as_required("export_dir")
+  from tfharm.cli import aliases  # pylint: disable=g-import-not-at-top
+  aliases.define_deprecated("export_dir", "output_dir", __name__)
+  flags.mark_flag_as_required("output_dir")
 
 
 def main(argv):
@@ -41,7 +44,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from tfharm.cli import outputs  # pylint: disable=g-import-not-at-top
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
-  export_dir = os.path.abspath(_EXPORT_DIR.value)  # "x/new/.." is x: it makes no x/new
+  export_dir = os.path.abspath(_OUTPUT_DIR.value)  # "x/new/.." is x: it makes no x/new
   # Cheap checks before TensorFlow is imported: weights, the directory, the version.
   try:
     weights = paths_lib.model_weights(_MODEL.value, _DETECTOR.value, _HARMONISER.value,
@@ -50,7 +53,7 @@ def main(argv):
     raise program.SetupError(str(e)) from e
   with outputs.removed_if_left_empty(export_dir):  # a failed export leaves no empty folder
     # At least the weight files' bytes; the estimate of what is written follows once loaded.
-    outputs.check_directory(export_dir, "--export_dir",
+    outputs.check_directory(export_dir, "--output_dir",
                             sum(os.path.getsize(p) for p in weights.values()))
     # A killed export's version is put back before the next version is chosen: chosen first,
     # a plain export took the missing version's number, then found it restored.
@@ -64,7 +67,7 @@ def main(argv):
     from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
     try:
       pipeline = exporter.load_serving_pipeline(**weights, correction=_CORRECTION.value)
-      outputs.check_directory(export_dir, "--export_dir", exporter.export_bytes(pipeline))
+      outputs.check_directory(export_dir, "--output_dir", exporter.export_bytes(pipeline))
       path = exporter.export(pipeline, export_dir, version, overwrite=_OVERWRITE.value,
                              jit_compile=_JIT.value)
     except (FileNotFoundError, exporter.VersionExistsError, ValueError) as e:
@@ -73,7 +76,7 @@ def main(argv):
       raise
     except Exception as e:  # pylint: disable=broad-except
       if outputs.is_disk_full(e):  # TensorFlow's ResourceExhaustedError, or an OSError
-        raise program.SetupError(f"--export_dir {export_dir}: no space left on the device "
+        raise program.SetupError(f"--output_dir {export_dir}: no space left on the device "
                                  "while writing the SavedModel; the existing versions are "
                                  "unchanged") from e
       raise

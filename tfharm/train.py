@@ -19,6 +19,7 @@ from absl import app, flags, logging
 import tensorflow as tf
 
 from tfharm import training
+from tfharm.cli import program
 from tfharm.models.detector import DetectorConfig
 from tfharm.models.detector_labels import LabelConfig
 from tfharm.models.harmoniser import HarmoniserConfig
@@ -248,7 +249,7 @@ def main(argv, dataset_fn: data_lib.DatasetFn | None = None) -> None:
 def run(dataset_fn: data_lib.DatasetFn | None = None) -> None:
   """Entry point; tests pass a synthetic `dataset_fn` with the make_dataset signature."""
   _define_flags()
-  app.run(functools.partial(main, dataset_fn=dataset_fn))
+  program.run(functools.partial(main, dataset_fn=dataset_fn))
 
 
 if __name__ == "__main__":

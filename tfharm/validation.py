@@ -1,9 +1,9 @@
 """Validation of a harmoniser or joint checkpoint on a `luminance_composites` split.
 
-  python -m tfharm.validation --data_dir=DATA --config=256 --split=test \
-      [--weights=tfharm/presets/harmoniser_256.weights.h5] [--output_json=out.json]
+  python -m tfharm.validation --data_dir=DATA --dataset_config=256 --split=test \
+      [--weights=tfharm/presets/harmoniser_256.weights.h5] [--output=out.json]
   python -m tfharm.validation --data_dir=DATA --split=validation --joint_weights=RUN/joint.keras \
-      --output_json=out.json
+      --output=out.json
 
 With --joint_weights: the joint model's per-image PSNR gains over the composite (mask-free, as
 tfharm.harmonise returns it at S, and through the true mask), their means with standard errors,
@@ -52,10 +52,10 @@ def _define_flags() -> None:
   global _WEIGHTS, _DATA_DIR, _CONFIG, _SPLIT, _BATCH, _OUTPUT
   _WEIGHTS = flags.DEFINE_string("weights", None, "Harmoniser weights (default: the shipped one).")
   _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir with luminance_composites.")
-  _CONFIG = flags.DEFINE_string("config", "256", "Dataset config.")
+  _CONFIG = flags.DEFINE_string("dataset_config", "256", "luminance_composites config.")
   _SPLIT = flags.DEFINE_string("split", "test", "Split to score.")
   _BATCH = flags.DEFINE_integer("batch_size", 16, "Batch size.")
-  _OUTPUT = flags.DEFINE_string("output_json", None, "Also write the scores here.")
+  _OUTPUT = flags.DEFINE_string("output", None, "Also write the scores here (JSON).")
   global _JOINT, _MAX
   _JOINT = flags.DEFINE_string("joint_weights", None, "Score this joint model (a file or a preset "
                                "name) instead of a harmoniser.")
@@ -63,7 +63,10 @@ def _define_flags() -> None:
   global _OVERWRITE, _GAINS
   _GAINS = flags.DEFINE_list("gate_gains", [], "With --joint_weights: also score the mask-free "
                              "row with its soft mask m scaled to min(1, g * m), for each g.")
-  _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output_json.")
+  _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output.")
+  from tfharm.cli import aliases  # pylint: disable=g-import-not-at-top
+  aliases.define_deprecated("config", "dataset_config", __name__)
+  aliases.define_deprecated("output_json", "output", __name__)
   flags.mark_flag_as_required("data_dir")
 
 
@@ -237,9 +240,9 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   out = _OUTPUT.value
   if out and os.path.exists(out) and not _OVERWRITE.value:
-    raise program.SetupError(f"--output_json {out} exists (--overwrite replaces it)")
+    raise program.SetupError(f"--output {out} exists (--overwrite replaces it)")
   if out and os.path.isdir(out):
-    raise program.SetupError(f"--output_json {out} is a folder")
+    raise program.SetupError(f"--output {out} is a folder")
   try:
     gains = [float(g) for g in _GAINS.value]
   except ValueError:

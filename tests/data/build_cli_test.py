@@ -42,7 +42,7 @@ def test_setup_errors_exit_2_in_one_line_and_leave_no_folders(tmp_path):
                   "does not exist")
   assert not data_dir.exists()
   _one_error_line(_build(f"--manual_dir={DEMO_ROOT}", f"--data_dir={data_dir}",
-                         "--config=1024"), "unknown config '1024'")
+                         "--dataset_config=1024"), "unknown config '1024'")
   assert not data_dir.exists()
   # Two roots holding the same photos: the merge refuses them, after manual_roots/ was made.
   twin = copy_demo_root(str(tmp_path / "twin"))

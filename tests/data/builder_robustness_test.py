@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb
+from tfharm.data import luminance_composites as lcb
 from tests.conftest import DEMO_ROOT, copy_demo_root
 from tfharm.data import build, coco, composites
 
-VERSION = str(lcb.Builder.VERSION)
+VERSION = str(lcb.LuminanceComposites.VERSION)
 
 
 def _records(data_dir: str, config: str = "256") -> dict[str, list[bytes]]:
@@ -67,7 +67,7 @@ def test_beam_multi_processing_writes_the_same_examples(demo_build, tmp_path):
   repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   done = subprocess.run(
       [sys.executable, "-m", "tfharm.data.build", f"--manual_dir={DEMO_ROOT}",
-       f"--data_dir={tmp_path}", "--config=256", f"--beam_pipeline_options={options}"],
+       f"--data_dir={tmp_path}", "--dataset_config=256", f"--beam_pipeline_options={options}"],
       cwd=repo, capture_output=True, text=True, timeout=900, check=False)
   assert done.returncode == 0, done.stderr[-3000:]
   local = _records(os.path.dirname(os.path.dirname(os.path.dirname(demo_build.data_dir))))
@@ -220,7 +220,7 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
   monkeypatch.setattr(composites, "image_composites", failing)
   with pytest.raises(KeyboardInterrupt):
     build.build(DEMO_ROOT, str(tmp_path), "256", workers=1)
-  assert not lcb.Builder(config="256", data_dir=str(tmp_path)).is_prepared()
+  assert not lcb.LuminanceComposites(config="256", data_dir=str(tmp_path)).is_prepared()
   assert not glob.glob(os.path.join(str(tmp_path), "luminance_composites", "256", VERSION))
   # Nor anything partial: TFDS's incomplete.* folder, downloads/, .config/ are removed too.
   assert os.listdir(tmp_path) == []

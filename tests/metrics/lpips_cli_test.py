@@ -12,7 +12,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _run(*args, timeout=300):
-  return subprocess.run([sys.executable, "-m", "tfharm.metrics.lpips", *args], cwd=REPO,
+  return subprocess.run([sys.executable, "-m", "tfharm.lpips", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=timeout)
 
 
@@ -26,7 +26,7 @@ def test_two_images_and_directory_mode(golden, tmp_path):
     shutil.copy(os.path.join(root, p["file_a"]), d0 / f"{p['name']}.png")
     shutil.copy(os.path.join(root, p["file_b"]), d1 / f"{p['name']}.png")
   out = tmp_path / "dists.txt"
-  res = _run(str(d0), str(d1), f"--out={out}")
+  res = _run(str(d0), str(d1), f"--output={out}")
   assert res.returncode == 0, res.stderr[-2000:]
   lines = out.read_text().splitlines()
   assert [l.split(":")[0] for l in lines] == [f"{p['name']}.png" for p in pairs]
@@ -57,7 +57,7 @@ def test_skips_are_counted_and_exit_1_usage_errors_exit_2(golden, tmp_path):
     _corrupt_png(os.path.join(root, p[key]), d / "bad.png")
   shutil.copy(os.path.join(root, p["file_a"]), d0 / "lonely.png")  # no partner in d1
   out = tmp_path / "dists.txt"
-  res = _run(str(d0), str(d1), f"--out={out}")
+  res = _run(str(d0), str(d1), f"--output={out}")
   assert res.returncode == 1, res.stderr[-2000:]
   assert out.read_text().splitlines()[0].startswith("good.png: ")
   assert len(out.read_text().splitlines()) == 1
@@ -67,7 +67,7 @@ def test_skips_are_counted_and_exit_1_usage_errors_exit_2(golden, tmp_path):
   res = _run(str(d0 / "good.png"))
   assert res.returncode == 2 and res.stderr.startswith("error: expected two images")
   (tmp_path / "afile").write_text("x")
-  res = _run(str(d0), str(d1), f"--out={tmp_path}/afile/dists.txt")
+  res = _run(str(d0), str(d1), f"--output={tmp_path}/afile/dists.txt")
   assert res.returncode == 2 and "is a file, not a directory" in res.stderr
   assert "Traceback" not in res.stderr
 
@@ -84,21 +84,21 @@ def _pair_dirs(golden, tmp_path, name="good.png"):
   return d0, d1
 
 
-def test_out_never_replaces_a_file_it_did_not_create(golden, tmp_path):
-  """Issue 26: --out=A/keep.png replaced a compared image with text (exit 0)."""
+def test_output_never_replaces_a_file_it_did_not_create(golden, tmp_path):
+  """Issue 26: --out=A/keep.png (now --output) replaced a compared image with text (exit 0)."""
   d0, d1 = _pair_dirs(golden, tmp_path, "keep.png")
   image = (d0 / "keep.png").read_bytes()
   for extra in ([], ["--overwrite"]):
-    res = _run(str(d0), str(d1), f"--out={d0}/keep.png", *extra)
+    res = _run(str(d0), str(d1), f"--output={d0}/keep.png", *extra)
     assert res.returncode == 2, res.stderr[-2000:]
-    assert res.stderr.startswith(f"error: --out {d0}/keep.png is one of the images compared")
+    assert res.stderr.startswith(f"error: --output {d0}/keep.png is one of the images compared")
     assert (d0 / "keep.png").read_bytes() == image
   other = tmp_path / "notes.txt"
   other.write_text("mine")
-  res = _run(str(d0), str(d1), f"--out={other}")
-  assert res.returncode == 2 and res.stderr.startswith(f"error: --out {other} exists;")
+  res = _run(str(d0), str(d1), f"--output={other}")
+  assert res.returncode == 2 and res.stderr.startswith(f"error: --output {other} exists;")
   assert len(res.stderr.splitlines()) == 1 and other.read_text() == "mine"
-  res = _run(str(d0), str(d1), f"--out={other}", "--overwrite")
+  res = _run(str(d0), str(d1), f"--output={other}", "--overwrite")
   assert res.returncode == 0, res.stderr[-2000:]
   assert other.read_text().startswith("keep.png: ")
 
@@ -120,12 +120,12 @@ def test_nothing_waits_on_a_fifo_or_a_device(golden, tmp_path):
   assert res.returncode == 1 and "pipe.png: a FIFO (named pipe), not a regular file" in res.stderr
 
 
-def test_out_may_have_the_longest_name(golden, tmp_path):
+def test_output_may_have_the_longest_name(golden, tmp_path):
   """Issue 26: --out's temporary added ~10 characters to its name, so a 250-character name
   failed (a traceback after the scoring)."""
   d0, d1 = _pair_dirs(golden, tmp_path)
   out = tmp_path / ("d" * 251 + ".txt")
-  res = _run(str(d0), str(d1), f"--out={out}")
+  res = _run(str(d0), str(d1), f"--output={out}")
   assert res.returncode == 0, res.stderr[-2000:]
   assert out.read_text().startswith("good.png: ")
   assert sorted(os.listdir(tmp_path)) == sorted(["d0", "d1", out.name])
@@ -152,7 +152,7 @@ def test_load_image_names_the_file_and_refuses_animations(tmp_path):
   """Issue 26 (23): an unidentifiable file was reported as `cannot identify image file
   <_io.BytesIO object at 0x...>`, and an animated PNG or WebP was scored on its first frame."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from tfharm.metrics import lpips  # pylint: disable=g-import-not-at-top
+  from tfharm import lpips  # pylint: disable=g-import-not-at-top
   (tmp_path / "text.png").write_text("not an image")
   with pytest.raises(OSError) as e:
     lpips.load_image(str(tmp_path / "text.png"))
@@ -168,7 +168,7 @@ def test_a_16_bit_grey_image_is_read_by_its_range(tmp_path):
   turned white and scored 0.88 against its own 8-bit copy. 16-bit levels are scaled to 8 bits
   (/257, as the harmonise reader), grey repeated to RGB: the pair is equal, distance 0."""
   import cv2  # pylint: disable=g-import-not-at-top
-  from tfharm.metrics import lpips  # pylint: disable=g-import-not-at-top
+  from tfharm import lpips  # pylint: disable=g-import-not-at-top
   grey8 = cv2.imread(os.path.join(REPO, "tfharm", "app", "examples", "22892_22287.png"),
                      cv2.IMREAD_GRAYSCALE)
   cv2.imwrite(str(tmp_path / "grey16.png"), grey8.astype(np.uint16) * 257)
@@ -177,3 +177,32 @@ def test_a_16_bit_grey_image_is_read_by_its_range(tmp_path):
   assert a.dtype == np.uint8 and a.shape == (*grey8.shape, 3)
   np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(a[..., 0], grey8)
+
+
+def test_the_old_names_still_work_with_one_warning_line(golden, tmp_path):
+  """`python -m tfharm.metrics.lpips` and `--out` are the old spellings (one version): each
+  prints one warning line naming the new one, and the result is the new command's."""
+  ref, _, root = golden
+  pair = ref["pairs"][0]
+  d0, d1 = tmp_path / "d0", tmp_path / "d1"
+  for d, key in ((d0, "file_a"), (d1, "file_b")):
+    d.mkdir()
+    shutil.copy(os.path.join(root, pair[key]), d / "p.png")
+  out = tmp_path / "dists.txt"
+  res = subprocess.run([sys.executable, "-m", "tfharm.metrics.lpips", str(d0), str(d1),
+                        f"--out={out}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stderr[-2000:]
+  warnings = [l for l in res.stderr.splitlines() if l.startswith("warning:")]
+  assert warnings == [
+      "warning: python -m tfharm.metrics.lpips is deprecated, use python -m tfharm.lpips (the "
+      "old name goes in version 0.2.0)",
+      "warning: --out is deprecated, use --output (--out goes in version 0.2.0)"], res.stderr
+  assert out.read_text().startswith("p.png: ")
+
+
+def test_the_mode_choices_are_the_librarys():
+  """tfharm.lpips spells the modes out (importing the library starts TensorFlow)."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  from tfharm import lpips as command  # pylint: disable=g-import-not-at-top
+  from tfharm.metrics import lpips  # pylint: disable=g-import-not-at-top
+  assert str(list(lpips.MODES)).replace("'", "\"") in inspect.getsource(command._define_flags)  # pylint: disable=protected-access

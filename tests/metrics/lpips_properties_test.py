@@ -123,13 +123,14 @@ def test_bfloat16_counts_as_fast_only_when_it_measures_faster():
 
 def test_load_image_converts_grayscale_and_rgba(tmp_path):
   from PIL import Image
+  from tfharm import lpips as command  # the command's reader
   g = np.arange(64 * 40, dtype=np.uint32).reshape(64, 40) % 256
   Image.fromarray(g.astype(np.uint8), "L").save(tmp_path / "g.png")
   rgba = np.dstack([np.full((64, 40, 3), 9, np.uint8), np.full((64, 40), 200, np.uint8)])
   Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-  gray = lpips.load_image(str(tmp_path / "g.png"))
+  gray = command.load_image(str(tmp_path / "g.png"))
   assert gray.shape == (64, 40, 3) and (gray[..., 0] == gray[..., 2]).all()
-  assert (lpips.load_image(str(tmp_path / "a.png")) == 9).all()
+  assert (command.load_image(str(tmp_path / "a.png")) == 9).all()
   Image.fromarray(rgba[..., :3]).save(tmp_path / "c.jpg", quality=95)
-  jpg = lpips.load_image(str(tmp_path / "c.jpg"))
+  jpg = command.load_image(str(tmp_path / "c.jpg"))
   assert jpg.shape == (64, 40, 3) and jpg.dtype == np.uint8 and abs(int(jpg.mean()) - 9) <= 1

@@ -18,6 +18,8 @@ import os
 
 from absl import app, flags
 
+from tfharm.cli import program
+
 EXAMPLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "examples")
 MASK_SUFFIX = ".mask.png"
 MIN_MASK_FRACTION = 0.05
@@ -84,9 +86,11 @@ def write_examples(data_dir: str, out_dir: str, count: int = 4, config: str = "2
 def _define_flags() -> None:
   global _DATA_DIR, _OUT_DIR, _COUNT, _OVERWRITE
   _DATA_DIR = flags.DEFINE_string("data_dir", None, "A luminance_composites TFDS data_dir.")
-  _OUT_DIR = flags.DEFINE_string("out_dir", EXAMPLES_DIR, "Where the PNGs go.")
+  _OUT_DIR = flags.DEFINE_string("output_dir", EXAMPLES_DIR, "Where the PNGs go.")
   _COUNT = flags.DEFINE_integer("count", 4, "How many composites (half darkened, half brightened).")
   _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace existing example files.")
+  from tfharm.cli import aliases  # pylint: disable=g-import-not-at-top
+  aliases.define_deprecated("out_dir", "output_dir", __name__)
   flags.mark_flags_as_required(["data_dir"])
 
 
@@ -100,4 +104,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  program.run(main)

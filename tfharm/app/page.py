@@ -1,6 +1,6 @@
 """The Gradio page: the demo composites on top, the inputs on the left, the result on the right.
 
-Element ids (elem_id) are the page's interface for tfharm/app/browser.py: examples, photo,
+Element ids (elem_id) are the page's interface for tests/browser.py: examples, photo,
 mask, system, correction, run, compare, detection, used_mask, downloads, summary.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Builds `luminance_composites` without the tfds command line (and without Beam).
 
-  python -m tfharm.data.build --manual_dir=COCO_ROOT --data_dir=OUT [--config=256]
+  python -m tfharm.data.build --manual_dir=COCO_ROOT --data_dir=OUT [--dataset_config=256]
   python -m tfharm.data.build --flagfile=configs/build_demo.flags
 
 Same builder, same records as `tfds build data_builders/luminance_composites --config=...`.
@@ -33,11 +33,14 @@ def _define_flags() -> None:
       "manual_dir", None, "COCO 2017 root (annotations/, train2017/, val2017/), or several, "
       "comma-separated (merged; e.g. coco_mini,coco128: a root may lack val2017).")
   _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir to write into.")
-  _CONFIG = flags.DEFINE_string("config", "256", "Builder config: 256, 512, paper_256, paper_512.")
+  _CONFIG = flags.DEFINE_string("dataset_config", "256", "Builder config: 256, 512, paper_256, "
+                                "paper_512.")
   _WORKERS = flags.DEFINE_integer("workers", None, "Worker processes (default: all cores).")
   _BEAM_OPTIONS = flags.DEFINE_string(
       "beam_pipeline_options", None,
       "Build with Apache Beam instead of the local pool, e.g. 'runner=DirectRunner'.")
+  from tfharm.cli import aliases  # pylint: disable=g-import-not-at-top
+  aliases.define_deprecated("config", "dataset_config", __name__)
   flags.mark_flags_as_required(["manual_dir", "data_dir"])
 
 
@@ -115,8 +118,8 @@ class ArgumentError(ValueError):
 def check_arguments(manual_dir: str | Sequence[str], config: str) -> list[str]:
   """The roots, as a list; ArgumentError for an unknown config or no root, FileNotFoundError
   for a root that is not a folder."""
-  from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb  # pylint: disable=g-import-not-at-top
-  names = [c.name for c in lcb.Builder.BUILDER_CONFIGS]
+  from tfharm.data import luminance_composites as lcb  # pylint: disable=g-import-not-at-top
+  names = [c.name for c in lcb.LuminanceComposites.BUILDER_CONFIGS]
   if config not in names:
     raise ArgumentError(f"unknown config {config!r}; choose one of {names}")
   roots = [manual_dir] if isinstance(manual_dir, str) else list(manual_dir)
@@ -136,7 +139,7 @@ def build(manual_dir: str | Sequence[str], data_dir: str, config: str = "256",
 
   `manual_dir`: one COCO root, a folder of roots, or a list of roots (merged)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb  # pylint: disable=g-import-not-at-top
+  from tfharm.data import luminance_composites as lcb  # pylint: disable=g-import-not-at-top
 
   roots = check_arguments(manual_dir, config)
   data_dir = os.path.abspath(data_dir)  # "new/.." is the folder it names, not a new folder
@@ -149,7 +152,7 @@ def build(manual_dir: str | Sequence[str], data_dir: str, config: str = "256",
       import apache_beam as beam  # pylint: disable=g-import-not-at-top
       download_config.beam_options = beam.options.pipeline_options.PipelineOptions(
           flags=[f"--{opt}" for opt in beam_pipeline_options.split(",")])
-    builder = lcb.Builder(config=config, data_dir=data_dir)
+    builder = lcb.LuminanceComposites(config=config, data_dir=data_dir)
     builder.download_and_prepare(download_config=download_config)
   return builder
 

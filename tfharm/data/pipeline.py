@@ -19,13 +19,13 @@ _IMAGE_KEYS = ("composite", "real", "mask")
 
 def load_builder(data_dir: str, config: str = "256") -> tfds.core.DatasetBuilder:
   """The prepared builder; FileNotFoundError naming data_dir and the build command otherwise."""
-  from data_builders.luminance_composites import luminance_composites_dataset_builder as lcb  # pylint: disable=g-import-not-at-top
-  builder = lcb.Builder(config=config, data_dir=data_dir)
+  from tfharm.data import luminance_composites as lcb  # pylint: disable=g-import-not-at-top
+  builder = lcb.LuminanceComposites(config=config, data_dir=data_dir)
   if not builder.is_prepared():
     raise FileNotFoundError(
         f"no prepared {DATASET}/{config} under {os.path.abspath(data_dir)}; build it with "
         f"`python -m tfharm.data.build --manual_dir=COCO_ROOT --data_dir={data_dir} "
-        f"--config={config}`")
+        f"--dataset_config={config}`")
   return builder
 
 

@@ -1,6 +1,6 @@
 """Prints what a built `luminance_composites` holds: counts, categories, luminance shifts, skips.
 
-  python -m tfharm.data.summary --data_dir=out/demo/tfds --config=256
+  python -m tfharm.data.summary --data_dir=out/demo/tfds --dataset_config=256
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ def _define_flags() -> None:
   """Flags exist only when this runs as a program (importing `summarise` claims none)."""
   global _DATA_DIR, _CONFIG
   _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding the build.")
-  _CONFIG = flags.DEFINE_string("config", "256", "Builder config.")
+  _CONFIG = flags.DEFINE_string("dataset_config", "256", "Builder config.")
+  from tfharm.cli import aliases  # pylint: disable=g-import-not-at-top
+  aliases.define_deprecated("config", "dataset_config", __name__)
   flags.mark_flag_as_required("data_dir")
 
 

