@@ -234,10 +234,6 @@ def main_table(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def _detector_row(label: str, n: int, scores: dict) -> str:
-  return _row([label, n, *(c.format(scores[c.key]) for c in columns.DETECTOR_COLUMNS)])
-
-
 def detector_table(summary: dict) -> str:
   """Localisation of the soft mask (and the joint model's m) against the GT mask, on all and
   on the suprathreshold composites; one column per columns.DETECTOR_COLUMNS."""
@@ -251,9 +247,10 @@ def detector_table(summary: dict) -> str:
              ("joint model m, suprathreshold", "joint_detector_suprathreshold")]
   lines = [_row(["detector (soft mask max(p_neg, p_pos)) vs GT mask", "n",
                  *(c.header for c in cols)]), "|---|---:|" + "---:|" * len(cols)]
-  for label, key in rows:
-    n = summary[key].get("num_examples", summary["num_examples"])
-    lines.append(_detector_row(label, n, summary[key]))
+  for text, key in rows:
+    scores = summary[key]
+    lines.append(_row([text, scores.get("num_examples", summary["num_examples"]),
+                       *(c.format(scores[c.key]) for c in cols)]))
   return "\n".join(lines)
 
 
@@ -306,10 +303,10 @@ def terminal_table(summary: dict) -> str:
   for m, p in PAPER_TABLE_1.items():
     lines.append(f"{'paper: ' + LABELS[m]:<40}" + "".join(
         f"{c.format(p[c.key]) if c.paper else '':>{c.width}}" for c in cols))
-  for label, d in (("detector", "detector"), ("joint model", "joint_detector")):
+  for text, d in (("detector", "detector"), ("joint model", "joint_detector")):
     if d in summary:
       scores = "  ".join(f"{c.name} {c.format(summary[d][c.key])}"
                          for c in columns.DETECTOR_COLUMNS)
-      lines.append(f"{label} vs GT mask: {scores}" + (
+      lines.append(f"{text} vs GT mask: {scores}" + (
           f"   ({summary['num_examples']} examples)" if d == "detector" else ""))
   return "\n".join(lines)
