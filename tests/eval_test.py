@@ -205,6 +205,40 @@ def test_select_examples_orders_by_cp_minus_cs():
   assert runner.select_examples(per_image, "psnr") == {"best": 0, "median": 4, "worst": 1}
 
 
+def test_a_new_metric_is_one_key_of_image_metrics_and_one_column(graph, monkeypatch):
+  """Adding a per-image metric: a key in metrics.image.image_metrics and a row in
+  evaluation.columns; the graph then scores it for every row and the report shows it
+  (tests/evaluation/report_test.py follows it into every output file)."""
+  import copy  # pylint: disable=g-import-not-at-top
+  from tfharm.evaluation import columns  # pylint: disable=g-import-not-at-top
+  original = image_metrics.image_metrics
+
+  def with_mae(pred, target, mask=None, value_range=(0.0, 255.0)):
+    lo, hi = value_range
+    return {**original(pred, target, mask, value_range),
+            "mae": tf.reduce_mean(tf.abs(pred - target), axis=[1, 2, 3]) * (255.0 / (hi - lo))}
+
+  monkeypatch.setattr(image_metrics, "image_metrics", with_mae)
+  monkeypatch.setattr(columns, "IMAGE_COLUMNS", columns.IMAGE_COLUMNS + (
+      columns.Column("mae", "MAE", 3, lower_is_better=True),))
+  # runner.IMAGE_METRICS is the table's keys, bound at import: what editing the table changes.
+  assert runner.IMAGE_METRICS == tuple(c.key for c in columns.IMAGE_COLUMNS[:-1])
+  monkeypatch.setattr(runner, "IMAGE_METRICS", runner.IMAGE_METRICS + ("mae",))
+  eager = copy.copy(graph)  # the fixture's step is traced already; compute reads the patches
+  eager.step = eager.compute
+  composite, real, mask = _batch()
+  data = {"composite": composite, "real": real, "mask": mask, "category": np.array([0, 1, 0]),
+          **{k: np.arange(3) for k in runner.ID_FIELDS}}
+  per_image = runner.run(eager, tf.data.Dataset.from_tensor_slices(data).batch(2), 3,
+                         ["a", "b"], progress=False).per_image
+  np.testing.assert_allclose(per_image["composite/mae"],
+                             np.abs(composite - real).mean(axis=(1, 2, 3)) * 255.0, rtol=1e-5)
+  summary = report.summarise(per_image)
+  for m in evaluation.METHODS:
+    assert summary["methods"][m]["mae"] == pytest.approx(per_image[f"{m}/mae"].mean())
+  assert "| MAE |" in report.main_table(summary)
+
+
 # --------------------------------------------------------------------------- a whole run
 def test_metrics_json_schema(eval_run, weight_files):
   metrics, out = eval_run

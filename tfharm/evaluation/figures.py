@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from tfharm.evaluation.runner import IMAGE_METRICS, LOWER_IS_BETTER, methods_in  # pylint: disable=wrong-import-position
+from tfharm.evaluation import columns  # pylint: disable=wrong-import-position
+from tfharm.evaluation.runner import methods_in  # pylint: disable=wrong-import-position
 
 _SHORT = {"composite": "composite", "harmoniser_gt_mask": "C_s", "detector_harmoniser": "C_p",
           "harmoniser_binarised_pred_mask": "binarised", "harmoniser_empty_mask": "empty",
@@ -17,25 +18,26 @@ _SHORT = {"composite": "composite", "harmoniser_gt_mask": "C_s", "detector_harmo
           "harmoniser_gt_mask_l_moments": "C_s L*", "detector_harmoniser_l_moments": "C_p L*",
           "detector_harmoniser_abstain_l_moments": "C_p gate L*", "ring_l_mean_gt_mask": "ring",
           "joint": "joint", "joint_l_moments": "joint L*", "joint_gt_mask": "joint GT"}
-_TITLES = {"mse": "MSE", "psnr": "PSNR (dB)", "lpips": "LPIPS", "fmse": "fMSE", "ssim": "SSIM"}
 
 
 def plot_distributions(per_image: dict[str, np.ndarray], path: str) -> None:
-  """One panel per metric: a box plot per method with every image as a dot."""
-  fig, axes = plt.subplots(1, len(IMAGE_METRICS), figsize=(4.2 * len(IMAGE_METRICS), 4.6))
+  """One panel per metric (columns.IMAGE_COLUMNS): a box plot per method with every image as
+  a dot."""
+  cols = columns.IMAGE_COLUMNS
+  fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 4.6), squeeze=False)
   rng = np.random.default_rng(0)  # dot jitter only
   methods = methods_in(per_image)
-  for ax, metric in zip(axes, IMAGE_METRICS):
-    data = [per_image[f"{m}/{metric}"] for m in methods]
+  for ax, col in zip(axes[0], cols):
+    data = [per_image[f"{m}/{col.key}"] for m in methods]
     data = [d[np.isfinite(d)] for d in data]
     ax.boxplot(data, showfliers=False, widths=0.6)
     for i, d in enumerate(data):
       ax.scatter(i + 1 + rng.uniform(-0.18, 0.18, d.size), d, s=4, alpha=0.35, color="k")
     ax.set_xticks(range(1, len(methods) + 1), [_SHORT[m] for m in methods], rotation=60,
                   ha="right", fontsize=8)
-    ax.set_title(_TITLES[metric] + (" (lower is better)" if LOWER_IS_BETTER[metric]
-                                    else " (higher is better)"), fontsize=9)
-    if metric in ("mse", "fmse") and all(d.size for d in data) and min(d.min() for d in data) > 0:
+    ax.set_title(col.header + (" (lower is better)" if col.lower_is_better
+                               else " (higher is better)"), fontsize=9)
+    if col.log_scale and all(d.size for d in data) and min(d.min() for d in data) > 0:
       ax.set_yscale("log")
   fig.suptitle("Per-image distributions by method (cf. paper Fig. 4)")
   fig.tight_layout()
@@ -45,18 +47,20 @@ def plot_distributions(per_image: dict[str, np.ndarray], path: str) -> None:
 
 def plot_differentials(per_image: dict[str, np.ndarray], path: str) -> None:
   """Per-image C_p - C_s for each metric, sorted; the shaded side is where C_p is worse."""
-  fig, axes = plt.subplots(1, len(IMAGE_METRICS), figsize=(4.2 * len(IMAGE_METRICS), 3.8))
-  for ax, metric in zip(axes, IMAGE_METRICS):
-    diff = per_image[f"detector_harmoniser/{metric}"] - per_image[f"harmoniser_gt_mask/{metric}"]
+  cols = columns.IMAGE_COLUMNS
+  fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.8), squeeze=False)
+  for ax, col in zip(axes[0], cols):
+    diff = (per_image[f"detector_harmoniser/{col.key}"]
+            - per_image[f"harmoniser_gt_mask/{col.key}"])
     diff = np.sort(diff[np.isfinite(diff)])
-    worse = diff > 0 if LOWER_IS_BETTER[metric] else diff < 0
+    worse = diff > 0 if col.lower_is_better else diff < 0
     ax.bar(np.arange(diff.size), diff, width=1.0,
            color=np.where(worse, "tab:red", "tab:green"))
     ax.axhline(0.0, color="k", lw=0.8)
     if diff.size:
       ax.axhline(float(diff.mean()), color="tab:blue", lw=1, ls="--", label=f"mean {diff.mean():.4g}")
       ax.legend(fontsize=7)
-    ax.set_title(f"{_TITLES[metric]}: C_p − C_s ({int(worse.sum())}/{diff.size} worse)", fontsize=9)
+    ax.set_title(f"{col.header}: C_p − C_s ({int(worse.sum())}/{diff.size} worse)", fontsize=9)
     ax.set_xlabel("images, sorted", fontsize=8)
   fig.suptitle("Detector mask vs ground-truth mask, per image (cf. paper Fig. 5)")
   fig.tight_layout()

@@ -1,5 +1,9 @@
-"""The evaluation's rows (methods) and metrics, and which of them a run scored."""
+"""The evaluation's rows (methods), and which of them a run scored; the metrics are the
+column table's (tfharm.evaluation.columns), re-exported here for the graph."""
 from __future__ import annotations
+
+from tfharm.evaluation.columns import (  # pylint: disable=unused-import  (re-exported)
+    DETECTOR_METRICS, IMAGE_METRICS, LOWER_IS_BETTER)
 
 # The paper's rows first (Table 1), then the ablations, then the corrected variants.
 METHODS = ("composite", "harmoniser_gt_mask", "detector_harmoniser",
@@ -21,9 +25,6 @@ REAL_PHOTO_METHODS = ("detector_harmoniser_l_moments", "detector_harmoniser_abst
 # its mask-free rows are measured against, as C_p against C_s). Unedited photos: the first two.
 JOINT_METHODS = ("joint", "joint_l_moments", "joint_gt_mask")
 JOINT_MASK_FREE_METHODS = JOINT_METHODS[:2]
-IMAGE_METRICS = ("mse", "psnr", "lpips", "fmse", "ssim")
-DETECTOR_METRICS = ("iou", "f1", "ap")
-LOWER_IS_BETTER = {"mse": True, "psnr": False, "lpips": True, "fmse": True, "ssim": False}
 
 
 

@@ -13,10 +13,11 @@ import math
 
 import numpy as np
 
-from tfharm.evaluation.runner import (DETECTOR_METRICS, ID_FIELDS, IMAGE_METRICS, JOINT_METHODS,
-                                      detectors_in, methods_in)
+from tfharm.evaluation import columns
+from tfharm.evaluation.runner import ID_FIELDS, JOINT_METHODS, detectors_in, methods_in
 
-# Dolhasz et al. 2020, Table 1 (their resolution, full COCO, their weights).
+# Dolhasz et al. 2020, Table 1 (their resolution, full COCO, their weights); the metrics are
+# the column table's `paper` columns.
 PAPER_TABLE_1 = {
     "harmoniser_gt_mask": {"mse": 19.55, "psnr": 35.81, "lpips": 0.0227},
     "detector_harmoniser": {"mse": 22.65, "psnr": 35.18, "lpips": 0.0292},
@@ -37,7 +38,15 @@ LABELS = {
     "joint_l_moments": "joint model, L* moments (--model=joint)",
     "joint_gt_mask": "joint model, GT mask (its L* change through it)",
 }
-_DIGITS = {"mse": 2, "psnr": 2, "lpips": 4, "fmse": 1, "ssim": 4, "iou": 4, "f1": 4, "ap": 4}
+
+
+def _image_metrics() -> tuple[str, ...]:
+  """Read at call time, so every table follows columns.IMAGE_COLUMNS."""
+  return tuple(c.key for c in columns.IMAGE_COLUMNS)
+
+
+def _detector_metrics() -> tuple[str, ...]:
+  return tuple(c.key for c in columns.DETECTOR_COLUMNS)
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -61,13 +70,13 @@ def summarise(per_image: dict[str, np.ndarray], select: np.ndarray | None = None
          "detector": {}}
   nans = {}
   for m in methods_in(per_image):
-    out["methods"][m] = {k: _mean(pick(per_image[f"{m}/{k}"])) for k in IMAGE_METRICS}
+    out["methods"][m] = {k: _mean(pick(per_image[f"{m}/{k}"])) for k in _image_metrics()}
   supra = pick(suprathreshold(per_image))
   for d in detectors_in(per_image):  # "detector", and "joint_detector" with a joint model
-    out[d] = {k: _mean(pick(per_image[f"{d}/{k}"])) for k in DETECTOR_METRICS}
+    out[d] = {k: _mean(pick(per_image[f"{d}/{k}"])) for k in _detector_metrics()}
     out[f"{d}_suprathreshold"] = {
         "num_examples": int(supra.sum()),
-        **{k: _mean(pick(per_image[f"{d}/{k}"])[supra]) for k in DETECTOR_METRICS}}
+        **{k: _mean(pick(per_image[f"{d}/{k}"])[supra]) for k in _detector_metrics()}}
   out["shares"] = shares(per_image, select)
   for key, v in per_image.items():
     if "/" in key and np.isnan(pick(v)).any():
@@ -167,18 +176,18 @@ def per_image_columns(per_image: dict | None = None) -> list[str]:
   """The CSV's columns; with `per_image`, also the joint model's if it was scored."""
   keys = per_image or {}
   return (["index", *ID_FIELDS, "category", "category_id", "mask_fraction", "luminance_ratio"]
-          + [f"{m}/{k}" for m in methods_in(keys) for k in IMAGE_METRICS]
-          + [f"{d}/{k}" for d in detectors_in(keys) for k in DETECTOR_METRICS])
+          + [f"{m}/{k}" for m in methods_in(keys) for k in _image_metrics()]
+          + [f"{d}/{k}" for d in detectors_in(keys) for k in _detector_metrics()])
 
 
 def write_per_image_csv(path: str, per_image: dict[str, np.ndarray], names: list[str]) -> None:
-  columns = per_image_columns(per_image)
+  header = per_image_columns(per_image)
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(columns)
+    writer.writerow(header)
     for i in range(len(per_image["composite/mse"])):
       row = []
-      for c in columns:
+      for c in header:
         if c == "index":
           row.append(i)
         elif c == "category":
@@ -195,55 +204,54 @@ def write_per_image_csv(path: str, per_image: dict[str, np.ndarray], names: list
 
 def write_per_category_csv(path: str, categories: dict[str, dict]) -> None:
   first = next(iter(categories.values()), {"methods": {}})
-  columns = ([f"{m}/{k}" for m in methods_in(first["methods"]) for k in IMAGE_METRICS]
-             + [f"{d}/{k}" for d in detectors_in(first) for k in DETECTOR_METRICS])
+  keys = ([f"{m}/{k}" for m in methods_in(first["methods"]) for k in _image_metrics()]
+          + [f"{d}/{k}" for d in detectors_in(first) for k in _detector_metrics()])
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["category", "num_examples", *columns])
+    writer.writerow(["category", "num_examples", *keys])
     for name, s in categories.items():
       values = [s[c.split("/")[0]][c.split("/")[1]] if c.split("/")[0] in detectors_in(s)
-                else s["methods"][c.split("/")[0]][c.split("/")[1]] for c in columns]
+                else s["methods"][c.split("/")[0]][c.split("/")[1]] for c in keys]
       writer.writerow([name, s["num_examples"], *["" if v is None else repr(v) for v in values]])
 
 
-def _fmt(v: float | None, metric: str) -> str:
-  return "–" if v is None else f"{v:.{_DIGITS[metric]}f}"
+def _row(cells) -> str:
+  return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 def main_table(summary: dict) -> str:
-  """Table 1 layout (rows = methods; MSE, PSNR, LPIPS, then fMSE, SSIM) with the paper beside."""
-  lines = ["| method | MSE | PSNR (dB) | LPIPS | fMSE | SSIM | paper MSE | paper PSNR | paper LPIPS |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  """Table 1 layout: rows = methods, one column per columns.IMAGE_COLUMNS, then the paper's
+  numbers in its `paper` columns (C_s and C_p rows only)."""
+  cols = columns.IMAGE_COLUMNS
+  paper_cols = [c for c in cols if c.paper]
+  lines = [_row(["method", *(c.header for c in cols), *(f"paper {c.name}" for c in paper_cols)]),
+           "|---|" + "---:|" * (len(cols) + len(paper_cols))]
   for m in methods_in(summary["methods"]):
     s = summary["methods"][m]
     paper = PAPER_TABLE_1.get(m, {})
-    cells = [_fmt(s[k], k) for k in IMAGE_METRICS if k in ("mse", "psnr", "lpips")]
-    cells += [_fmt(s["fmse"], "fmse"), _fmt(s["ssim"], "ssim")]
-    cells += [_fmt(paper.get(k), k) if paper else "" for k in ("mse", "psnr", "lpips")]
-    lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    lines.append(_row([LABELS[m], *(c.format(s[c.key]) for c in cols),
+                       *(c.format(paper.get(c.key)) if paper else "" for c in paper_cols)]))
   return "\n".join(lines)
 
 
 def detector_table(summary: dict) -> str:
+  """Localisation of the soft mask (and the joint model's m) against the GT mask, on all and
+  on the suprathreshold composites; one column per columns.DETECTOR_COLUMNS."""
   from tfharm.models.detector_labels import LabelConfig  # pylint: disable=g-import-not-at-top
-  d, s, labels = summary["detector"], summary["detector_suprathreshold"], LabelConfig()
-  return ("| detector (soft mask max(p_neg, p_pos)) vs GT mask | n | IoU | F1 | AP |\n"
-          "|---|---:|---:|---:|---:|\n"
-          f"| all composites | {summary['num_examples']} | {_fmt(d['iou'], 'iou')} | "
-          f"{_fmt(d['f1'], 'f1')} | {_fmt(d['ap'], 'ap')} |\n"
-          f"| suprathreshold composites (L* ratio < {labels.tau_neg} or > {labels.tau_pos}) | {s['num_examples']} | "
-          f"{_fmt(s['iou'], 'iou')} | {_fmt(s['f1'], 'f1')} | {_fmt(s['ap'], 'ap')} |"
-          + _joint_detector_rows(summary))
-
-
-def _joint_detector_rows(summary: dict) -> str:
-  if "joint_detector" not in summary:
-    return ""
-  d, s = summary["joint_detector"], summary["joint_detector_suprathreshold"]
-  return (f"\n| joint model m, all composites | {summary['num_examples']} | "
-          f"{_fmt(d['iou'], 'iou')} | {_fmt(d['f1'], 'f1')} | {_fmt(d['ap'], 'ap')} |\n"
-          f"| joint model m, suprathreshold | {s['num_examples']} | {_fmt(s['iou'], 'iou')} | "
-          f"{_fmt(s['f1'], 'f1')} | {_fmt(s['ap'], 'ap')} |")
+  labels, cols = LabelConfig(), columns.DETECTOR_COLUMNS
+  rows = [("all composites", "detector"),
+          (f"suprathreshold composites (L* ratio < {labels.tau_neg} or > {labels.tau_pos})",
+           "detector_suprathreshold")]
+  if "joint_detector" in summary:
+    rows += [("joint model m, all composites", "joint_detector"),
+             ("joint model m, suprathreshold", "joint_detector_suprathreshold")]
+  lines = [_row(["detector (soft mask max(p_neg, p_pos)) vs GT mask", "n",
+                 *(c.header for c in cols)]), "|---|---:|" + "---:|" * len(cols)]
+  for text, key in rows:
+    scores = summary[key]
+    lines.append(_row([text, scores.get("num_examples", summary["num_examples"]),
+                       *(c.format(scores[c.key]) for c in cols)]))
+  return "\n".join(lines)
 
 
 def table_markdown(summary: dict, provenance: dict, threshold: float) -> str:
@@ -285,22 +293,20 @@ harmoniser `{provenance['harmoniser_weights']['path']}` (sha256 {provenance['har
 
 
 def terminal_table(summary: dict) -> str:
-  """Fixed-width summary for the terminal."""
-  head = f"{'method':<40}{'MSE':>10}{'PSNR':>9}{'LPIPS':>9}{'fMSE':>10}{'SSIM':>8}"
+  """Fixed-width summary for the terminal; columns as in main_table."""
+  cols = columns.IMAGE_COLUMNS
+  head = f"{'method':<40}" + "".join(f"{c.name:>{c.width}}" for c in cols)
   lines = [head, "-" * len(head)]
   for m in methods_in(summary["methods"]):
     s = summary["methods"][m]
-    lines.append(f"{LABELS[m]:<40}{_fmt(s['mse'], 'mse'):>10}{_fmt(s['psnr'], 'psnr'):>9}"
-                 f"{_fmt(s['lpips'], 'lpips'):>9}{_fmt(s['fmse'], 'fmse'):>10}"
-                 f"{_fmt(s['ssim'], 'ssim'):>8}")
+    lines.append(f"{LABELS[m]:<40}" + "".join(f"{c.format(s[c.key]):>{c.width}}" for c in cols))
   for m, p in PAPER_TABLE_1.items():
-    lines.append(f"{'paper: ' + LABELS[m]:<40}{p['mse']:>10.2f}{p['psnr']:>9.2f}"
-                 f"{p['lpips']:>9.4f}{'':>10}{'':>8}")
-  d = summary["detector"]
-  lines.append(f"detector vs GT mask: IoU {_fmt(d['iou'], 'iou')}  F1 {_fmt(d['f1'], 'f1')}  "
-               f"AP {_fmt(d['ap'], 'ap')}   ({summary['num_examples']} examples)")
-  if "joint_detector" in summary:
-    j = summary["joint_detector"]
-    lines.append(f"joint model vs GT mask: IoU {_fmt(j['iou'], 'iou')}  F1 {_fmt(j['f1'], 'f1')}"
-                 f"  AP {_fmt(j['ap'], 'ap')}")
+    lines.append(f"{'paper: ' + LABELS[m]:<40}" + "".join(
+        f"{c.format(p[c.key]) if c.paper else '':>{c.width}}" for c in cols))
+  for text, d in (("detector", "detector"), ("joint model", "joint_detector")):
+    if d in summary:
+      scores = "  ".join(f"{c.name} {c.format(summary[d][c.key])}"
+                         for c in columns.DETECTOR_COLUMNS)
+      lines.append(f"{text} vs GT mask: {scores}" + (
+          f"   ({summary['num_examples']} examples)" if d == "detector" else ""))
   return "\n".join(lines)

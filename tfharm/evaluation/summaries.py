@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from tfharm.evaluation import figures
-from tfharm.evaluation.runner import DETECTOR_METRICS, IMAGE_METRICS, detectors_in, methods_in
+from tfharm.evaluation import columns, figures
+from tfharm.evaluation.runner import detectors_in, methods_in
 
 
 def write_tensorboard(logdir: str, summary: dict, per_image: dict[str, np.ndarray],
@@ -17,7 +17,7 @@ def write_tensorboard(logdir: str, summary: dict, per_image: dict[str, np.ndarra
   writer = tf.summary.create_file_writer(logdir)
   with writer.as_default(step=step):
     for m in methods_in(summary["methods"]):
-      for k in IMAGE_METRICS:
+      for k in (c.key for c in columns.IMAGE_COLUMNS):
         value = summary["methods"][m][k]
         if value is not None:
           tf.summary.scalar(f"{m}/{k}", value)
@@ -25,7 +25,7 @@ def write_tensorboard(logdir: str, summary: dict, per_image: dict[str, np.ndarra
         if finite.size:
           tf.summary.histogram(f"{m}/{k}", finite)
     for d in detectors_in(summary):
-      for k in DETECTOR_METRICS:
+      for k in (c.key for c in columns.DETECTOR_COLUMNS):
         if summary[d][k] is not None:
           tf.summary.scalar(f"{d}/{k}", summary[d][k])
         finite = per_image[f"{d}/{k}"][np.isfinite(per_image[f"{d}/{k}"])]
