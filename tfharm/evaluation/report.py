@@ -13,8 +13,10 @@ import math
 
 import numpy as np
 
-from tfharm.evaluation.runner import (DETECTOR_METRICS, ID_FIELDS, IMAGE_METRICS, JOINT_METHODS,
-                                      detectors_in, methods_in)
+from tfharm import systems
+from tfharm.evaluation.methods import photo_rows_in
+from tfharm.evaluation.runner import (DETECTOR_METRICS, ID_FIELDS, IMAGE_METRICS, detectors_in,
+                                      methods_in)
 
 # Dolhasz et al. 2020, Table 1 (their resolution, full COCO, their weights).
 PAPER_TABLE_1 = {
@@ -33,9 +35,8 @@ LABELS = {
     "detector_harmoniser_l_moments": "C_p, L* moments (tfharm's output)",
     "detector_harmoniser_abstain_l_moments": "C_p abstaining (gate), L* moments",
     "ring_l_mean_gt_mask": "baseline: L* mean of a ring, GT mask",
-    "joint": "joint model, its own output (mask-free)",
-    "joint_l_moments": "joint model, L* moments (--model=joint)",
-    "joint_gt_mask": "joint model, GT mask (its L* change through it)",
+    # The other systems' rows: their labels are in their specs.
+    **{row: label for spec in systems.SYSTEMS.values() for row, label in spec.labels.items()},
 }
 _DIGITS = {"mse": 2, "psnr": 2, "lpips": 4, "fmse": 1, "ssim": 4, "iou": 4, "f1": 4, "ap": 4}
 
@@ -100,13 +101,12 @@ def shares(per_image: dict[str, np.ndarray], select: np.ndarray | None = None) -
 def summarise_real_photos(photos: dict[str, np.ndarray]) -> dict:
   """Unedited photos through the mask-free rows: output-vs-input PSNR (median, share at >= 40
   dB, worst) and how much the detector fires."""
-  from tfharm.evaluation.runner import REAL_PHOTO_METHODS  # pylint: disable=g-import-not-at-top
   out = {"num_photos": int(len(photos["image_id"])),
          "fire_fraction": _mean(photos["detector/fire_fraction"]),
          **({"joint_fire_fraction": _mean(photos["joint_detector/fire_fraction"])}
             if "joint_detector/fire_fraction" in photos else {}),
          "abstained": _mean(photos["detector/abstained"])}
-  for m in REAL_PHOTO_METHODS + tuple(j for j in JOINT_METHODS if f"{j}/psnr" in photos):
+  for m in photo_rows_in(photos):
     v = photos[f"{m}/psnr"]
     out[m] = {"median_psnr": float(np.median(v)), "share_at_least_40db": float(np.mean(v >= 40)),
               "min_psnr": float(np.min(v))}
@@ -130,8 +130,7 @@ def real_photos_table(summary: dict) -> str:
            f"detector fires (> 0.5) on {r['fire_fraction']:.1%} of pixels on average; the gate "
            f"abstains on {r['abstained']:.0%} of photos.", "",
            "| method | median PSNR (dB) | photos ≥ 40 dB | worst (dB) |", "|---|---:|---:|---:|"]
-  from tfharm.evaluation.runner import REAL_PHOTO_METHODS  # pylint: disable=g-import-not-at-top
-  for m in REAL_PHOTO_METHODS + tuple(j for j in JOINT_METHODS if j in r):
+  for m in photo_rows_in(r):
     v = r[m]
     lines.append(f"| {LABELS[m]} | {v['median_psnr']:.2f} | {v['share_at_least_40db']:.0%} | "
                  f"{v['min_psnr']:.2f} |")

@@ -15,7 +15,6 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
-from tfharm import presets
 
 _WIDTHS = (64, 64, 128, 128, 256, 256, 512)  # conv0..conv6 as in the Caffe release
 
@@ -166,20 +165,15 @@ def harmonise(model: keras.Model, image, mask):
   return ops.clip((ops.cast(out, "float32") + 1.0) / 2.0, 0.0, 1.0)
 
 
-def load_harmoniser(path: str | None = None, cfg: HarmoniserConfig | None = None) -> Harmoniser:
-  """Loads a harmoniser from a `.keras` file, or a `.weights.h5` file plus its config.
-
-  `path` may also be a preset name (tfharm.presets); with no path: the 256x256 harmoniser we
-  trained (preset `harmoniser_256`, recipe and numbers in checkpoints/README.md).
+def load_harmoniser(path: str, cfg: HarmoniserConfig | None = None) -> Harmoniser:
+  """Loads a harmoniser from a `.keras` file, or a `.weights.h5` file plus its config (a
+  preset name or the default: tfharm.models.presets.load).
 
   `.weights.h5` files carry no architecture, so `cfg` (default: the 256x256 model) says
   what to build; a mismatch fails loudly in Keras rather than loading partially.
   """
-  shipped = path is None or path in presets.PRESETS
-  path = presets.resolve(path, "harmoniser", presets.DEFAULT_HARMONISER)
-  if shipped and not os.path.exists(path):
-    raise FileNotFoundError(f"{path} is missing: the shipped harmoniser is package data of "
-                            "tfharm (checkpoints/README.md); reinstall the package")
+  if not os.path.exists(path):
+    raise FileNotFoundError(path)
   if path.endswith(".keras"):
     model = keras.saving.load_model(path)
     if not isinstance(model, Harmoniser):
