@@ -78,12 +78,12 @@ def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # 
   assert set(metrics["joint_detector"]) == {"iou", "f1", "ap"}
   assert metrics["provenance"]["joint_weights"]["path"] == path
   table = open(tmp_path / "out" / "table.md").read()
-  assert report.LABELS["joint"] in table and "joint model m, suprathreshold" in table
+  assert report.label("joint") in table and "joint model m, suprathreshold" in table
   with open(tmp_path / "out" / "per_image.csv") as f:
     header = next(csv.reader(f))
   assert "joint/psnr" in header and "joint_detector/iou" in header
   assert "joint model vs GT mask" in report.terminal_table(metrics)
-  with pytest.raises(evaluation.EvaluationError, match="not found"):
+  with pytest.raises(evaluation.EvaluationError, match="missing weights: --joint_weights .*missing.keras"):
     evaluation.evaluate(_config(demo_build, weight_files, tmp_path / "out2",
                                 joint_weights=str(tmp_path / "missing.keras")))
 

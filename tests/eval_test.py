@@ -478,7 +478,7 @@ def test_a_full_disk_while_writing_is_a_setup_error_and_keeps_the_old_results(
     before = {n: open(os.path.join(out, n), "rb").read() for n in ("metrics.json", "table.md")}
     helpers.fill_inodes(os.path.join(disk, "filler"), leave=4)  # probe, staging dir, 2 files
     monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
-      monkeypatch.setattr(runner, "open_system", _stub_open_system)
+    monkeypatch.setattr(runner, "open_system", _stub_open_system)
     with pytest.raises(evaluation.EvaluationError) as e:
       evaluation.evaluate(_config(demo_build, weight_files, out, overwrite=True))
     assert str(e.value) == (f"--output_dir {out}: no space left on the device while writing "

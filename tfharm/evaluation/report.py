@@ -35,9 +35,15 @@ LABELS = {
     "detector_harmoniser_l_moments": "C_p, L* moments (tfharm's output)",
     "detector_harmoniser_abstain_l_moments": "C_p abstaining (gate), L* moments",
     "ring_l_mean_gt_mask": "baseline: L* mean of a ring, GT mask",
-    # The other systems' rows: their labels are in their specs.
-    **{row: label for spec in systems.SYSTEMS.values() for row, label in spec.labels.items()},
 }
+
+
+def label(row: str) -> str:
+  """A row's label in the tables: the pipeline's above, another system's from its spec
+  (tfharm.systems.SYSTEMS), else the row's own name."""
+  if row in LABELS:
+    return LABELS[row]
+  return next((s.labels[row] for s in systems.SYSTEMS.values() if row in s.labels), row)
 _DIGITS = {"mse": 2, "psnr": 2, "lpips": 4, "fmse": 1, "ssim": 4, "iou": 4, "f1": 4, "ap": 4}
 
 
@@ -118,7 +124,7 @@ def shares_table(summary: dict) -> str:
            "|---|---:|---:|---:|"]
   for m, v in summary["shares"].items():
     median = "–" if v["median_gain_db"] is None else f"{v['median_gain_db']:+.2f}"
-    lines.append(f"| {LABELS[m]} | {v['improved']:.0%} | {v['worse_by_1db']:.0%} | {median} |")
+    lines.append(f"| {label(m)} | {v['improved']:.0%} | {v['worse_by_1db']:.0%} | {median} |")
   return "\n".join(lines)
 
 
@@ -132,7 +138,7 @@ def real_photos_table(summary: dict) -> str:
            "| method | median PSNR (dB) | photos ≥ 40 dB | worst (dB) |", "|---|---:|---:|---:|"]
   for m in photo_rows_in(r):
     v = r[m]
-    lines.append(f"| {LABELS[m]} | {v['median_psnr']:.2f} | {v['share_at_least_40db']:.0%} | "
+    lines.append(f"| {label(m)} | {v['median_psnr']:.2f} | {v['share_at_least_40db']:.0%} | "
                  f"{v['min_psnr']:.2f} |")
   return "\n".join(lines)
 
@@ -219,7 +225,7 @@ def main_table(summary: dict) -> str:
     cells = [_fmt(s[k], k) for k in IMAGE_METRICS if k in ("mse", "psnr", "lpips")]
     cells += [_fmt(s["fmse"], "fmse"), _fmt(s["ssim"], "ssim")]
     cells += [_fmt(paper.get(k), k) if paper else "" for k in ("mse", "psnr", "lpips")]
-    lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + " |")
+    lines.append(f"| {label(m)} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -289,11 +295,11 @@ def terminal_table(summary: dict) -> str:
   lines = [head, "-" * len(head)]
   for m in methods_in(summary["methods"]):
     s = summary["methods"][m]
-    lines.append(f"{LABELS[m]:<40}{_fmt(s['mse'], 'mse'):>10}{_fmt(s['psnr'], 'psnr'):>9}"
+    lines.append(f"{label(m):<40}{_fmt(s['mse'], 'mse'):>10}{_fmt(s['psnr'], 'psnr'):>9}"
                  f"{_fmt(s['lpips'], 'lpips'):>9}{_fmt(s['fmse'], 'fmse'):>10}"
                  f"{_fmt(s['ssim'], 'ssim'):>8}")
   for m, p in PAPER_TABLE_1.items():
-    lines.append(f"{'paper: ' + LABELS[m]:<40}{p['mse']:>10.2f}{p['psnr']:>9.2f}"
+    lines.append(f"{'paper: ' + label(m):<40}{p['mse']:>10.2f}{p['psnr']:>9.2f}"
                  f"{p['lpips']:>9.4f}{'':>10}{'':>8}")
   d = summary["detector"]
   lines.append(f"detector vs GT mask: IoU {_fmt(d['iou'], 'iou')}  F1 {_fmt(d['f1'], 'f1')}  "

@@ -81,7 +81,9 @@ def get(name: str) -> Preset:
 def resolve(path_or_name: str | None, kind: str, default: str | None = None) -> str:
   """A weight file's path: a path is returned as given, a preset name (or None: `default`,
   else DEFAULTS[kind]) becomes its file. A preset of another kind is a ValueError."""
-  name = (default or DEFAULTS[kind]) if path_or_name is None else path_or_name
+  name = (default or DEFAULTS.get(kind)) if path_or_name is None else path_or_name
+  if name is None:
+    raise ValueError(f"no {kind} weights given, and no preset is the {kind} default")
   if name not in PRESETS:
     return name
   preset = PRESETS[name]

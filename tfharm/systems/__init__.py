@@ -150,5 +150,5 @@ def load(name: str = DEFAULT, weights: Mapping[str, str | None] | None = None,
 def weight_flags() -> dict[str, tuple[str, str]]:
   """{weight flag: (its system, its default preset)} over every system, for the commands'
   flag definitions (tfharm.cli.program.define_model_flags)."""
-  return {flag: (name, presets.DEFAULTS[kind])
+  return {flag: (name, presets.DEFAULTS.get(kind, "none"))
           for name, s in SYSTEMS.items() for flag, kind in s.weights.items()}
