@@ -15,6 +15,8 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
+from tfharm.models import correction
+
 
 _WIDTHS = (64, 64, 128, 128, 256, 256, 512)  # conv0..conv6 as in the Caffe release
 
@@ -54,14 +56,6 @@ class HarmoniserConfig:
 
 def _conv_init(std):
   return keras.initializers.RandomNormal(stddev=std)
-
-
-def _sanitise_mask(mask):
-  """Soft masks (e.g. detector probabilities) are allowed; out-of-range values are
-  clipped to [0, 1] and NaN counts as 'not the object' so one bad pixel cannot poison
-  the whole image through the FC bottleneck."""
-  mask = ops.cast(mask, "float32")
-  return ops.clip(ops.where(ops.isnan(mask), 0.0, mask), 0.0, 1.0)
 
 
 class _Decoder:
@@ -115,7 +109,8 @@ class Harmoniser(keras.Model):
     init = _conv_init(cfg.init_std)
     image = keras.Input((s, s, 3), name="image")
     mask = keras.Input((s, s, 1), name="mask")
-    x = ops.concatenate([image, _sanitise_mask(mask)], axis=-1)  # (B, S, S, 4)
+    clean = correction.sanitise_mask(ops.cast(mask, "float32"))  # a NaN would reach every pixel
+    x = ops.concatenate([image, clean], axis=-1)  # (B, S, S, 4)
 
     skips = []
     for i, w in enumerate(cfg.widths):
