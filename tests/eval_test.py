@@ -107,10 +107,20 @@ def _batch(b=3, seed=0):
 
 
 def _stub_open_system(name, cfg, size):
-  """runner.open_system without loading: the files it would read, and a stand-in system."""
+  """runner.open_system without loading: the files it would read, and a stand-in system whose
+  rows are the composite itself."""
   del size
-  given = {k: v for k, v in cfg.weights().items() if k in systems.spec(name).weights}
-  return types.SimpleNamespace(SYSTEM=name), systems.weight_files(name, given)
+  spec = systems.spec(name)
+  given = {k: v for k, v in cfg.weights().items() if k in spec.weights}
+
+  def rows(composite, mask=None, threshold=0.5, gate=None):
+    del threshold, gate
+    zeros = tf.zeros_like(composite[..., 0])  # (B, S, S)
+    return {"images": {r: composite for r in (spec.photo_rows if mask is None else spec.rows)},
+            "detection": tf.stack([zeros, zeros], -1),
+            "values": {"detector/abstained": zeros[:, 0, 0]} if mask is None else {}}
+
+  return types.SimpleNamespace(SYSTEM=name, rows=rows), systems.weight_files(name, given)
 
 
 @pytest.fixture(scope="module")

@@ -288,7 +288,7 @@ def test_single_file_errors(weights, inputs, tmp_path):
   proc = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.jpg",
                     "--model=pipeline", f"--detector_weights={tmp_path}/none.h5",
                     f"--harmoniser_weights={weights[1]}")
-  _refused(proc, f"missing weights: {tmp_path}/none.h5")
+  _refused(proc, f"missing weights: --detector_weights {tmp_path}/none.h5")
   _refused(_harmonise(f"--input={tmp_path}/none.jpg", f"--output={tmp_path}/out.jpg"),
            "--input", "does not exist")
   _refused(_harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.gif",
