@@ -31,9 +31,9 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _detect(precision: str, out: str) -> None:
   import keras  # pylint: disable=g-import-not-at-top
   from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
-  from tfharm.models import detector  # pylint: disable=g-import-not-at-top
+  from tfharm.models import detector, from_preset  # pylint: disable=g-import-not-at-top
   keras.mixed_precision.set_global_policy(precision)
-  model = detector.load_detector()
+  model = from_preset("detector_256")
   maps = []
   for batch in pipeline.make_dataset(_DATA_DIR.value, _SPLIT.value, batch_size=8,
                                      max_examples=_EXAMPLES.value):

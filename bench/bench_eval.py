@@ -46,8 +46,9 @@ def _build(xla: bool):
   from tfharm.models import detector as det  # pylint: disable=g-import-not-at-top
   from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(0)
-  return runner.EvalGraph(det.Detector(det.DetectorConfig()),
-                          Harmoniser(HarmoniserConfig(image_size=256)),
+  from tfharm.systems.pipeline import PipelineSystem  # pylint: disable=g-import-not-at-top
+  return runner.EvalGraph([PipelineSystem(det.Detector(det.DetectorConfig()),
+                                          Harmoniser(HarmoniserConfig(image_size=256)))],
                           lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=xla)
 
 
@@ -110,7 +111,7 @@ def _variant(spec: dict) -> dict:
   batch = next(iter(ds))
   comp, real, mask = batch["composite"], batch["real"], batch["mask"]
   b, k = int(comp.shape[0]), len(runner.METHODS)
-  detector, harmoniser, lp = graph.detector, graph.harmoniser, graph.lpips
+  detector, harmoniser, lp = graph.systems[0].detector, graph.systems[0].harmoniser, graph.lpips
   soft = det.soft_mask(det.detection_channels(detector(comp, training=False)))
   masks = tf.concat([mask, soft, tf.cast(soft > 0.5, tf.float32), tf.zeros_like(mask)], 0)
   comp4 = tf.tile(comp, [4, 1, 1, 1])

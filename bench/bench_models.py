@@ -170,18 +170,20 @@ def _detector_variant(mode: str, precision: str, xla: bool, batch: int, size: in
 
 def _end_to_end_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
                         warmup: int, iters: int) -> dict:
-  """Detector -> max(p0, p1) -> harmoniser as one graph (tfharm.models.make_inference_fn)."""
+  """Detector -> max(p0, p1) -> harmoniser as one graph (tfharm.systems.base.inference_fn)."""
   import keras  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from tfharm.models import (Detector, DetectorConfig, HarmonisationPipeline, Harmoniser,  # pylint: disable=g-import-not-at-top
-                             HarmoniserConfig, make_inference_fn)
+  from tfharm.models import (Detector, DetectorConfig, Harmoniser,  # pylint: disable=g-import-not-at-top
+                             HarmoniserConfig)
+  from tfharm.systems.base import inference_fn  # pylint: disable=g-import-not-at-top
+  from tfharm.systems.pipeline import PipelineSystem  # pylint: disable=g-import-not-at-top
 
   if mode != "inference":
     raise ValueError("end_to_end is inference only (the two networks train separately)")
   keras.mixed_precision.set_global_policy(precision)
   detector, harmoniser = Detector(DetectorConfig()), Harmoniser(HarmoniserConfig(image_size=size))
-  fn = make_inference_fn(HarmonisationPipeline(detector, harmoniser), "predicted", jit_compile=xla)
+  fn = inference_fn(PipelineSystem(detector, harmoniser), "predicted", jit_compile=xla)
   image = tf.constant(np.random.default_rng(0).uniform(0, 1, (batch, size, size, 3)), tf.float32)
   seconds, cpu_seconds = measure.median_time(lambda: fn(image)["harmonised"].numpy(), warmup, iters)
   flops = forward_flops(detector, size=size) + forward_flops(harmoniser)

@@ -36,9 +36,9 @@ _CORRECTION = flags.DEFINE_enum("correction", "l_moments", ["l_moments", "residu
 def _export(directory: str) -> str:
   from tfharm.models.detector import Detector  # pylint: disable=g-import-not-at-top
   from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig  # pylint: disable=g-import-not-at-top
-  from tfharm.models.pipeline import HarmonisationPipeline  # pylint: disable=g-import-not-at-top
+  from tfharm.systems.pipeline import PipelineSystem  # pylint: disable=g-import-not-at-top
   from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
-  pipe = HarmonisationPipeline(Detector(), Harmoniser(HarmoniserConfig(image_size=256)),
+  pipe = PipelineSystem(Detector(), Harmoniser(HarmoniserConfig(image_size=256)),
                                correction=_CORRECTION.value)
   t = time.perf_counter()
   path = exporter.export(pipe, directory, version=1)

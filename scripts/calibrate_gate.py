@@ -47,8 +47,12 @@ def _psnr(a, b):
 
 def main(argv):
   del argv
-  harmoniser, h_path = runner.open_harmoniser(_HARMONISER.value, 256)
-  detector, d_path = runner.open_detector(_DETECTOR.value)
+  from tfharm import systems  # pylint: disable=g-import-not-at-top
+  files = systems.weight_files("pipeline", {"detector_weights": _DETECTOR.value,
+                                            "harmoniser_weights": _HARMONISER.value})
+  pipe = systems.load("pipeline", files, image_size=256)
+  harmoniser, h_path = pipe.harmoniser, files["harmoniser_weights"]
+  detector, d_path = pipe.detector, files["detector_weights"]
   gates = [abstention.Gate(float(t), float(a))
            for t, a in itertools.product(_THRESHOLDS.value, _AREAS.value)]
 

@@ -239,7 +239,7 @@ def test_real_models_shared_weights_give_the_cli_pixels_of_the_other_correction(
   (one copy of the weights); it must equal what the CLI builds for that --correction (random
   weights, moved off their init), for either --model. The default one is the CLI's own:
   tests/app_browser_test.py."""
-  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+  from tfharm import systems  # pylint: disable=g-import-not-at-top
   from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
   if model == "joint":
     weights = {"joint_weights": str(tmp_path / "joint.keras")}
@@ -247,14 +247,14 @@ def test_real_models_shared_weights_give_the_cli_pixels_of_the_other_correction(
   else:
     weights = dict(zip(("detector_weights", "harmoniser_weights"),
                        helpers.save_weights(str(tmp_path))))
-  app = handling.App(handling.load_modules(**weights, jit_compile=False),
+  app = handling.App(handling.load_modules(model, weights, jit_compile=False),
                      work_dir=str(tmp_path / "work"), model=model)
   assert list(app.modules) == ["l_moments", "residual"]
-  first, other = (app.modules[c].pipeline for c in ("l_moments", "residual"))
+  first, other = (app.modules[c].system for c in ("l_moments", "residual"))
   network = "joint" if model == "joint" else "detector"
   assert getattr(other, network) is getattr(first, network)
   cli = files.FileHarmoniser(ServingModule(
-      exporter.load_serving_pipeline(**weights, correction="residual"), jit_compile=False))
+      systems.load(model, weights, correction="residual"), jit_compile=False))
   inputs = files.load_inputs(photo[0], mask_png)
   results = {}
   for system, mask in ((handling.MASK_FREE, None), (handling.WITH_MASK, inputs[1])):

@@ -8,8 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests import serving_helpers as helpers
-from tfharm.models.joint_pipeline import load_joint_pipeline
-from tfharm.serving import paths
+from tfharm import systems
 from tests.models.trained_weights import small_joint_model
 
 
@@ -22,33 +21,33 @@ def joint_file(tmp_path_factory):
 
 
 def test_default_is_the_joint_model():
-  assert paths.DEFAULT_MODEL == "joint" and paths.MODELS == ("pipeline", "joint")
+  assert systems.DEFAULT == "joint" and systems.NAMES == ("pipeline", "joint")
 
 
 def test_weights_of_the_system_that_does_not_run_are_refused():
-  paths.check_weight_flags("joint", joint_weights="j.keras")  # fine
-  paths.check_weight_flags("pipeline", "d.h5", "h.h5")  # fine
   with pytest.raises(ValueError, match=r"--detector_weights apply to --model=pipeline.*default"):
-    paths.check_weight_flags("joint", detector_weights="d.h5")
+    systems.weight_files("joint", {"detector_weights": "d.h5"})
   with pytest.raises(ValueError, match=r"--joint_weights apply to --model=joint"):
-    paths.check_weight_flags("pipeline", joint_weights="j.keras")
+    systems.weight_files("pipeline", {"joint_weights": "j.keras"})
 
 
 def test_model_weights_are_the_files_of_the_system_that_runs(joint_file):
   """What harmonise, export and the app load: the default presets, or the given file, keyed as
   the loaders' arguments; the other system's flags and unknown models are refused."""
   from tfharm import presets  # pylint: disable=g-import-not-at-top
-  assert paths.model_weights("joint") == {"joint_weights": presets.get("joint_256").weights_path}
-  assert paths.model_weights("joint", joint_weights=joint_file) == {"joint_weights": joint_file}
-  pipeline = paths.model_weights("pipeline")
+  assert systems.weight_files("joint") == {
+      "joint_weights": presets.get("joint_256").weights_path}
+  assert systems.weight_files("joint", {"joint_weights": joint_file}) == {
+      "joint_weights": joint_file}
+  pipeline = systems.weight_files("pipeline")
   assert list(pipeline) == ["detector_weights", "harmoniser_weights"]
   assert all(os.path.isfile(p) for p in pipeline.values())
   with pytest.raises(ValueError, match="--detector_weights apply to --model=pipeline"):
-    paths.model_weights("joint", detector_weights=pipeline["detector_weights"])
-  with pytest.raises(FileNotFoundError, match="missing joint model weights"):
-    paths.model_weights("joint", joint_weights=joint_file + ".gone")
+    systems.weight_files("joint", {"detector_weights": pipeline["detector_weights"]})
+  with pytest.raises(FileNotFoundError, match="missing weights: --joint_weights .*gone"):
+    systems.weight_files("joint", {"joint_weights": joint_file + ".gone"})
   with pytest.raises(ValueError, match="unknown model 'both'"):
-    paths.model_weights("both")
+    systems.weight_files("both")
 
 
 def test_harmonise_and_export_run_the_joint_model_by_default(joint_file, tmp_path):
@@ -60,7 +59,7 @@ def test_harmonise_and_export_run_the_joint_model_by_default(joint_file, tmp_pat
                       f"--input={src}", f"--output={dst}", "--nocache"])
   assert proc.returncode == 0, proc.stderr[-3000:]
   out = cv2.imread(str(dst), cv2.IMREAD_COLOR)[..., ::-1]
-  expected = load_joint_pipeline(joint_file).any_size(photo[None].astype("float32") / 255.0)
+  expected = systems.load("joint", {"joint_weights": joint_file}).any_size(photo[None].astype("float32") / 255.0)
   helpers.assert_uint8_matches(out, expected["harmonised"][0].numpy(), max_ties=1e-2)
   assert np.abs(out.astype(int) - photo).max() > 0  # the (perturbed, randomly initialised) model acted
   proc = helpers.run(["-m", "tfharm.export", f"--joint_weights={joint_file}",

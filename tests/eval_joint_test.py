@@ -16,7 +16,8 @@ from tfharm.metrics import lpips as lpips_lib
 from tfharm.models import correction
 from tfharm.models import detector as det
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig
-from tfharm.models.joint_pipeline import JointPipeline
+from tfharm.systems.joint import JointSystem
+from tfharm.systems.pipeline import PipelineSystem
 from tests.eval_test import _batch, _config, _stub_detector, S, weight_files  # noqa: F401  pylint: disable=unused-import
 from tests.models.trained_weights import small_joint_model as _joint
 
@@ -24,23 +25,23 @@ from tests.models.trained_weights import small_joint_model as _joint
 @pytest.fixture(scope="module")
 def joint_graph():
   keras.utils.set_random_seed(1)
-  return runner.EvalGraph(_stub_detector(), Harmoniser(HarmoniserConfig(image_size=S)),
-                          lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=False,
-                          joint=_joint())
+  pipeline = PipelineSystem(_stub_detector(), Harmoniser(HarmoniserConfig(image_size=S)))
+  return runner.EvalGraph([pipeline, JointSystem(_joint(), image_size=S)],
+                          lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=False)
 
 
 def test_joint_rows_and_detection_equal_the_standalone_functions(joint_graph):
   composite, real, mask = (tf.constant(a) for a in _batch())
   out = joint_graph.compute(composite, real, mask)
-  raw = joint_graph.joint(composite, training=False)
+  joint = joint_graph.systems[1]
+  raw = joint.joint(composite, training=False)
   m = det.soft_mask(raw["probs"])
-  # joint_gt_mask: what --model=joint --mask returns at S, the JointPipeline's own harmoniser.
-  with_mask = JointPipeline(joint_graph.joint, image_size=S).harmoniser(
-      {"image": composite * 2.0 - 1.0, "mask": mask})["image"]
+  # joint_gt_mask: what --model=joint --mask returns at S.
+  with_mask = joint({"image": composite, "mask": mask}, mask_source="ground_truth")["harmonised"]
   expected = {"joint": raw["harmonised"],
               "joint_l_moments": correction.apply_correction("l_moments", composite, m,
                                                              composite, m, raw["harmonised"]),
-              "joint_gt_mask": (with_mask + 1.0) / 2.0}
+              "joint_gt_mask": with_mask}
   for name, image in expected.items():
     np.testing.assert_allclose(out["metrics"][name]["mse"],
                                image_metrics.mse(image, real, value_range=(0.0, 1.0)),
@@ -77,20 +78,23 @@ def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # 
   assert set(metrics["joint_detector"]) == {"iou", "f1", "ap"}
   assert metrics["provenance"]["joint_weights"]["path"] == path
   table = open(tmp_path / "out" / "table.md").read()
-  assert report.LABELS["joint"] in table and "joint model m, suprathreshold" in table
+  assert report.label("joint") in table and "joint model m, suprathreshold" in table
   with open(tmp_path / "out" / "per_image.csv") as f:
     header = next(csv.reader(f))
   assert "joint/psnr" in header and "joint_detector/iou" in header
   assert "joint model vs GT mask" in report.terminal_table(metrics)
-  with pytest.raises(evaluation.EvaluationError, match="not found"):
+  with pytest.raises(evaluation.EvaluationError, match="missing weights: --joint_weights .*missing.keras"):
     evaluation.evaluate(_config(demo_build, weight_files, tmp_path / "out2",
                                 joint_weights=str(tmp_path / "missing.keras")))
 
 
-def test_joint_weights_take_a_preset_name():
+def test_joint_weights_take_a_preset_name(tmp_path):
   from tfharm import presets  # pylint: disable=g-import-not-at-top
-  model, path = runner.open_joint("joint_256")
-  assert path == presets.get("joint_256").weights_path and model is not None
-  assert runner.open_joint(None) == (None, None)
+  cfg = evaluation.EvalConfig(data_dir="d", output_dir=str(tmp_path), joint_weights="joint_256")
+  assert runner.scored_systems(cfg) == ("pipeline", "joint")
+  system, files = runner.open_system("joint", cfg, 256)
+  assert files == {"joint_weights": presets.get("joint_256").weights_path}
+  assert isinstance(system, JointSystem)
   with pytest.raises(evaluation.EvaluationError, match="not a joint"):
-    runner.open_joint("harmoniser_256")
+    runner.open_system("joint", evaluation.EvalConfig(
+        data_dir="d", output_dir=str(tmp_path), joint_weights="harmoniser_256"), 256)

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 
 import keras
 import numpy as np
@@ -18,6 +19,8 @@ import pytest
 import tensorflow as tf
 
 from tfharm import evaluation
+from tfharm import presets
+from tfharm import systems
 from tfharm.data import pipeline as data_pipeline
 from tfharm.evaluation import artifacts, figures, report, runner
 from tfharm.evaluation import evaluator
@@ -30,6 +33,7 @@ from tfharm.models import detector as det
 from tfharm.models.detector_labels import LabelConfig
 from tfharm.models import layer_files
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise
+from tfharm.systems.pipeline import PipelineSystem
 from tests.models.trained_weights import perturb_trained_layers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,19 +106,36 @@ def _batch(b=3, seed=0):
   return composite, real, mask
 
 
+def _stub_open_system(name, cfg, size):
+  """runner.open_system without loading: the files it would read, and a stand-in system whose
+  rows are the composite itself."""
+  del size
+  spec = systems.spec(name)
+  given = {k: v for k, v in cfg.weights().items() if k in spec.weights}
+
+  def rows(composite, mask=None, threshold=0.5, gate=None):
+    del threshold, gate
+    zeros = tf.zeros_like(composite[..., 0])  # (B, S, S)
+    return {"images": {r: composite for r in (spec.photo_rows if mask is None else spec.rows)},
+            "detection": tf.stack([zeros, zeros], -1),
+            "values": {"detector/abstained": zeros[:, 0, 0]} if mask is None else {}}
+
+  return types.SimpleNamespace(SYSTEM=name, rows=rows), systems.weight_files(name, given)
+
+
 @pytest.fixture(scope="module")
 def graph():
   keras.utils.set_random_seed(1)
   harmoniser = Harmoniser(HarmoniserConfig(image_size=S))
-  return runner.EvalGraph(_stub_detector(), harmoniser, lpips_lib.LPIPS("alex", jit_compile=False),
-                          jit_compile=False)
+  return runner.EvalGraph([PipelineSystem(_stub_detector(), harmoniser)],
+                          lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=False)
 
 
 def test_graph_harmonises_the_same_inputs_with_each_mask_source(graph):
   composite, real, mask = _batch()
   out = graph.step(composite, real, mask)
   img = out["images"]
-  detection = det.detection_channels(graph.detector(composite))
+  detection = det.detection_channels(graph.systems[0].detector(composite))
   soft = det.soft_mask(detection).numpy()
   assert 0.0 < (soft > 0.5).mean() < 1.0  # the binarised mask is neither empty nor full
   np.testing.assert_allclose(img["detection"], detection, atol=1e-6)
@@ -122,7 +143,7 @@ def test_graph_harmonises_the_same_inputs_with_each_mask_source(graph):
   masks = {"harmoniser_gt_mask": mask, "detector_harmoniser": soft,
            "harmoniser_binarised_pred_mask": (soft > 0.5).astype("float32"),
            "harmoniser_empty_mask": np.zeros_like(mask)}
-  alone = {name: harmonise(graph.harmoniser, composite, m).numpy() for name, m in masks.items()}
+  alone = {name: harmonise(graph.systems[0].harmoniser, composite, m).numpy() for name, m in masks.items()}
   for name in masks:
     np.testing.assert_allclose(img[name], alone[name], atol=2e-5, err_msg=name)
   for a in masks:  # the four outputs differ, so a mix-up of the 4B split would show
@@ -145,7 +166,7 @@ def test_graph_harmonises_the_same_inputs_with_each_mask_source(graph):
 
 def test_a_gate_that_abstains_returns_the_composite(graph):
   composite, real, mask = _batch()
-  strict = runner.EvalGraph(graph.detector, graph.harmoniser, graph.lpips, jit_compile=False,
+  strict = runner.EvalGraph(graph.systems, graph.lpips, jit_compile=False,
                             gate=abstention.Gate(pixel_threshold=0.5, min_area=0.99))
   out = strict.step(composite, real, mask)
   np.testing.assert_allclose(out["images"]["detector_harmoniser_abstain_l_moments"], composite,
@@ -153,7 +174,7 @@ def test_a_gate_that_abstains_returns_the_composite(graph):
   photos = strict.real_photo_step(real)
   np.testing.assert_array_equal(photos["detector/abstained"], 1.0)
   np.testing.assert_array_equal(photos["detector_harmoniser_abstain_l_moments/psnr"], 100.0)
-  soft = det.soft_mask(det.detection_channels(graph.detector(real))).numpy()
+  soft = det.soft_mask(det.detection_channels(graph.systems[0].detector(real))).numpy()
   np.testing.assert_allclose(photos["detector/fire_fraction"], (soft > 0.5).mean(axis=(1, 2, 3)),
                              atol=1e-6)
 
@@ -183,7 +204,7 @@ def test_graph_metrics_equal_the_standalone_functions(graph):
 @pytest.mark.slow
 def test_graph_under_xla_matches_the_default_graph(graph):
   composite, real, mask = _batch(seed=5)
-  xla = runner.EvalGraph(graph.detector, graph.harmoniser, graph.lpips, jit_compile=True)
+  xla = runner.EvalGraph(graph.systems, graph.lpips, jit_compile=True)
   assert xla.jit_compile and not graph.jit_compile
   a, b = graph.step(composite, real, mask), xla.step(composite, real, mask)
   for method in evaluation.METHODS:
@@ -378,45 +399,47 @@ def test_unknown_split(demo_build, weight_files, tmp_path):
 
 
 def test_harmoniser_weights_for_another_size(demo_build, weight_files, tmp_path):
-  with pytest.raises(evaluation.EvaluationError, match="do not fit a 256x256 harmoniser"):
+  with pytest.raises(evaluation.EvaluationError, match="--harmoniser_weights .* cannot be loaded as the 256x256 harmoniser"):
     evaluation.evaluate(_config(demo_build, weight_files, tmp_path,
                                 harmoniser_weights=weight_files["harmoniser_128"]))
 
 
 def test_not_a_detector_file(demo_build, weight_files, tmp_path):
-  with pytest.raises(evaluation.EvaluationError, match="detector weights .* do not fit"):
+  with pytest.raises(evaluation.EvaluationError, match="--detector_weights .* cannot be loaded as the detector"):
     evaluation.evaluate(_config(demo_build, weight_files, tmp_path,
                                 detector_weights=weight_files["harmoniser"]))
 
 
 def test_missing_weight_files_say_how_to_get_them(demo_build, weight_files, tmp_path):
-  with pytest.raises(evaluation.EvaluationError, match="harmoniser weights .*nope.* not found.*"
+  with pytest.raises(evaluation.EvaluationError, match="missing weights: --harmoniser_weights .*nope.*"
                                                        "tfharm/presets/README.md"):
     evaluation.evaluate(_config(demo_build, weight_files, tmp_path,
                                 harmoniser_weights=str(tmp_path / "nope.weights.h5")))
-  with pytest.raises(evaluation.EvaluationError, match="detector weights .* not found.*"
-                                                       "train_detector"):
+  with pytest.raises(evaluation.EvaluationError, match="missing weights: --detector_weights .*nope.*"
+                                                       "tfharm/presets/README.md"):
     evaluation.evaluate(_config(demo_build, weight_files, tmp_path,
                                 detector_weights=str(tmp_path / "nope.head.weights.h5")))
 
 
 def test_default_weights_resolve_to_the_package_not_the_cwd(demo_build, tmp_path, monkeypatch):
   presets_dir = os.path.join(REPO, "tfharm", "presets")
-  assert runner.HARMONISER_256 == os.path.join(presets_dir, "harmoniser_256.weights.h5")
-  assert runner.DETECTOR_256 == os.path.join(presets_dir, "detector_256.head.weights.h5")
+  harmoniser_256 = presets.get("harmoniser_256").weights_path
+  detector_256 = presets.get("detector_256").weights_path
+  assert harmoniser_256 == os.path.join(presets_dir, "harmoniser_256.weights.h5")
+  assert detector_256 == os.path.join(presets_dir, "detector_256.head.weights.h5")
   monkeypatch.chdir(tmp_path)
   cfg = evaluation.EvalConfig(data_dir=_root(demo_build), output_dir=str(tmp_path / "o"),
                               max_examples=1, batch_size=1, progress=False)
-  if not (os.path.exists(runner.HARMONISER_256) and os.path.exists(runner.DETECTOR_256)):
+  if not (os.path.exists(harmoniser_256) and os.path.exists(detector_256)):
     with pytest.raises(evaluation.EvaluationError) as e:
       evaluation.evaluate(cfg)
-    assert runner.HARMONISER_256 in str(e.value) or runner.DETECTOR_256 in str(e.value)
+    assert harmoniser_256 in str(e.value) or detector_256 in str(e.value)
     return
   # The shipped presets are what an evaluation without weight flags uses, from any cwd.
   evaluation.evaluate(cfg)
   with open(tmp_path / "o" / "metrics.json") as f:
     provenance = json.dumps(json.load(f)["provenance"])
-  assert runner.HARMONISER_256 in provenance and runner.DETECTOR_256 in provenance
+  assert harmoniser_256 in provenance and detector_256 in provenance
 
 
 @pytest.mark.parametrize("existing", ["metrics.json", "per_image.csv", "tensorboard"])
@@ -458,9 +481,7 @@ def test_interrupted_run_never_leaves_a_metrics_json(demo_build, weight_files, t
     import shutil
     shutil.copytree(eval_run[1], out)
   monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
-  stub = lambda path, *a: (keras.Sequential([keras.layers.Identity()]), os.path.abspath(path))
-  monkeypatch.setattr(runner, "open_detector", stub)
-  monkeypatch.setattr(runner, "open_harmoniser", stub)
+  monkeypatch.setattr(runner, "open_system", _stub_open_system)
   monkeypatch.setattr(figures, "plot_examples", _interrupt)
   before = {n: (out / n).read_bytes() for n in ("metrics.json", "per_image.csv")} if previous else {}
   with pytest.raises(KeyboardInterrupt):
@@ -482,9 +503,7 @@ def test_a_rerun_removes_the_staging_dirs_of_killed_runs(demo_build, weight_file
     os.makedirs(out / name)
     (out / name / "per_image.csv").write_text("partial")
   monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
-  stub = lambda path, *a: (keras.Sequential([keras.layers.Identity()]), os.path.abspath(path))
-  monkeypatch.setattr(runner, "open_detector", stub)
-  monkeypatch.setattr(runner, "open_harmoniser", stub)
+  monkeypatch.setattr(runner, "open_system", _stub_open_system)
   monkeypatch.setattr(figures, "plot_examples", _interrupt)
   with pytest.raises(KeyboardInterrupt):
     evaluation.evaluate(_config(demo_build, weight_files, out))
@@ -503,9 +522,7 @@ def test_a_full_disk_while_writing_is_a_setup_error_and_keeps_the_old_results(
     before = {n: open(os.path.join(out, n), "rb").read() for n in ("metrics.json", "table.md")}
     helpers.fill_inodes(os.path.join(disk, "filler"), leave=4)  # probe, staging dir, 2 files
     monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
-    stub = lambda path, *a: (keras.Sequential([keras.layers.Identity()]), os.path.abspath(path))
-    monkeypatch.setattr(runner, "open_detector", stub)
-    monkeypatch.setattr(runner, "open_harmoniser", stub)
+    monkeypatch.setattr(runner, "open_system", _stub_open_system)
     with pytest.raises(evaluation.EvaluationError) as e:
       evaluation.evaluate(_config(demo_build, weight_files, out, overwrite=True))
     assert str(e.value) == (f"--output_dir {out}: no space left on the device while writing "

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tests import serving_helpers as helpers
 from tfharm import presets
-from tfharm.models.pipeline import load_pipeline
+from tfharm import systems
 from tfharm.serving import exporter
 
 # Runs in a fresh process: loads the SavedModel, calls both signatures directly and through a
@@ -116,7 +116,7 @@ def served(export_dir, images, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(weights):
   """The in-process end-to-end model, from the same weight files as the export."""
-  return load_pipeline(*weights)
+  return systems.load("pipeline", dict(zip(("detector_weights", "harmoniser_weights"), weights)))
 
 
 @pytest.fixture(scope="module")
@@ -149,11 +149,10 @@ def test_serving_default_equals_the_in_process_end_to_end_model(reference, image
 
 def test_predicted_path_in_many_bands_equals_the_end_to_end_model(reference, images):
   """The banded full-resolution path with ~25 blocks (shrink and correction) against
-  HarmonisationPipeline.any_size (the whole image in float32)."""
-  from tfharm.serving import signatures  # pylint: disable=g-import-not-at-top
+  System.any_size (the whole image in float32)."""
   a = images["a"]
   ref = reference.any_size(a.astype(np.float32) / 255.0)
-  out = tf.function(lambda x: signatures.predicted_uint8(reference, x, band_pixels=3000))(
+  out = tf.function(lambda x: reference.predicted_uint8(x, band_pixels=3000))(
       tf.constant(a))
   helpers.assert_uint8_matches(out["harmonised"].numpy(), ref["harmonised"].numpy())
   assert np.abs(out["mask"].numpy().astype(int) - np.round(ref["mask"].numpy() * 255)).max() <= 1
@@ -266,13 +265,14 @@ def test_missing_weights_are_named(tmp_path):
   assert f"{tmp_path}/nope.head.weights.h5" in proc.stderr and f"{tmp_path}/nope.weights.h5" in proc.stderr
   assert not base.exists()
   # the defaults are the shipped presets, resolved from the package, not the cwd
-  assert exporter.DEFAULT_DETECTOR == presets.get("detector_256").weights_path
-  assert exporter.DEFAULT_HARMONISER == presets.get("harmoniser_256").weights_path
-  missing = [p for p in (exporter.DEFAULT_DETECTOR, exporter.DEFAULT_HARMONISER)
-             if not os.path.exists(p)]
+  defaults = (presets.get("detector_256").weights_path, presets.get("harmoniser_256").weights_path)
+  missing = [p for p in defaults if not os.path.exists(p)]
   if missing:
-    with pytest.raises(FileNotFoundError, match="missing weights: " + ", ".join(missing)):
-      exporter.resolve_weights()
+    with pytest.raises(FileNotFoundError, match="missing weights: .*" + ".*".join(missing)):
+      systems.weight_files("pipeline")
+  else:
+    assert systems.weight_files("pipeline") == dict(zip(("detector_weights",
+                                                         "harmoniser_weights"), defaults))
 
 
 class _FakeSave:
@@ -395,7 +395,7 @@ def test_the_free_space_asked_is_within_2x_of_what_the_export_writes(
                         f"--joint_weights={joint_weights}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = _bytes_under(os.path.join(disk, "models", "1"))
-  joint = exporter.load_serving_pipeline(joint_weights=joint_weights)
+  joint = systems.load("joint", {"joint_weights": joint_weights})
   assert written <= exporter.export_bytes(joint) <= 2 * written
   written = _bytes_under(os.path.join(export_dir, "1"))  # the detector + harmoniser, ~100 MB
   assert written <= exporter.export_bytes(reference) <= 2 * written

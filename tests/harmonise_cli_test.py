@@ -11,7 +11,11 @@ from PIL import Image, ImageOps
 import pytest
 
 from tests import serving_helpers as helpers
-from tfharm.models.pipeline import load_pipeline
+from tfharm import systems
+
+
+def _pipeline(weights):
+  return systems.load("pipeline", dict(zip(("detector_weights", "harmoniser_weights"), weights)))
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +140,7 @@ def test_exif_orientation_is_applied(folder_run, inputs, weights):
   assert got.shape == (160, 120, 3)  # (H, W) as the user sees it, not the stored (120, 160)
   assert Image.open(out / "images" / "exif6.jpg").getexif().get(0x0112) is None
   mask = cv2.imread(str(out / "masks" / "exif6.png"), cv2.IMREAD_UNCHANGED)
-  ref = load_pipeline(*weights).any_size(upright[None].astype(np.float32) / 255.0)
+  ref = _pipeline(weights).any_size(upright[None].astype(np.float32) / 255.0)
   assert np.abs(mask.astype(int) - np.round(ref["mask"].numpy()[0, ..., 0] * 255)).max() <= 1
 
 
@@ -144,7 +148,7 @@ def test_folder_output_equals_the_end_to_end_model(folder_run, inputs, weights):
   """The grey PNG (lossless out): pixels and saved mask equal HarmonisationPipeline.any_size."""
   proc, out = folder_run
   grey = cv2.imread(str(inputs / "grey.png"), cv2.IMREAD_UNCHANGED)
-  ref = load_pipeline(*weights).any_size(grey[None, ..., None].astype(np.float32) / 255.0)
+  ref = _pipeline(weights).any_size(grey[None, ..., None].astype(np.float32) / 255.0)
   got = cv2.imread(str(out / "images" / "grey.png"), cv2.IMREAD_COLOR)[..., ::-1]
   helpers.assert_uint8_matches(got[None], ref["harmonised"].numpy())
   assert np.abs(got.astype(int) - grey[..., None]).max() > 10  # it did change the image
@@ -284,7 +288,7 @@ def test_single_file_errors(weights, inputs, tmp_path):
   proc = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.jpg",
                     "--model=pipeline", f"--detector_weights={tmp_path}/none.h5",
                     f"--harmoniser_weights={weights[1]}")
-  _refused(proc, f"missing weights: {tmp_path}/none.h5")
+  _refused(proc, f"missing weights: --detector_weights {tmp_path}/none.h5")
   _refused(_harmonise(f"--input={tmp_path}/none.jpg", f"--output={tmp_path}/out.jpg"),
            "--input", "does not exist")
   _refused(_harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.gif",
@@ -674,7 +678,6 @@ def test_a_weights_file_of_another_model_or_garbage_is_one_line_and_exit_2(input
   one line naming the flag, the file and why, exit 2, before anything is written."""
   from tfharm import presets  # pylint: disable=g-import-not-at-top
   from tfharm.cli import program  # pylint: disable=g-import-not-at-top
-  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
   harmoniser = presets.get(presets.DEFAULT_HARMONISER).weights_path
   detector = presets.get(presets.DEFAULT_DETECTOR).weights_path
   garbage = tmp_path / "garbage.keras"
@@ -689,7 +692,7 @@ def test_a_weights_file_of_another_model_or_garbage_is_one_line_and_exit_2(input
       ({"detector_weights": harmoniser, "harmoniser_weights": harmoniser},
        f"--detector_weights {harmoniser}: cannot be loaded as the detector")):
     with pytest.raises(program.SetupError) as e:
-      exporter.load_serving_pipeline(**kwargs)
+      systems.load("joint" if "joint_weights" in kwargs else "pipeline", kwargs)
     assert str(e.value).startswith(start) and "\n" not in str(e.value), str(e.value)
     assert "File not found" not in str(e.value)
   proc = _harmonise(f"--input={inputs}/photo.jpg", f"--output={tmp_path}/out.jpg",

@@ -77,8 +77,8 @@ def test_the_package_imports_nothing_of_the_repository_around_it():
 
 
 # Each layer may import only the layers before it.
-LAYERS = ("tfharm.data", "tfharm.models", "tfharm.training", "tfharm.evaluation",
-          "tfharm.serving")
+LAYERS = ("tfharm.data", "tfharm.models", "tfharm.systems", "tfharm.training",
+          "tfharm.evaluation", "tfharm.serving")
 
 
 def test_layers_import_only_downwards():

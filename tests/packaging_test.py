@@ -62,7 +62,7 @@ def test_wheel_installs_without_editable_and_loads_the_shipped_pipeline(tmp_path
                   "--no-deps", "--no-index", wheel], check=True)
   os.makedirs(elsewhere)
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-  code = ("import tfharm, tfharm.models as m; p = m.load_pipeline(); "
+  code = ("import tfharm, tfharm.systems as s; p = s.load('pipeline'); "
           "print(tfharm.__file__); print(p.image_size)")
   out = subprocess.run([python, "-c", code], cwd=elsewhere, env=env, check=True,
                        capture_output=True, text=True).stdout.split()

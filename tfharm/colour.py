@@ -150,10 +150,19 @@ def u8_to_lab(rgb_u8: np.ndarray) -> np.ndarray:
   return rgb_to_lab(np.asarray(rgb_u8, np.float32) / np.float32(255.0))
 
 
+def to_uint8(x: Any) -> Any:
+  """[0, 1] -> uint8 as round(clip(x, 0, 1) * 255), ties to even: the one rounding of every
+  uint8 tfharm writes (data, served images, masks, figures). A numpy array gives a numpy
+  array; anything else (a tf.Tensor, also inside tf.function and XLA) a tf.Tensor."""
+  if isinstance(x, np.ndarray):
+    return np.round(np.clip(x, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)
+
+
 def lab_to_u8(lab: np.ndarray) -> np.ndarray:
   """L*a*b* -> uint8 sRGB, rounded to nearest."""
-  rgb = lab_to_rgb(lab)
-  return np.clip(np.rint(rgb * np.float32(255.0)), 0, 255).astype(np.uint8)
+  return to_uint8(lab_to_rgb(lab))
 
 
 # Float slack of the gamut test: grey (a* = b* = 0) at any L* in [0, 100] maps to linear RGB in

@@ -19,20 +19,19 @@ from tfharm.cli import program
 
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
-  global _OUTPUT_DIR, _VERSION, _DETECTOR, _HARMONISER, _OVERWRITE, _JIT, _CORRECTION
-  global _MODEL, _JOINT
+  global _OUTPUT_DIR, _VERSION, _WEIGHTS, _OVERWRITE, _JIT, _CORRECTION, _MODEL
   _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Model base path; writes "
                                     "<output_dir>/<version>/.")
   _VERSION = flags.DEFINE_integer("version", None, "Version number (default: 1 + the largest there).")
-  _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
+  from tfharm import systems  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  _MODEL, _WEIGHTS, _JIT = program.define_model_flags(__name__, systems.DEFAULT,
+                                                      systems.weight_flags())
   _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace an existing version.")
   # Literal choices: importing tfharm.models would start TensorFlow before the cheap checks
   # (tests/models/correction_test.py checks they equal correction.CORRECTIONS).
   _CORRECTION = flags.DEFINE_enum(
       "correction", "l_moments", ["l_moments", "residual"],
       "How the 256x256 prediction corrects the full-size image (tfharm/models/correction.py).")
-  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
-  _MODEL, _JOINT = program.define_model_flags(__name__, paths.DEFAULT_MODEL, paths.MODELS)
   from tfharm.cli import aliases  # pylint: disable=g-import-not-at-top
   aliases.define_deprecated("export_dir", "output_dir", __name__)
   flags.mark_flag_as_required("output_dir")
@@ -43,12 +42,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from tfharm.cli import outputs  # pylint: disable=g-import-not-at-top
+  from tfharm import systems  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
   export_dir = os.path.abspath(_OUTPUT_DIR.value)  # "x/new/.." is x: it makes no x/new
   # Cheap checks before TensorFlow is imported: weights, the directory, the version.
   try:
-    weights = paths_lib.model_weights(_MODEL.value, _DETECTOR.value, _HARMONISER.value,
-                                      _JOINT.value)
+    weights = systems.weight_files(_MODEL.value, {k: h.value for k, h in _WEIGHTS.items()})
   except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
   with outputs.removed_if_left_empty(export_dir):  # a failed export leaves no empty folder
@@ -66,9 +65,9 @@ def main(argv):
     quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
     from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
     try:
-      pipeline = exporter.load_serving_pipeline(**weights, correction=_CORRECTION.value)
-      outputs.check_directory(export_dir, "--output_dir", exporter.export_bytes(pipeline))
-      path = exporter.export(pipeline, export_dir, version, overwrite=_OVERWRITE.value,
+      system = systems.load(_MODEL.value, weights, _CORRECTION.value)
+      outputs.check_directory(export_dir, "--output_dir", exporter.export_bytes(system))
+      path = exporter.export(system, export_dir, version, overwrite=_OVERWRITE.value,
                              jit_compile=_JIT.value)
     except (FileNotFoundError, exporter.VersionExistsError, ValueError) as e:
       raise program.SetupError(str(e)) from e

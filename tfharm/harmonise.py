@@ -30,8 +30,8 @@ from tfharm.cli import program
 
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
-  global _INPUT, _OUTPUT, _MASK, _SAVE_MASK, _DETECTOR, _HARMONISER, _JIT, _CORRECTION
-  global _MASK_SCALE, _CACHE, _MODEL, _JOINT, _OVERWRITE
+  global _INPUT, _OUTPUT, _MASK, _SAVE_MASK, _WEIGHTS, _JIT, _CORRECTION
+  global _MASK_SCALE, _CACHE, _MODEL, _OVERWRITE
   _INPUT = flags.DEFINE_string("input", None, "An image (.jpg/.jpeg/.png) or a folder of them.")
   _OUTPUT = flags.DEFINE_string("output", None, "Output image (format from its extension), or "
                                 "a folder when --input is one (same file names).")
@@ -48,7 +48,9 @@ def _define_flags() -> None:
       "overwrite", False, "Replace files already at --output / --save_mask (folder mode: the "
       "files of this run's images; other files in the folders stay). Without it, any such file "
       "stops the run before it starts (exit 2).")
-  _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
+  from tfharm import systems  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  _MODEL, _WEIGHTS, _JIT = program.define_model_flags(__name__, systems.DEFAULT,
+                                                      systems.weight_flags())
   # Literal choices: importing tfharm.models would start TensorFlow before the cheap checks
   # (tests/models/correction_test.py checks they equal correction.CORRECTIONS).
   _CORRECTION = flags.DEFINE_enum(
@@ -57,8 +59,6 @@ def _define_flags() -> None:
   _CACHE = flags.DEFINE_boolean(
       "cache", True, "Keep the traced model in $TFHARM_CACHE_DIR (default "
       "~/.cache/tfharm/harmonise) so later runs start in a few seconds (docs/cli.md).")
-  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
-  _MODEL, _JOINT = program.define_model_flags(__name__, paths.DEFAULT_MODEL, paths.MODELS)
   flags.mark_flags_as_required(["input", "output"])
 
 
@@ -114,10 +114,10 @@ def _runner(weights: dict[str, str], verbose: bool, built: dict):
   key = cache.key(weights, _CORRECTION.value, jit) if _CACHE.value else None
 
   def build():
-    from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
+    from tfharm import systems  # pylint: disable=g-import-not-at-top
     from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
-    built["module"] = ServingModule(exporter.load_serving_pipeline(
-        **weights, correction=_CORRECTION.value), jit_compile=jit)
+    built["module"] = ServingModule(systems.load(_MODEL.value, weights, _CORRECTION.value),
+                                    jit_compile=jit)
     built["key"] = key
     return cache.runner_from_module(built["module"])
 
@@ -135,13 +135,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from tfharm.cli import outputs  # pylint: disable=g-import-not-at-top
   from tfharm.serving import files  # pylint: disable=g-import-not-at-top  (no TensorFlow)
-  from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
+  from tfharm import systems  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   src, dst = _INPUT.value, _OUTPUT.value
   folder = os.path.isdir(src)
   jobs, ignored, folders = _plan(src, dst)
   try:
-    weights = paths_lib.model_weights(_MODEL.value, _DETECTOR.value, _HARMONISER.value,
-                                      _JOINT.value)
+    weights = systems.weight_files(_MODEL.value, {k: h.value for k, h in _WEIGHTS.items()})
   except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
   need = files.input_bytes(jobs)  # outputs are about the inputs' size

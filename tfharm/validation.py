@@ -35,7 +35,6 @@ import tensorflow as tf
 from tfharm.data import pipeline
 from tfharm.metrics import aggregate
 from tfharm.metrics import image as image_metrics
-from tfharm.models import harmoniser as harmoniser_lib
 from tfharm.models import correction
 from tfharm.models import detector as detector_lib
 from tfharm.models import joint as joint_lib
@@ -258,7 +257,8 @@ def main(argv):
   if _JOINT.value:
     scores = _joint_main(dataset, gains)
   else:
-    scores = harmoniser_scores(harmoniser_lib.load_harmoniser(_WEIGHTS.value), dataset)
+    from tfharm.models import presets as model_presets  # pylint: disable=g-import-not-at-top
+    scores = harmoniser_scores(model_presets.load(_WEIGHTS.value, "harmoniser"), dataset)
   text = json.dumps(scores, indent=2, sort_keys=True)
   print(text)
   if out:  # atomically: a killed run leaves the old file or none, never half a file
@@ -274,7 +274,8 @@ def main(argv):
 def _joint_main(dataset, gains) -> dict:
   import hashlib  # pylint: disable=g-import-not-at-top
   from tfharm import presets  # pylint: disable=g-import-not-at-top
-  path = presets.resolve(_JOINT.value, "joint", presets.DEFAULT_JOINT)
+  path = presets.weight_files({"joint_weights": _JOINT.value},
+                              {"joint_weights": "joint"})["joint_weights"]
   model = joint_lib.load_joint(path)
   builder = pipeline.load_builder(_DATA_DIR.value, _CONFIG.value)
   roots = builder.info.metadata.get("roots")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tfharm import presets
+from tfharm import models
 from tfharm.models import checkpoints
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, load_harmoniser
 
@@ -38,7 +39,7 @@ def shipped_record():
 
 def test_shipped_file_is_small_and_loads_with_one_call(shipped_record):
   assert os.path.getsize(HARMONISER_256) <= 25 * 2**20
-  model = load_harmoniser()
+  model = models.from_preset("harmoniser_256")
   assert model.count_params() == 8_274_179
   assert shipped_record["step"] > 0
 
@@ -62,7 +63,7 @@ def test_shipped_harmoniser_reproduces_its_recorded_numbers(shipped_record, coco
   from tfharm import validation
   from tfharm.data import pipeline
   data_dir = coco_mini_build.data_dir.split("/luminance_composites/")[0]
-  scores = validation.harmoniser_scores(load_harmoniser(), pipeline.make_dataset(
+  scores = validation.harmoniser_scores(models.from_preset("harmoniser_256"), pipeline.make_dataset(
       data_dir, "test", batch_size=16, max_examples=16))
   recorded = shipped_record["test_first_16"]
   assert shipped_record["test"]["num_examples"] == 146

@@ -3,6 +3,7 @@ import pytest
 
 from tfharm import models, presets
 from tfharm.models import harmoniser
+from tfharm.models import presets as model_presets
 
 
 def test_from_preset_loads_the_shipped_harmoniser_with_its_config():
@@ -10,7 +11,7 @@ def test_from_preset_loads_the_shipped_harmoniser_with_its_config():
   assert isinstance(model, harmoniser.Harmoniser)
   assert model.cfg == harmoniser.HarmoniserConfig(**presets.get("harmoniser_256").config)
   assert model.count_params() == 8_274_179
-  by_name = harmoniser.load_harmoniser("harmoniser_256")  # a preset name works as a path too
+  by_name = model_presets.load("harmoniser_256", "harmoniser")  # a flag value: a name or a file
   assert all((a.numpy() == b.numpy()).all() for a, b in zip(model.weights, by_name.weights))
 
 

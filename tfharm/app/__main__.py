@@ -22,14 +22,14 @@ from tfharm.cli import program
 
 def _define_flags() -> None:
   """Flags exist only when this runs as a program (BUILD_NOTES.md, "Rules the code follows")."""
-  global _HOST, _PORT, _DETECTOR, _HARMONISER, _JIT, _MAX_MP, _MAX_MB, _EXAMPLES, _MODEL, _JOINT
+  global _HOST, _PORT, _WEIGHTS, _JIT, _MAX_MP, _MAX_MB, _EXAMPLES, _MODEL
   _HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to listen on (default: this machine "
                               "only; the page has no authentication).")
   _PORT = flags.DEFINE_integer("port", 7860, "Port to listen on (0: any free port).",
                                lower_bound=0, upper_bound=65535)
-  _DETECTOR, _HARMONISER, _JIT = program.define_network_flags(__name__)
-  from tfharm.serving import paths  # pylint: disable=g-import-not-at-top  (no TensorFlow)
-  _MODEL, _JOINT = program.define_model_flags(__name__, paths.DEFAULT_MODEL, paths.MODELS)
+  from tfharm import systems  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  _MODEL, _WEIGHTS, _JIT = program.define_model_flags(__name__, systems.DEFAULT,
+                                                      systems.weight_flags())
   _MAX_MP = flags.DEFINE_float("max_megapixels", 24.0, "Larger photos are refused (memory).")
   _MAX_MB = flags.DEFINE_float("max_megabytes", 50.0, "Larger uploads are refused.")
   _EXAMPLES = flags.DEFINE_string("examples_dir", None, "Folder of example composites "
@@ -64,10 +64,9 @@ def main(argv):
   start = time.perf_counter()
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated page cleans up too
   port = _check_address(_HOST.value, _PORT.value)
-  from tfharm.serving import paths as paths_lib  # pylint: disable=g-import-not-at-top
+  from tfharm import systems  # pylint: disable=g-import-not-at-top  (no TensorFlow)
   try:
-    weights = paths_lib.model_weights(_MODEL.value, _DETECTOR.value, _HARMONISER.value,
-                                      _JOINT.value)
+    weights = systems.weight_files(_MODEL.value, {k: h.value for k, h in _WEIGHTS.items()})
   except (FileNotFoundError, ValueError) as e:
     raise program.SetupError(str(e)) from e
   from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
@@ -79,7 +78,7 @@ def main(argv):
   rows = examples.example_rows(examples_dir)
   loaded = time.perf_counter()
   logging.info("port %d on %s is free; loading the models", port, _HOST.value)
-  modules = handling.load_modules(**weights, jit_compile=_JIT.value)
+  modules = handling.load_modules(_MODEL.value, weights, jit_compile=_JIT.value)
   traced = time.perf_counter()
   handling.warm_up(modules)
   page_start = time.perf_counter()

@@ -170,33 +170,20 @@ class App:
                           f"correction {correction}, {seconds:.1f} s{notes}")
 
 
-def load_modules(detector_weights: str | None = None, harmoniser_weights: str | None = None,
-                 jit_compile: bool | None = None, joint_weights: str | None = None
-                 ) -> dict[str, Any]:
-  """{correction: ServingModule} for every correction, sharing one copy of the weights: the
-  joint model's if `joint_weights` is given, else the detector and harmoniser's.
-
-  Each pipeline is the one `load_serving_pipeline(..., correction=c)` builds (same networks,
-  same mask source), so every choice gives the CLI's `--correction=c` pixels (tested)."""
+def load_modules(model: str = "joint", weights: dict[str, str] | None = None,
+                 jit_compile: bool | None = None) -> dict[str, Any]:
+  """{correction: ServingModule} for every correction, sharing one copy of the networks of
+  system `model` (tfharm.systems; `weights` as systems.weight_files). Each is the system
+  `systems.load(model, weights, correction=c)` builds, so every choice gives the CLI's
+  `--correction=c` pixels (tested)."""
+  from tfharm import systems  # pylint: disable=g-import-not-at-top
   from tfharm.models import correction as correction_lib  # pylint: disable=g-import-not-at-top
-  from tfharm.models.joint_pipeline import JointPipeline  # pylint: disable=g-import-not-at-top
-  from tfharm.models.pipeline import HarmonisationPipeline  # pylint: disable=g-import-not-at-top
-  from tfharm.serving import exporter  # pylint: disable=g-import-not-at-top
   from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
   default = correction_lib.DEFAULT_CORRECTION
-  first = exporter.load_serving_pipeline(detector_weights, harmoniser_weights, correction=default,
-                                         joint_weights=joint_weights)
-
-  def same_networks(name):
-    if isinstance(first, JointPipeline):
-      return JointPipeline(first.joint, image_size=first.size, correction=name)
-    return HarmonisationPipeline(first.detector, first.harmoniser, correction=name)
-
-  modules = {}
-  for name in (default, *[c for c in correction_lib.CORRECTIONS if c != default]):
-    modules[name] = ServingModule(first if name == default else same_networks(name),
-                                  jit_compile=jit_compile)
-  return modules
+  first = systems.load(model, weights, correction=default)
+  return {name: ServingModule(first if name == default else first.with_correction(name),
+                              jit_compile=jit_compile)
+          for name in (default, *[c for c in correction_lib.CORRECTIONS if c != default])}
 
 
 def warm_up(modules: dict[str, Any]) -> None:

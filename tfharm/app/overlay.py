@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfharm import colour as colour_lib
 from tfharm.evaluation.figures import detection_rgb
 
 
@@ -22,4 +23,4 @@ def overlay_detection(rgb: np.ndarray, detection: np.ndarray, strength: float = 
   colour = detection_rgb(np.nan_to_num(detection).astype(np.float32))  # (H, W, 3) in [0, 1]
   weight = strength * colour.max(axis=-1, keepdims=True)  # (H, W, 1)
   out = rgb.astype(np.float32) / 255.0 * (1.0 - weight) + strength * colour
-  return np.round(np.clip(out, 0.0, 1.0) * 255.0).astype(np.uint8)
+  return colour_lib.to_uint8(out)

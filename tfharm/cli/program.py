@@ -105,36 +105,26 @@ def run(main: Callable[[list[str]], int | None], fast_exit: bool = False) -> Non
   app.run(wrapped, flags_parser=_parse_flags)
 
 
-def define_network_flags(module_name: str
-                         ) -> tuple[flags.FlagHolder, flags.FlagHolder, flags.FlagHolder]:
-  """The flags of every command that runs the two networks (harmonise, export, app): the
-  detector and harmoniser weights (file or preset name) and XLA. Call inside `_define_flags`
-  with the command's `__name__`, so `--help` lists them as the command's own (absl names the
-  module run as a program by its sys.argv[0])."""
+def define_model_flags(module_name: str, default: str, weights: dict[str, tuple[str, str]]
+                       ) -> tuple[flags.FlagHolder, dict[str, flags.FlagHolder], flags.FlagHolder]:
+  """The flags of every command that runs a system (harmonise, export, app): --model, one
+  weights flag per file a system reads (`weights`: flag -> (system, default preset), from
+  tfharm.systems.weight_flags: this module sits below it), and XLA. Returns (--model,
+  {flag: holder}, --jit_compile). Call inside `_define_flags` with the command's `__name__`, so
+  `--help` lists them as the command's own (absl names the module run as a program by its
+  sys.argv[0])."""
   if module_name == "__main__":
     module_name = sys.argv[0]
-  return (
-      flags.DEFINE_string("detector_weights", None, "Detector file or preset name (default: "
-                          "preset detector_256, tfharm.presets).", module_name=module_name),
-      flags.DEFINE_string("harmoniser_weights", None, "Harmoniser file or preset name "
-                          "(default: preset harmoniser_256).", module_name=module_name),
-      flags.DEFINE_boolean("jit_compile", None, "XLA for the networks (default: on with a GPU, "
-                           "off on CPU).", module_name=module_name))
-
-
-def define_model_flags(module_name: str, default: str, choices: tuple[str, ...]
-                       ) -> tuple[flags.FlagHolder, flags.FlagHolder]:
-  """--model (which mask-free system runs; the callers pass tfharm.serving.paths.DEFAULT_MODEL
-  and MODELS: this module sits below serving) and --joint_weights, for harmonise, export and
-  the app (registered as define_network_flags)."""
-  if module_name == "__main__":
-    module_name = sys.argv[0]
-  return (
-      flags.DEFINE_enum("model", default, list(choices),
-                        "joint: the joint model, one network (docs/joint.md); pipeline: the "
-                        "paper's detector + harmoniser. With a user mask, the mask replaces "
-                        "the predicted one (the joint model's L* change goes through it).",
-                        module_name=module_name),
-      flags.DEFINE_string("joint_weights", None, "--model=joint: its file (.keras or "
-                          ".weights.h5) or a preset name (default: preset joint_256, "
-                          "tfharm.presets).", module_name=module_name))
+  systems = list(dict.fromkeys(system for system, _ in weights.values()))
+  model = flags.DEFINE_enum(
+      "model", default, systems,
+      "Which mask-free system runs: " + ", ".join(systems) + " (tfharm.systems; docs/joint.md "
+      "for joint, docs/architecture.md for pipeline). With a user mask, the mask replaces the "
+      "predicted one.", module_name=module_name)
+  holders = {name: flags.DEFINE_string(
+      name, None, f"--model={system}: a file (.keras, .weights.h5) or a preset name (default: "
+      f"preset {preset}, tfharm.presets).", module_name=module_name)
+             for name, (system, preset) in weights.items()}
+  jit = flags.DEFINE_boolean("jit_compile", None, "XLA for the networks (default: on with a GPU, "
+                             "off on CPU).", module_name=module_name)
+  return model, holders, jit

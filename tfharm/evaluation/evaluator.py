@@ -46,15 +46,17 @@ def evaluate(cfg: EvalConfig) -> dict:
     raise EvaluationError(f"lpips_net must be 'alex' or 'vgg', got {cfg.lpips_net!r}")
   check_output_dir(cfg)  # before any expensive work
   builder, size, n = runner.open_dataset(cfg)
-  harmoniser, harmoniser_path = runner.open_harmoniser(cfg.harmoniser_weights, size)
-  detector, detector_path = runner.open_detector(cfg.detector_weights)
-  joint, joint_path = runner.open_joint(cfg.joint_weights)
+  scored, files = [], {}
+  for name in runner.scored_systems(cfg):
+    system, its_files = runner.open_system(name, cfg, size)
+    scored.append(system)
+    files.update({flag: os.path.abspath(path) for flag, path in its_files.items()})
+  sha = {flag: store.sha256_file(path) for flag, path in files.items()}
   lpips_model = lpips_lib.LPIPS(cfg.lpips_net, jit_compile=False)  # used inside our graph
-  sha = {"detector": store.sha256_file(detector_path),
-         "harmoniser": store.sha256_file(harmoniser_path)}
-  gate, gate_path = runner.load_gate(cfg.gate_file, sha)
-  graph = runner.EvalGraph(detector, harmoniser, lpips_model, cfg.threshold, cfg.jit_compile,
-                           gate, joint=joint)
+  # The abstention gate was calibrated for the pipeline's two files (scripts/calibrate_gate.py).
+  gate, gate_path = runner.load_gate(cfg.gate_file, {
+      "detector": sha["detector_weights"], "harmoniser": sha["harmoniser_weights"]})
+  graph = runner.EvalGraph(scored, lpips_model, cfg.threshold, cfg.jit_compile, gate)
   setup_s = time.perf_counter() - t0
   logging.info("evaluating %d examples of %s/%s:%s at %dx%d (jit_compile=%s)", n,
                builder.name, cfg.dataset_config, cfg.split, size, size, graph.jit_compile)
@@ -83,11 +85,8 @@ def evaluate(cfg: EvalConfig) -> dict:
       real_photos_s = time.perf_counter() - t
   categories = report.per_category(results.per_image, names)
   provenance = {
-      "detector_weights": {"path": detector_path, "sha256": sha["detector"]},
-      "harmoniser_weights": {"path": harmoniser_path, "sha256": sha["harmoniser"]},
+      **{flag: {"path": path, "sha256": sha[flag]} for flag, path in files.items()},
       "gate": {"path": gate_path, **dataclasses.asdict(gate)},
-      **({"joint_weights": {"path": joint_path,
-                            "sha256": store.sha256_file(joint_path)}} if joint else {}),
       "dataset": {"name": builder.name, "data_dir": os.path.abspath(cfg.data_dir),
                   "config": cfg.dataset_config,
                   "version": str(builder.info.version), "split": cfg.split,

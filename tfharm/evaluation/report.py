@@ -13,8 +13,10 @@ import math
 
 import numpy as np
 
+from tfharm import systems
 from tfharm.evaluation import columns
-from tfharm.evaluation.runner import ID_FIELDS, JOINT_METHODS, detectors_in, methods_in
+from tfharm.evaluation.methods import photo_rows_in
+from tfharm.evaluation.runner import ID_FIELDS, detectors_in, methods_in
 
 # Dolhasz et al. 2020, Table 1 (their resolution, full COCO, their weights); the metrics are
 # the column table's `paper` columns.
@@ -34,9 +36,6 @@ LABELS = {
     "detector_harmoniser_l_moments": "C_p, L* moments (tfharm's output)",
     "detector_harmoniser_abstain_l_moments": "C_p abstaining (gate), L* moments",
     "ring_l_mean_gt_mask": "baseline: L* mean of a ring, GT mask",
-    "joint": "joint model, its own output (mask-free)",
-    "joint_l_moments": "joint model, L* moments (--model=joint)",
-    "joint_gt_mask": "joint model, GT mask (its L* change through it)",
 }
 
 
@@ -47,6 +46,14 @@ def _image_metrics() -> tuple[str, ...]:
 
 def _detector_metrics() -> tuple[str, ...]:
   return tuple(c.key for c in columns.DETECTOR_COLUMNS)
+
+
+def label(row: str) -> str:
+  """A row's label in the tables: the pipeline's above, another system's from its spec
+  (tfharm.systems.SYSTEMS), else the row's own name."""
+  if row in LABELS:
+    return LABELS[row]
+  return next((s.labels[row] for s in systems.SYSTEMS.values() if row in s.labels), row)
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -109,13 +116,12 @@ def shares(per_image: dict[str, np.ndarray], select: np.ndarray | None = None) -
 def summarise_real_photos(photos: dict[str, np.ndarray]) -> dict:
   """Unedited photos through the mask-free rows: output-vs-input PSNR (median, share at >= 40
   dB, worst) and how much the detector fires."""
-  from tfharm.evaluation.runner import REAL_PHOTO_METHODS  # pylint: disable=g-import-not-at-top
   out = {"num_photos": int(len(photos["image_id"])),
          "fire_fraction": _mean(photos["detector/fire_fraction"]),
          **({"joint_fire_fraction": _mean(photos["joint_detector/fire_fraction"])}
             if "joint_detector/fire_fraction" in photos else {}),
          "abstained": _mean(photos["detector/abstained"])}
-  for m in REAL_PHOTO_METHODS + tuple(j for j in JOINT_METHODS if f"{j}/psnr" in photos):
+  for m in photo_rows_in(photos):
     v = photos[f"{m}/psnr"]
     out[m] = {"median_psnr": float(np.median(v)), "share_at_least_40db": float(np.mean(v >= 40)),
               "min_psnr": float(np.min(v))}
@@ -127,7 +133,7 @@ def shares_table(summary: dict) -> str:
            "|---|---:|---:|---:|"]
   for m, v in summary["shares"].items():
     median = "–" if v["median_gain_db"] is None else f"{v['median_gain_db']:+.2f}"
-    lines.append(f"| {LABELS[m]} | {v['improved']:.0%} | {v['worse_by_1db']:.0%} | {median} |")
+    lines.append(f"| {label(m)} | {v['improved']:.0%} | {v['worse_by_1db']:.0%} | {median} |")
   return "\n".join(lines)
 
 
@@ -139,10 +145,9 @@ def real_photos_table(summary: dict) -> str:
            f"detector fires (> 0.5) on {r['fire_fraction']:.1%} of pixels on average; the gate "
            f"abstains on {r['abstained']:.0%} of photos.", "",
            "| method | median PSNR (dB) | photos ≥ 40 dB | worst (dB) |", "|---|---:|---:|---:|"]
-  from tfharm.evaluation.runner import REAL_PHOTO_METHODS  # pylint: disable=g-import-not-at-top
-  for m in REAL_PHOTO_METHODS + tuple(j for j in JOINT_METHODS if j in r):
+  for m in photo_rows_in(r):
     v = r[m]
-    lines.append(f"| {LABELS[m]} | {v['median_psnr']:.2f} | {v['share_at_least_40db']:.0%} | "
+    lines.append(f"| {label(m)} | {v['median_psnr']:.2f} | {v['share_at_least_40db']:.0%} | "
                  f"{v['min_psnr']:.2f} |")
   return "\n".join(lines)
 
@@ -229,7 +234,7 @@ def main_table(summary: dict) -> str:
   for m in methods_in(summary["methods"]):
     s = summary["methods"][m]
     paper = PAPER_TABLE_1.get(m, {})
-    lines.append(_row([LABELS[m], *(c.format(s[c.key]) for c in cols),
+    lines.append(_row([label(m), *(c.format(s[c.key]) for c in cols),
                        *(c.format(paper.get(c.key)) if paper else "" for c in paper_cols)]))
   return "\n".join(lines)
 
@@ -299,9 +304,9 @@ def terminal_table(summary: dict) -> str:
   lines = [head, "-" * len(head)]
   for m in methods_in(summary["methods"]):
     s = summary["methods"][m]
-    lines.append(f"{LABELS[m]:<40}" + "".join(f"{c.format(s[c.key]):>{c.width}}" for c in cols))
+    lines.append(f"{label(m):<40}" + "".join(f"{c.format(s[c.key]):>{c.width}}" for c in cols))
   for m, p in PAPER_TABLE_1.items():
-    lines.append(f"{'paper: ' + LABELS[m]:<40}" + "".join(
+    lines.append(f"{'paper: ' + label(m):<40}" + "".join(
         f"{c.format(p[c.key]) if c.paper else '':>{c.width}}" for c in cols))
   for text, d in (("detector", "detector"), ("joint model", "joint_detector")):
     if d in summary:

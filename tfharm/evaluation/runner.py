@@ -11,11 +11,8 @@ detector_harmoniser); harmonised outputs are the network's raw output at S (pape
 the `*_gated` rows paste it into the composite through the mask, C + m * (H - C), and the
 `*_l_moments` rows are what tfharm returns by default (harmonise_any_size, the served model):
 the composite's object moved onto the prediction's L* mean/std (tfharm.models.correction).
-With a joint model its rows and detection join the same graph (`_joint_images`).
-
-Length (~410 lines): the graph, its loaders and the loop share EvalConfig and EvaluationError;
-the rows' names live in evaluation/methods.py and their images in models/methods.py. Splitting
-the weight loaders out (open_*) is the next cut if it grows.
+Every system scored (tfharm.systems: the pipeline, and the joint model when its weights are
+given) adds its rows through `System.rows`; this graph only stacks them and scores them.
 """
 
 from __future__ import annotations
@@ -32,11 +29,12 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from tfharm import colour
 from tfharm import presets
+from tfharm import systems
 from tfharm.data import pipeline as data_pipeline
 from tfharm.evaluation.methods import (  # pylint: disable=unused-import  (re-exported)
-    DETECTOR_METRICS, HARMONISER_METHODS, IMAGE_METRICS, JOINT_MASK_FREE_METHODS,
-    JOINT_METHODS, LOWER_IS_BETTER,
+    DETECTOR_METRICS, IMAGE_METRICS, JOINT_MASK_FREE_METHODS, JOINT_METHODS, LOWER_IS_BETTER,
     METHODS, REAL_PHOTO_METHODS, detectors_in, methods_in)
 from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
@@ -45,14 +43,9 @@ from tfharm.metrics.device import default_jit_compile
 from tfharm.models import abstention
 from tfharm.models import detector as detector_lib
 from tfharm.models import detector_labels
-from tfharm.models import harmoniser as harmoniser_lib
-from tfharm.models import joint as joint_lib
-from tfharm.models import methods
 
 ID_FIELDS = ("image_id", "object_id", "reference_image_id", "reference_object_id")
 
-DETECTOR_256 = presets.get(presets.DEFAULT_DETECTOR).weights_path
-HARMONISER_256 = presets.get(presets.DEFAULT_HARMONISER).weights_path
 GATE_256 = presets.GATE_256
 
 
@@ -86,7 +79,7 @@ class EvalConfig:
   split: str = "test"
   detector_weights: str | None = None
   harmoniser_weights: str | None = None
-  joint_weights: str | None = None  # also score a joint model (tfharm.models.joint)
+  joint_weights: str | None = None  # also score the joint model (tfharm.systems.joint)
   max_examples: int | None = None
   batch_size: int = 8
   lpips_net: str = "alex"
@@ -99,86 +92,47 @@ class EvalConfig:
   overwrite: bool = False
   progress: bool = True
 
+  def weights(self) -> dict[str, str | None]:
+    """{weight flag: value} of every system (tfharm.systems.weight_flags)."""
+    return {f: getattr(self, f, None) for f in systems.weight_flags()}
 
-# --------------------------------------------------------------------------- models
-def open_harmoniser(path: str | None, image_size: int) -> tuple[Any, str]:
-  """The harmoniser for S = image_size; EvaluationError for a missing or mismatched file."""
-  path = os.path.abspath(presets.resolve(path, "harmoniser", presets.DEFAULT_HARMONISER))
-  if not os.path.exists(path):
-    raise EvaluationError(
-        f"harmoniser weights {path} not found. The shipped file is "
-        f"preset harmoniser_256, tfharm/presets/harmoniser_256.weights.h5 (recipe in "
-        f"tfharm/presets/README.md: "
-        f"`python -m tfharm.train --flagfile=configs/train_harmoniser_coco_mini.flags`, then "
-        f"`python scripts/ship_harmoniser.py`); or pass --harmoniser_weights=PATH")
-  cfg = harmoniser_lib.HarmoniserConfig(image_size=image_size)
+
+# --------------------------------------------------------------------------- systems
+def scored_systems(cfg: EvalConfig) -> tuple[str, ...]:
+  """The paper's pipeline (its rows are the paper's Table 1), then every other system whose
+  weights were given."""
+  given = cfg.weights()
+  return ("pipeline",) + tuple(name for name, spec in systems.SYSTEMS.items()
+                               if name != "pipeline" and any(given.get(f) for f in spec.weights))
+
+
+def open_system(name: str, cfg: EvalConfig, image_size: int):
+  """(system at S = image_size, {weight flag: file}); EvaluationError for missing files, a
+  file its network cannot take, or a preset of another kind."""
+  spec = systems.spec(name)
+  given = {flag: value for flag, value in cfg.weights().items() if flag in spec.weights}
   try:
-    model = harmoniser_lib.load_harmoniser(path, cfg)
-  except (ValueError, TypeError, KeyError, OSError) as e:
-    raise EvaluationError(
-        f"harmoniser weights {path} do not fit a {image_size}x{image_size} harmoniser "
-        f"(HarmoniserConfig(image_size={image_size}), from the dataset config): a file for "
-        f"another size, or not a harmoniser file? Keras said: {str(e)[:300]}") from e
-  return model, path
-
-
-def open_detector(path: str | None) -> tuple[Any, str]:
-  """The detector from a head file / .keras / .weights.h5; EvaluationError on failure."""
-  from tfharm import weights  # pylint: disable=g-import-not-at-top
-  path = os.path.abspath(presets.resolve(path, "detector", presets.DEFAULT_DETECTOR))
-  if not os.path.exists(path):
-    raise EvaluationError(
-        f"detector weights {path} not found. The shipped file is "
-        f"preset detector_256, tfharm/presets/detector_256.head.weights.h5 (train with "
-        f"`python -m tfharm.train --flagfile=configs/train_detector_coco_mini.flags`, then "
-        f"`python scripts/ship_detector.py`; a training run also exports "
-        f"detector.head.weights.h5 into its workdir); or pass --detector_weights=PATH")
-  try:
-    model = detector_lib.load_detector(path)
-  except weights.WeightsError as e:
-    raise EvaluationError(f"detector backbone: {e}") from e
-  except (ValueError, TypeError, KeyError, OSError) as e:
-    raise EvaluationError(
-        f"detector weights {path} do not fit the detector (DetectorConfig in the file or the "
-        f"default): not a detector file? {str(e)[:300]}") from e
-  return model, path
-
-
-def open_joint(path: str | None):
-  """(joint model, its file) to score beside the pipeline, or (None, None); `path` is a file
-  or a preset name (e.g. joint_256). EvaluationError on a bad file."""
-  if not path:
-    return None, None
-  from tfharm.models import joint as joint_lib  # pylint: disable=g-import-not-at-top
-  try:
-    path = presets.resolve(path, "joint", presets.DEFAULT_JOINT)
-  except ValueError as e:
+    files = systems.weight_files(name, given)
+    return systems.load(name, files, image_size=image_size), files
+  except (ValueError, RuntimeError, FileNotFoundError) as e:  # RuntimeError: weights.WeightsError
     raise EvaluationError(str(e)) from e
-  if not os.path.exists(path):
-    raise EvaluationError(f"joint model weights {path} not found (a `python -m tfharm.train "
-                          "--model=joint` run writes <workdir>/joint.keras)")
-  try:
-    return joint_lib.load_joint(path), path
-  except (ValueError, TypeError, KeyError, OSError) as e:
-    raise EvaluationError(f"joint model weights {path}: {str(e)[:300]}") from e
 
 
 # --------------------------------------------------------------------------- graph
 class EvalGraph:
   """The batched evaluation graph; `step(composite, real, mask)` is one tf.function.
 
-  Returns {"metrics": {method: {metric: (B,)}}, "detector": {metric: (B,)},
+  Returns {"metrics": {method: {metric: (B,)}}, <detector>: {metric: (B,)} per system,
   "extra": {"mask_fraction", "luminance_ratio": (B,)}, "images": {method: (B, S, S, 3),
-  "detection": (B, S, S, 2), "soft_mask": (B, S, S, 1)}}.
+  "detection": (B, S, S, 2), "soft_mask": (B, S, S, 1)}} (the detection of the first system).
   """
 
-  def __init__(self, detector, harmoniser, lpips_model: lpips_lib.LPIPS,
+  def __init__(self, scored: list, lpips_model: lpips_lib.LPIPS,
                threshold: float = 0.5, jit_compile: bool | None = None,
-               gate: abstention.Gate = abstention.Gate(), joint=None):
-    self.detector, self.harmoniser, self.lpips = detector, harmoniser, lpips_model
-    self.joint = joint  # a JointModel, or None
-    self._shift = joint_lib.LightnessShift(dtype="float32", name="gt_mask_shift")
-    self.methods = METHODS + (JOINT_METHODS if joint is not None else ())
+               gate: abstention.Gate = abstention.Gate()):
+    self.systems, self.lpips = list(scored), lpips_model
+    self.specs = [systems.spec(s.SYSTEM) for s in self.systems]
+    self.methods = tuple(row for spec in self.specs for row in spec.rows)
     self.threshold = float(threshold)
     self.gate = gate
     self.jit_compile = default_jit_compile() if jit_compile is None else bool(jit_compile)
@@ -187,51 +141,30 @@ class EvalGraph:
                                        reduce_retracing=True)
 
   def compute_real_photos(self, photo: tf.Tensor) -> dict:
-    """Unedited (B, S, S, 3) photos through the mask-free rows: PSNR of output vs input, and
-    the fraction of pixels the detector fires on (soft mask > 0.5)."""
-    detection = detector_lib.detection_channels(
-        tf.cast(self.detector(photo, training=False), tf.float32))
-    soft = detector_lib.soft_mask(detection)
-    gated = abstention.apply_gate(soft, self.gate)
-    masks = {"detector_harmoniser": soft, "detector_harmoniser_abstain": gated}
-    images = methods.method_images(photo, methods.harmonise_masks(self.harmoniser, photo, masks),
-                                   masks, REAL_PHOTO_METHODS)
+    """Unedited (B, S, S, 3) photos through each system's mask-free rows: PSNR of output vs
+    input, and the fraction of pixels its detection fires on (soft mask > 0.5)."""
     out = {}
-    for name, image in images.items():
-      mse = image_metrics.mse(image, photo, value_range=(0.0, 1.0))
-      out[f"{name}/psnr"] = image_metrics.psnr_from_mse(mse, max_db=100.0)
-    if self.joint is not None:
-      images, m = self._joint_images(photo)
-      for name in JOINT_MASK_FREE_METHODS:
-        mse = image_metrics.mse(images[name], photo, value_range=(0.0, 1.0))
+    for system, spec in zip(self.systems, self.specs):
+      rows = system.rows(photo, None, self.threshold, self.gate)
+      for name in spec.photo_rows:
+        mse = image_metrics.mse(rows["images"][name], photo, value_range=(0.0, 1.0))
         out[f"{name}/psnr"] = image_metrics.psnr_from_mse(mse, max_db=100.0)
-      out["joint_detector/fire_fraction"] = tf.reduce_mean(tf.cast(m > 0.5, tf.float32),
-                                                           axis=[1, 2, 3])
-    out["detector/fire_fraction"] = tf.reduce_mean(tf.cast(soft > 0.5, tf.float32), axis=[1, 2, 3])
-    out["detector/abstained"] = tf.cast(tf.reduce_max(gated, axis=[1, 2, 3]) == 0, tf.float32)
+      soft = detector_lib.soft_mask(rows["detection"])
+      out[f"{spec.detector}/fire_fraction"] = tf.reduce_mean(tf.cast(soft > 0.5, tf.float32),
+                                                             axis=[1, 2, 3])
+      out.update(rows["values"])
     return out
-
-  def _joint_images(self, composite: tf.Tensor, mask: tf.Tensor | None = None
-                    ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
-    return methods.joint_images(self.joint, composite, mask, self._shift)
 
   def compute(self, composite: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict:
     """Pure TF; composite/real (B, S, S, 3) and mask (B, S, S, 1), all in [0, 1]."""
     b = tf.shape(composite)[0]
-    probs = self.detector(composite, training=False)  # (B, S, S, 3), once per example
-    detection = detector_lib.detection_channels(tf.cast(probs, tf.float32))  # (B, S, S, 2)
-    soft = detector_lib.soft_mask(detection)  # (B, S, S, 1)
-    binarised = tf.cast(soft > self.threshold, tf.float32)
-    gated = abstention.apply_gate(soft, self.gate)
-    masks = dict(zip(HARMONISER_METHODS, (mask, soft, binarised, tf.zeros_like(mask), gated)))
-    raw = methods.harmonise_masks(self.harmoniser, composite, masks)  # one 5B call
-    images = methods.method_images(composite, raw, masks, METHODS)
-    detectors = {"detector": localisation.localisation_metrics(soft, mask, self.threshold)}
-    if self.joint is not None:
-      joint_images, joint_m = self._joint_images(composite, mask)
-      images.update(joint_images)
-      detectors["joint_detector"] = localisation.localisation_metrics(joint_m, mask,
-                                                                      self.threshold)
+    images, detectors, first = {}, {}, None
+    for system, spec in zip(self.systems, self.specs):
+      rows = system.rows(composite, mask, self.threshold, self.gate)
+      images.update(rows["images"])
+      soft = detector_lib.soft_mask(rows["detection"])  # (B, S, S, 1)
+      detectors[spec.detector] = localisation.localisation_metrics(soft, mask, self.threshold)
+      first = first or {"detection": rows["detection"], "soft_mask": soft}
 
     k = len(self.methods)
     stacked = tf.concat([images[m] for m in self.methods], axis=0)  # (kB, S, S, 3)
@@ -247,7 +180,7 @@ class EvalGraph:
         **detectors,
         "extra": {"mask_fraction": tf.reduce_mean(mask, axis=[1, 2, 3]),
                   "luminance_ratio": detector_labels.luminance_ratio(composite, real, mask)},
-        "images": {**images, "detection": detection, "soft_mask": soft},
+        "images": {**images, **first},
     }
 
 
@@ -330,7 +263,7 @@ _KEPT_IMAGES = ("composite", "harmoniser_gt_mask", "detector_harmoniser", "detec
 
 
 def _to_uint8(x) -> np.ndarray:
-  return np.round(np.clip(np.asarray(x), 0.0, 1.0) * 255.0).astype(np.uint8)
+  return colour.to_uint8(np.asarray(x))
 
 
 def run(graph: EvalGraph, dataset: tf.data.Dataset, num_examples: int,

@@ -20,6 +20,7 @@ usable under tf.function(jit_compile=True).
 """
 from __future__ import annotations
 
+from keras import ops
 import tensorflow as tf
 
 from tfharm import colour
@@ -70,8 +71,11 @@ def reinhard_l_transfer_tf(image: tf.Tensor, mask: tf.Tensor, source: tuple[tf.T
 
 
 def sanitise_mask(mask: tf.Tensor) -> tf.Tensor:
-  """NaN -> 0, then clipped to [0, 1] (a NaN would reach every pixel through the moments)."""
-  return tf.clip_by_value(tf.where(tf.math.is_nan(mask), 0.0, mask), 0.0, 1.0)
+  """NaN -> 0, then clipped to [0, 1]: the one mask sanitiser (the correction, the served
+  paths, the systems and the harmoniser's input layer). A NaN would reach every pixel through
+  the moments, and through the harmoniser's FC bottleneck. Keras ops, so it also builds the
+  harmoniser's functional graph; on tensors they are the TensorFlow ops."""
+  return ops.clip(ops.where(ops.isnan(mask), 0.0, mask), 0.0, 1.0)
 
 
 def correction_parameters(correction: str, image_s: tf.Tensor, mask_s: tf.Tensor,

@@ -33,7 +33,6 @@ from keras import layers, ops
 import numpy as np
 import tensorflow as tf
 
-from tfharm import presets
 from tfharm.models import detector_labels as labels_lib
 from tfharm.models import layer_files
 
@@ -238,16 +237,13 @@ def detect_any_size(model: keras.Model, image, method: str = "pad") -> tf.Tensor
   raise ValueError(f"method must be 'pad' or 'resize', got {method!r}")
 
 
-def load_detector(path: str | None = None, cfg: DetectorConfig | None = None) -> Detector:
+def load_detector(path: str, cfg: DetectorConfig | None = None) -> Detector:
   """One call for every detector file: a `.keras` model, a head file
   (tfharm.models.layer_files; the backbone is rebuilt from the ImageNet file, whose hash is
   checked against the one recorded at training time), or a full Keras `.weights.h5`.
-  `path` may also be a preset name (tfharm.presets); without one: preset `detector_256`."""
-  shipped = path is None or path in presets.PRESETS
-  path = presets.resolve(path, "detector", presets.DEFAULT_DETECTOR)
-  if shipped and not os.path.exists(path):
-    raise FileNotFoundError(f"no shipped detector at {path}: the shipped weights are package "
-                            "data of tfharm (tfharm/presets/README.md); reinstall the package")
+  A preset name or the default: tfharm.models.presets.load."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(path)
   if path.endswith(".keras"):
     model = keras.saving.load_model(path)
     if not isinstance(model, Detector):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from tfharm import colour
 from tfharm.models import correction as correction_lib
 from tfharm.models import harmoniser as harmoniser_lib
 
@@ -41,20 +42,40 @@ def shrink(x: tf.Tensor, size: int) -> tf.Tensor:
   return tf.einsum("tw,bswc->bstc", cols, x)  # (B, S, S, C)
 
 
-def resize_to(image: tf.Tensor, mask: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
-  """(B, H, W, 3) image and (B, H, W, 1) soft mask -> both at size x size.
+def _input_size(model: keras.Model) -> int:
+  return int(model.input["image"].shape[1]) if isinstance(model.input, dict) else int(
+      model.input[0].shape[1])
 
-  Both antialiased: the image so that downscaling does not alias, the mask so that a thin
-  or small object keeps its area-weighted presence instead of being sampled away.
+
+def any_size(at_s, image: tf.Tensor, mask: tf.Tensor | None, size: int,
+             correction: str = correction_lib.DEFAULT_CORRECTION) -> dict[str, tf.Tensor]:
+  """The full-resolution path, the one copy every system and signature runs in float.
+
+  image (B, H, W, 3) in [0, 1]; mask (B, H, W, 1) already sanitised, or None (the system finds
+  it). Both are shrunk to S (antialiased: a thin object keeps its area-weighted presence);
+  `at_s(image_s, mask_s)` runs the networks at S and returns {"harmonised", "mask"[,
+  "detection"]}; only the correction comes back to H x W (tfharm.models.correction), gated by
+  the given mask or by the upsampled predicted one, so pixels with mask 0 are unchanged.
   """
-  return (tf.clip_by_value(shrink(image, size), 0.0, 1.0),
-          tf.clip_by_value(shrink(mask, size), 0.0, 1.0))
+  full_hw = tf.shape(image)[1:3]
+  image_s = tf.clip_by_value(shrink(image, size), 0.0, 1.0)  # (B, S, S, 3)
+  mask_s = None if mask is None else tf.clip_by_value(shrink(mask, size), 0.0, 1.0)
+  at = at_s(image_s, mask_s)
+  if mask is None:
+    mask = tf.clip_by_value(tf.image.resize(at["mask"], full_hw, method="bilinear"), 0.0, 1.0)
+  out = {"harmonised": correction_lib.apply_correction(correction, image, mask, image_s,
+                                                       at["mask"], at["harmonised"]),
+         "mask": mask}
+  if "detection" in at:
+    out["detection"] = tf.image.resize(at["detection"], full_hw, method="bilinear")
+  return out
 
 
 def harmonise_any_size(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
                        size: int | None = None,
                        correction: str = correction_lib.DEFAULT_CORRECTION) -> tf.Tensor:
-  """Harmonise (B, H, W, 3) images in [0, 1] with soft (B, H, W, 1) masks, any H and W.
+  """Harmonise (B, H, W, 3) images in [0, 1] with soft (B, H, W, 1) masks, any H and W, with
+  a harmoniser alone (`any_size` with the given mask).
 
   `size` defaults to the model's input size; `correction` is one of correction.CORRECTIONS.
   The mask is clipped to [0, 1] (NaN -> 0) before it gates anything, so the output stays in
@@ -65,13 +86,10 @@ def harmonise_any_size(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
   mask = tf.convert_to_tensor(mask, tf.float32)
   if image.shape.rank != 4 or mask.shape.rank != 4:
     raise ValueError(f"expected NHWC image and mask, got {image.shape} and {mask.shape}")
-  mask = tf.clip_by_value(tf.where(tf.math.is_nan(mask), 0.0, mask), 0.0, 1.0)
-  if size is None:
-    size = int(model.input["image"].shape[1]) if isinstance(model.input, dict) else int(
-        model.input[0].shape[1])
-  image_s, mask_s = resize_to(image, mask, size)  # (B, S, S, 3), (B, S, S, 1)
-  pred_s = harmoniser_lib.harmonise(model, image_s, mask_s)  # (B, S, S, 3) in [0, 1]
-  return correction_lib.apply_correction(correction, image, mask, image_s, mask_s, pred_s)
+  at_s = lambda image_s, mask_s: {"harmonised": harmoniser_lib.harmonise(model, image_s, mask_s),
+                                  "mask": mask_s}
+  return any_size(at_s, image, correction_lib.sanitise_mask(mask), size or _input_size(model),
+                  correction)["harmonised"]
 
 
 # ----------------------------------------------------------------------------- in bands
@@ -142,9 +160,7 @@ def uint8_to_unit(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(image, tf.float32) / 255.0
 
 
-def unit_to_uint8(x: tf.Tensor) -> tf.Tensor:
-  """[0, 1] float -> uint8 as round(clip(x, 0, 1) * 255), ties to even (as np.round)."""
-  return tf.cast(tf.round(tf.clip_by_value(x, 0.0, 1.0) * 255.0), tf.uint8)
+unit_to_uint8 = colour.to_uint8  # [0, 1] -> round(clip(x, 0, 1) * 255), ties to even
 
 
 def correct_in_bands(correction: str, image: tf.Tensor, mask_rows, parameters: dict,
@@ -185,19 +201,42 @@ def correct_in_bands(correction: str, image: tf.Tensor, mask_rows, parameters: d
   return harmonised, mask
 
 
+def any_size_uint8(at_s, image: tf.Tensor, mask: tf.Tensor | None, size: int,
+                   correction: str = correction_lib.DEFAULT_CORRECTION,
+                   band_pixels: int = BAND_PIXELS, mask_out: bool = True
+                   ) -> tuple[dict[str, tf.Tensor], dict]:
+  """`any_size` for a uint8 (B, H, W, 3) image, in bands: equal to
+  unit_to_uint8(any_size(at_s, image / 255, sanitise(mask), ...)) (tested), holding only uint8
+  images at full size. Returns ({"harmonised": uint8 (B, H, W, 3)[, "mask": the gating mask
+  as uint8 (B, H, W, 1) with mask_out]}, at_s's dict at S). A given float mask is sanitised
+  here."""
+  h, w = tf.shape(image)[1], tf.shape(image)[2]
+  image_s = shrink_in_bands(image, size, uint8_to_unit, band_pixels)  # (B, S, S, 3)
+  mask_s = (None if mask is None else
+            shrink_in_bands(mask, size, correction_lib.sanitise_mask, band_pixels))
+  at = at_s(image_s, mask_s)
+  parameters = correction_lib.correction_parameters(
+      correction, image_s, correction_lib.sanitise_mask(at["mask"]), at["harmonised"])
+  if mask is None:  # as any_size's upsampled mask
+    gating = lambda y0, y1: correction_lib.sanitise_mask(tf.clip_by_value(
+        resize_rows(at["mask"], h, w, y0, y1), 0.0, 1.0))
+  else:
+    gating = lambda y0, y1: correction_lib.sanitise_mask(mask[:, y0:y1])
+  if not mask_out:
+    return {"harmonised": correct_in_bands(correction, image, gating, parameters,
+                                           band_pixels)}, at
+  harmonised, used = correct_in_bands(correction, image, gating, parameters, band_pixels,
+                                      mask_out=True)
+  return {"harmonised": harmonised, "mask": used}, at
+
+
 def harmonise_uint8(model: keras.Model, image: tf.Tensor, mask: tf.Tensor,
                     correction: str = correction_lib.DEFAULT_CORRECTION,
                     band_pixels: int = BAND_PIXELS) -> tf.Tensor:
   """`unit_to_uint8(harmonise_any_size(model, image / 255, mask))` for a uint8 (B, H, W, 3)
-  image and a float (B, H, W, 1) mask, in bands (uint8 out, float32 temporaries only per block).
-  """
+  image and a float (B, H, W, 1) mask, in bands (a harmoniser alone)."""
   correction_lib.check_correction(correction)
-  size = int(model.input["image"].shape[1]) if isinstance(model.input, dict) else int(
-      model.input[0].shape[1])
-  image_s = shrink_in_bands(image, size, uint8_to_unit, band_pixels)  # (B, S, S, 3)
-  mask_s = shrink_in_bands(mask, size, correction_lib.sanitise_mask, band_pixels)
-  pred_s = harmoniser_lib.harmonise(model, image_s, mask_s)
-  parameters = correction_lib.correction_parameters(correction, image_s,
-                                                    correction_lib.sanitise_mask(mask_s), pred_s)
-  return correct_in_bands(correction, image, lambda y0, y1: correction_lib.sanitise_mask(
-      mask[:, y0:y1]), parameters, band_pixels)
+  at_s = lambda image_s, mask_s: {"harmonised": harmoniser_lib.harmonise(model, image_s, mask_s),
+                                  "mask": mask_s}
+  return any_size_uint8(at_s, image, mask, _input_size(model), correction, band_pixels,
+                        mask_out=False)[0]["harmonised"]

@@ -15,7 +15,8 @@ from typing import Sequence
 import keras
 from keras import layers, ops
 
-from tfharm import presets
+from tfharm.models import correction
+
 
 _WIDTHS = (64, 64, 128, 128, 256, 256, 512)  # conv0..conv6 as in the Caffe release
 
@@ -55,14 +56,6 @@ class HarmoniserConfig:
 
 def _conv_init(std):
   return keras.initializers.RandomNormal(stddev=std)
-
-
-def _sanitise_mask(mask):
-  """Soft masks (e.g. detector probabilities) are allowed; out-of-range values are
-  clipped to [0, 1] and NaN counts as 'not the object' so one bad pixel cannot poison
-  the whole image through the FC bottleneck."""
-  mask = ops.cast(mask, "float32")
-  return ops.clip(ops.where(ops.isnan(mask), 0.0, mask), 0.0, 1.0)
 
 
 class _Decoder:
@@ -116,7 +109,8 @@ class Harmoniser(keras.Model):
     init = _conv_init(cfg.init_std)
     image = keras.Input((s, s, 3), name="image")
     mask = keras.Input((s, s, 1), name="mask")
-    x = ops.concatenate([image, _sanitise_mask(mask)], axis=-1)  # (B, S, S, 4)
+    clean = correction.sanitise_mask(ops.cast(mask, "float32"))  # a NaN would reach every pixel
+    x = ops.concatenate([image, clean], axis=-1)  # (B, S, S, 4)
 
     skips = []
     for i, w in enumerate(cfg.widths):
@@ -166,20 +160,15 @@ def harmonise(model: keras.Model, image, mask):
   return ops.clip((ops.cast(out, "float32") + 1.0) / 2.0, 0.0, 1.0)
 
 
-def load_harmoniser(path: str | None = None, cfg: HarmoniserConfig | None = None) -> Harmoniser:
-  """Loads a harmoniser from a `.keras` file, or a `.weights.h5` file plus its config.
-
-  `path` may also be a preset name (tfharm.presets); with no path: the 256x256 harmoniser we
-  trained (preset `harmoniser_256`, recipe and numbers in tfharm/presets/README.md).
+def load_harmoniser(path: str, cfg: HarmoniserConfig | None = None) -> Harmoniser:
+  """Loads a harmoniser from a `.keras` file, or a `.weights.h5` file plus its config (a
+  preset name or the default: tfharm.models.presets.load).
 
   `.weights.h5` files carry no architecture, so `cfg` (default: the 256x256 model) says
   what to build; a mismatch fails loudly in Keras rather than loading partially.
   """
-  shipped = path is None or path in presets.PRESETS
-  path = presets.resolve(path, "harmoniser", presets.DEFAULT_HARMONISER)
-  if shipped and not os.path.exists(path):
-    raise FileNotFoundError(f"{path} is missing: the shipped harmoniser is package data of "
-                            "tfharm (tfharm/presets/README.md); reinstall the package")
+  if not os.path.exists(path):
+    raise FileNotFoundError(path)
   if path.endswith(".keras"):
     model = keras.saving.load_model(path)
     if not isinstance(model, Harmoniser):

@@ -60,9 +60,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("joint_256", "joint", "joint_256.weights.h5", "joint_256.metrics.json", {},
            "joint detector-harmoniser, one network, trained at 256x256 (tfharm/presets/README.md)"),
 )}
-DEFAULT_HARMONISER = "harmoniser_256"
-DEFAULT_DETECTOR = "detector_256"
-DEFAULT_JOINT = "joint_256"
+# The preset each kind of weights defaults to (a name; its file is get(name).weights_path).
+DEFAULTS = {"harmoniser": "harmoniser_256", "detector": "detector_256", "joint": "joint_256"}
+DEFAULT_HARMONISER = DEFAULTS["harmoniser"]
+DEFAULT_DETECTOR = DEFAULTS["detector"]
+DEFAULT_JOINT = DEFAULTS["joint"]
 # The abstention gate calibrated on validation for the two default presets
 # (scripts/calibrate_gate.py); it records their SHA-256 and is used only with them.
 GATE_256 = os.path.join(DIRECTORY, "gate_256.json")
@@ -76,13 +78,31 @@ def get(name: str) -> Preset:
     raise KeyError(f"no preset {name!r}; available: {sorted(PRESETS)}") from None
 
 
-def resolve(path_or_name: str | None, kind: str, default: str) -> str:
-  """A weight file's path: a path is returned as given, a preset name (or None: `default`)
-  becomes its file. A preset of another kind is a ValueError."""
-  name = default if path_or_name is None else path_or_name
+def resolve(path_or_name: str | None, kind: str, default: str | None = None) -> str:
+  """A weight file's path: a path is returned as given, a preset name (or None: `default`,
+  else DEFAULTS[kind]) becomes its file. A preset of another kind is a ValueError."""
+  name = (default or DEFAULTS.get(kind)) if path_or_name is None else path_or_name
+  if name is None:
+    raise ValueError(f"no {kind} weights given, and no preset is the {kind} default")
   if name not in PRESETS:
     return name
   preset = PRESETS[name]
   if preset.kind != kind:
     raise ValueError(f"preset {name!r} is a {preset.kind}, not a {kind}")
   return preset.weights_path
+
+
+def weight_files(given: Mapping[str, str | None], kinds: Mapping[str, str]) -> dict[str, str]:
+  """{role: file} for every role of `kinds` ({role: preset kind}, e.g. {"joint_weights":
+  "joint"}), each from `given` (a path or preset name; missing or None: the kind's default).
+  The one "missing weights" error: FileNotFoundError naming every missing file by its role
+  (the command's flag), so a user fixes them all at once."""
+  files = {role: resolve(given.get(role), kind) for role, kind in kinds.items()}
+  missing = [f"--{role} {path}" for role, path in files.items() if not os.path.isfile(path)]
+  if missing:
+    raise FileNotFoundError(
+        f"missing weights: {', '.join(missing)}. Pass a file written by `python -m "
+        f"tfharm.train` (its workdir) or a preset name ({', '.join(sorted(PRESETS))}); the "
+        "presets are package data of tfharm (reinstall it if one is missing); their recipes "
+        "and records are in tfharm/presets/README.md.")
+  return files

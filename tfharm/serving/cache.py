@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 from absl import logging
 import numpy as np
 
+from tfharm import colour
 from tfharm.cli import outputs
 
 ENV_VAR = "TFHARM_CACHE_DIR"
@@ -36,7 +37,8 @@ KEEP = 3  # entries kept (each ~100 MB)
 _TMP_RE = re.compile(r"^\.tmp-[0-9a-f]+-(\d+)$")
 _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The modules whose code becomes the graph (and so the cache entry).
-_SOURCES = ("colour.py", "metrics/device.py", "models", "serving/signatures.py", "weights")
+_SOURCES = ("colour.py", "metrics/device.py", "models", "systems", "serving/signatures.py",
+            "weights")
 
 
 def cache_dir() -> str:
@@ -57,7 +59,7 @@ def _source_files() -> list[str]:
 
 def key(weights: Mapping[str, str], correction: str, jit_compile: bool | None) -> str:
   """What the cached graph depends on, hashed: the weight files (`weights`:
-  paths.model_weights, so also which system runs), tfharm's source, the converted offline
+  tfharm.systems.weight_files, so also which system runs), tfharm's source, the converted offline
   weights, the correction, XLA and TensorFlow's version (read from the installed package's
   metadata: no TensorFlow import)."""
   from importlib import metadata  # pylint: disable=g-import-not-at-top
@@ -109,7 +111,7 @@ def runner_from_signatures(module) -> Runner:
   float mask rounded to uint8 as the graph does: round half to even)."""
   def predicted(image):
     out = module.serving_default(image=image)
-    mask = np.round(np.clip(out["mask"].numpy(), 0.0, 1.0) * 255.0).astype(np.uint8)
+    mask = colour.to_uint8(out["mask"].numpy())
     return {"harmonised": out["harmonised"], "mask": _Array(mask)}
   return Runner(predicted, module.harmonise_with_mask, "signatures")
 
@@ -184,8 +186,8 @@ def save(module: Any, entry_key: str) -> str | None:
     for part, method in _PARTS.items():
       holder = tf.Module()
       # Tracked: what the function captures (the harmoniser alone for the with-mask one).
-      net = module.pipeline if part == "harmonise" else module.pipeline.harmoniser
-      holder.weights = list(net.variables)
+      holder.weights = (list(module.system.variables) if part == "harmonise" else
+                        module.system.mask_path_variables)
       concrete = getattr(module, method).get_concrete_function()
       tf.saved_model.save(holder, os.path.join(tmp, part), signatures={part: concrete})
     try:

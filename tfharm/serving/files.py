@@ -23,6 +23,7 @@ from absl import logging
 import cv2
 import numpy as np
 
+from tfharm import colour
 from tfharm.cli import inputs, outputs, program
 from tfharm.serving import image_header
 
@@ -504,7 +505,7 @@ class FileHarmoniser:
       if transparent is not None:
         mask = np.where(transparent[..., None], np.float32(0.0), mask)
       out = self.runner.with_mask(rgb, mask)
-      used = np.round(np.clip(np.nan_to_num(mask[..., 0]), 0.0, 1.0) * 255.0).astype(np.uint8)
+      used = colour.to_uint8(np.nan_to_num(mask[..., 0]))
     if transparent is not None:
       out = np.where(transparent[..., None], rgb, out)
       used = np.where(transparent, np.uint8(0), used)

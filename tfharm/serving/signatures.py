@@ -11,14 +11,13 @@ Signatures (TF Serving / `saved_model_cli` names):
   harmonise_with_mask  image uint8 (B, H, W, 3), mask float32 (B, H, W, 1) in [0, 1]
                        -> harmonised uint8 (B, H, W, 3)
 
-The module serves either pipeline: the detector and harmoniser (HarmonisationPipeline) or the
-joint model (tfharm.models.joint_pipeline.JointPipeline, `--model=joint`; with a mask, the given
-mask gates its L* change). Both run `HarmonisationPipeline.any_size`'s method: the networks see an antialiased S x S
-shrink, and only a correction comes back (the pipeline's `correction`, fixed at export:
-tfharm.models.correction), applied to the full-resolution image through the mask, so
+The module serves any tfharm.systems System (the joint model, the paper's pipeline, ...) through
+its two uint8 methods: `predicted_uint8` and `with_mask_uint8` (tfharm.systems.base), the
+full-resolution path in bands (tfharm.models.full_resolution.any_size_uint8): the networks
+see an antialiased S x S shrink, and only the correction comes back (the system's
+`correction`, fixed at export), applied to the full-resolution image through the mask, so
 pixels with mask 0 are returned unchanged (bit-identical in uint8). uint8 out is
-round(clip(x, 0, 1) * 255) with round-half-to-even (tf.round, as np.round). The full-size
-part runs in blocks of pixels (tfharm.models.full_resolution, "in bands"): only uint8 images
+round(clip(x, 0, 1) * 255) with round-half-to-even (tf.round, as np.round). Only uint8 images
 are ever held at full size, so a 24-megapixel photo needs far less memory (bench/RESULTS.md).
 
 Bad input fails at the signature, before either network runs: the dtype by the signature
@@ -31,14 +30,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfharm.metrics.device import default_jit_compile
-from tfharm.models import correction as correction_lib
-from tfharm.models import full_resolution
-from tfharm.models.joint_pipeline import JointPipeline
-from tfharm.models.pipeline import HarmonisationPipeline
+from tfharm.systems.base import System
 
 IMAGE_SPEC = tf.TensorSpec([None, None, None, 3], tf.uint8, name="image")
 MASK_SPEC = tf.TensorSpec([None, None, None, 1], tf.float32, name="mask")
-to_uint8 = full_resolution.unit_to_uint8  # [0, 1] -> round(clip(x, 0, 1) * 255), ties to even
 
 
 def _checked_image(image: tf.Tensor) -> tf.Tensor:
@@ -69,48 +64,19 @@ def _checked_mask(image: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return tf.identity(mask)
 
 
-def predicted_uint8(pipeline: HarmonisationPipeline | JointPipeline, image: tf.Tensor,
-                    band_pixels: int = full_resolution.BAND_PIXELS) -> dict[str, tf.Tensor]:
-  """`pipeline.any_size(image / 255, mask_source="predicted")` for a uint8 image, with the
-  full-resolution part in bands (full_resolution.correct_in_bands): the detector and the
-  harmoniser at S, the correction gated by the upsampled soft mask. Returns "harmonised"
-  uint8 (B, H, W, 3), "mask_s" (B, S, S, 1) and "detection_s" (B, S, S, 2)."""
-  h, w = tf.shape(image)[1], tf.shape(image)[2]
-  s = pipeline.image_size
-  image_s = full_resolution.shrink_in_bands(image, s, full_resolution.uint8_to_unit, band_pixels)
-  at_s = pipeline(image_s, mask_source="predicted")  # the networks at S (either pipeline)
-  detection_s, mask_s = at_s["detection"], at_s["mask"]  # (B, S, S, 2), (B, S, S, 1)
-  pred_s = at_s["harmonised"]  # (B, S, S, 3) in [0, 1]
-  parameters = correction_lib.correction_parameters(
-      pipeline.correction, image_s, correction_lib.sanitise_mask(mask_s), pred_s)
-  gating = lambda y0, y1: correction_lib.sanitise_mask(tf.clip_by_value(
-      full_resolution.resize_rows(mask_s, h, w, y0, y1), 0.0, 1.0))  # as any_size's mask
-  harmonised, mask = full_resolution.correct_in_bands(pipeline.correction, image, gating,
-                                                      parameters, band_pixels, mask_out=True)
-  return {"harmonised": harmonised, "mask": mask, "mask_s": mask_s, "detection_s": detection_s}
-
-
 class ServingModule(tf.Module):
-  """Holds the pipeline's variables and the traced signature functions.
+  """Holds the system's variables and the traced signature functions.
 
   jit_compile applies to the network part only: the input checks stay outside XLA
   (XLA compiles tf.debugging assertions away). None: the device default.
   """
 
-  def __init__(self, pipeline: HarmonisationPipeline | JointPipeline,
-               jit_compile: bool | None = None):
+  def __init__(self, system: System, jit_compile: bool | None = None):
     super().__init__(name="tfharm_serving")
-    self.pipeline = pipeline  # tracked: its Keras variables are saved with the module
+    self.system = system  # tracked: its Keras variables are saved with the module
     jit = default_jit_compile() if jit_compile is None else bool(jit_compile)
-    self._predicted = tf.function(lambda image: predicted_uint8(pipeline, image),
-                                  jit_compile=jit)
-    # The harmoniser alone: pipeline.any_size(mask_source="ground_truth") would also run the
-    # detector (~75 GFLOP per image) only to discard its map. Same method, same numbers
-    # (tested against any_size for masks in [0, 1]).
-    self._with_mask = tf.function(
-        lambda image, mask: full_resolution.harmonise_uint8(
-            pipeline.harmoniser, image, mask, correction=pipeline.correction),
-        jit_compile=jit)
+    self._predicted = tf.function(system.predicted_uint8, jit_compile=jit)
+    self._with_mask = tf.function(system.with_mask_uint8, jit_compile=jit)
 
   @tf.function(input_signature=[IMAGE_SPEC])
   def serving_default(self, image):

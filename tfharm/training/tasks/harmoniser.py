@@ -17,6 +17,7 @@ from tfharm.data import coco
 from tfharm.metrics import image as image_lib
 from tfharm.models import harmoniser as harmoniser_lib
 from tfharm.models import methods
+from tfharm.models import presets as model_presets
 from tfharm.training.task import Batch, Task, fixed_size
 
 LOSS_REGIONS = ("image", "mask", "image_and_mask")
@@ -63,7 +64,7 @@ class HarmoniserTask(Task):
     cfg = self.config
     model = harmoniser_lib.Harmoniser(cfg.model, name="harmoniser")
     if cfg.init:
-      model.set_weights(harmoniser_lib.load_harmoniser(cfg.init, cfg.model).get_weights())
+      model.set_weights(model_presets.load(cfg.init, "harmoniser", cfg.model).get_weights())
       logging.info("Harmoniser initialised from %s.", cfg.init)
     return model
 

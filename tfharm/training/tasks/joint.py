@@ -18,10 +18,10 @@ from absl import logging
 import keras
 import tensorflow as tf
 
-from tfharm import presets
 from tfharm.models import detector as detector_lib
 from tfharm.models import detector_labels as labels_lib
 from tfharm.models import joint as joint_lib
+from tfharm.models import presets as model_presets
 from tfharm.training.task import Batch, Task
 from tfharm.training.tasks.detector import DetectorTask, DetectorTaskConfig
 from tfharm.training.tasks.harmoniser import image_metrics
@@ -70,9 +70,9 @@ class JointTask(Task):
   def build_model(self) -> keras.Model:
     model = joint_lib.JointModel(self.config.model, name="joint")
     if self.config.init:
-      path = presets.resolve(self.config.init, "joint", presets.DEFAULT_JOINT)
-      model.set_weights(joint_lib.load_joint(path, self.config.model).get_weights())
-      logging.info("Joint model initialised from %s (%s).", self.config.init, path)
+      start = model_presets.load(self.config.init, "joint", self.config.model)
+      model.set_weights(start.get_weights())
+      logging.info("Joint model initialised from %s.", self.config.init)
     return model
 
   def transform(self, batch: Batch) -> Batch:

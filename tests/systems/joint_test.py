@@ -1,4 +1,4 @@
-"""JointPipeline: the joint model through the pipeline's interface, the full-resolution path
+"""JointSystem: the joint model through the systems' interface, the full-resolution path
 and the served signatures (a small random-weight model)."""
 import numpy as np
 import pytest
@@ -6,17 +6,17 @@ import tensorflow as tf
 
 from tfharm.models import correction
 from tfharm.models import detector as det
-from tfharm.models.joint_pipeline import JointPipeline
 from tfharm.serving import exporter
 from tfharm.serving.signatures import ServingModule
-from trained_weights import small_joint_model as _model
+from tfharm.systems.joint import JointSystem
+from tests.models.trained_weights import small_joint_model as _model
 
 S = 32
 
 
 @pytest.fixture(scope="module")
 def pipe():
-  return JointPipeline(_model(), image_size=S)
+  return JointSystem(_model(), image_size=S)
 
 
 def _images(shape, seed=0):
@@ -64,19 +64,19 @@ def test_silent_model_returns_any_size_photos_unchanged():
   layer = silent.get_layer("detection_logits")
   kernel, _ = layer.get_weights()
   layer.set_weights([np.zeros_like(kernel), np.array([-30.0, -30.0, 30.0], "float32")])
-  pipe = JointPipeline(silent, image_size=S)
+  pipe = JointSystem(silent, image_size=S)
   x = _images((1, 50, 70, 3), seed=3)
   np.testing.assert_allclose(pipe.any_size(x)["harmonised"], x, atol=1e-6)
 
 
 def test_config_round_trip(pipe):
-  again = JointPipeline.from_config(pipe.get_config())
+  again = JointSystem.from_config(pipe.get_config())
   again.joint.set_weights(pipe.joint.get_weights())
   assert again.image_size == S and again.correction == correction.DEFAULT_CORRECTION
   x = _images((1, S, S, 3), seed=4)
   np.testing.assert_array_equal(again(x)["harmonised"], pipe(x)["harmonised"])
   with pytest.raises(ValueError, match="multiple of 8"):
-    JointPipeline(pipe.joint, image_size=30)
+    JointSystem(pipe.joint, image_size=30)
 
 
 def test_served_signatures_match_any_size_and_survive_export(pipe, tmp_path):
@@ -102,8 +102,7 @@ def test_first_call_warns_nothing():
   """Keras's default build() warned on the first call of every cache-filling harmonise run."""
   import warnings  # pylint: disable=g-import-not-at-top
   from tests.models.trained_weights import small_joint_model  # pylint: disable=g-import-not-at-top
-  from tfharm.models import joint_pipeline  # pylint: disable=g-import-not-at-top
-  pipe = joint_pipeline.JointPipeline(small_joint_model(seed=1), image_size=32)
+  pipe = JointSystem(small_joint_model(seed=1), image_size=32)
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     pipe(np.zeros((1, 32, 32, 3), "float32"))

@@ -1,12 +1,13 @@
-"""End-to-end model: mask sources, full-resolution path, one XLA graph. Tiny sizes (32 px)."""
+"""The paper's system (tfharm.systems.pipeline): mask sources, full-resolution path, one XLA graph. Tiny sizes (32 px)."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tfharm.models import detector as det
-from tfharm.models import pipeline as pl
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig, harmonise
-from trained_weights import perturb_trained_layers
+from tfharm.systems import base
+from tfharm.systems.pipeline import PipelineSystem
+from tests.models.trained_weights import perturb_trained_layers
 
 S = 32
 
@@ -15,7 +16,7 @@ S = 32
 def pipe():
   d = det.Detector()
   perturb_trained_layers(d, 0)
-  return pl.HarmonisationPipeline(d, Harmoniser(HarmoniserConfig(image_size=S)))
+  return PipelineSystem(d, Harmoniser(HarmoniserConfig(image_size=S)))
 
 
 def _batch(b=2, h=S, w=S, seed=0):
@@ -54,7 +55,7 @@ def test_predicted_mask_is_the_max_of_the_two_channels(pipe):
 
 def test_output_contract(pipe):
   image, gt = _batch(b=3)
-  for source in pl.MASK_SOURCES:
+  for source in PipelineSystem.MASK_SOURCES:
     out = pipe({"image": image, "mask": gt}, mask_source=source)
     assert out["harmonised"].shape == (3, S, S, 3)
     assert out["detection"].shape == (3, S, S, 2) and out["mask"].shape == (3, S, S, 1)
@@ -69,7 +70,7 @@ def test_output_contract(pipe):
 def test_xla_graph_matches_eager(pipe):
   image, gt = _batch(seed=2)
   for source in ("predicted", "ground_truth"):
-    fn = pl.make_inference_fn(pipe, source, jit_compile=True)
+    fn = base.inference_fn(pipe, source, jit_compile=True)
     got = fn({"image": tf.constant(image), "mask": tf.constant(gt)})
     ref = pipe({"image": image, "mask": gt}, mask_source=source)
     for k in ref:
@@ -98,7 +99,7 @@ def test_any_size_grey_and_rgba_and_xla(pipe):
   rgba = np.concatenate([image, np.ones_like(grey)], -1)
   ref = pipe.any_size(image)
   np.testing.assert_allclose(pipe.any_size(rgba)["harmonised"], ref["harmonised"])
-  fn = pl.make_inference_fn(pipe, "predicted", jit_compile=True, full_resolution_path=True)
+  fn = base.inference_fn(pipe, "predicted", jit_compile=True, any_size=True)
   got = fn(tf.constant(image))
   for k in ref:
     np.testing.assert_allclose(got[k], ref[k], atol=2e-5, err_msg=k)
