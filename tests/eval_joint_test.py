@@ -1,5 +1,6 @@
-"""The evaluation with a joint model (EvalConfig.joint_weights): its mask-free rows, its
-detection scores and its do-no-harm numbers, beside the pipeline's. Random-weight models."""
+"""The evaluation with a joint model (scored by default; EvalConfig.joint_weights names its
+file): its mask-free rows, its detection scores and its do-no-harm numbers, beside the
+pipeline's. Random-weight models."""
 import csv
 import os
 
@@ -9,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from tfharm import evaluation
+from tfharm import presets
 from tfharm.evaluation import report, runner
 from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
@@ -70,7 +72,7 @@ def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # 
   path = str(tmp_path / "joint.keras")
   _joint().save(path)
   metrics = evaluation.evaluate(_config(demo_build, weight_files, tmp_path / "out",
-                                        joint_weights=path))
+                                        joint_weights=path, systems=None))
   for name in runner.JOINT_METHODS:
     assert np.isfinite(metrics["methods"][name]["psnr"]), name
     assert name in metrics["shares"]
@@ -84,12 +86,27 @@ def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # 
   assert "joint/psnr" in header and "joint_detector/iou" in header
   assert "joint model vs GT mask" in report.terminal_table(metrics)
   with pytest.raises(evaluation.EvaluationError, match="missing weights: --joint_weights .*missing.keras"):
-    evaluation.evaluate(_config(demo_build, weight_files, tmp_path / "out2",
+    evaluation.evaluate(_config(demo_build, weight_files, tmp_path / "out2", systems=None,
                                 joint_weights=str(tmp_path / "missing.keras")))
 
 
+def test_the_default_system_is_scored_without_a_flag_and_can_be_left_out(tmp_path):
+  """Issue 27: the joint model (the default system) was in a table only with --joint_weights."""
+  config = lambda **kw: evaluation.EvalConfig(data_dir="d", output_dir=str(tmp_path), **kw)
+  assert runner.scored_systems(config()) == ("pipeline", "joint")
+  _, files = runner.open_system("joint", config(), 256)
+  assert files == {"joint_weights": presets.get("joint_256").weights_path}
+  assert runner.scored_systems(config(systems=("pipeline",))) == ("pipeline",)
+  assert runner.scored_systems(config(systems=())) == ("pipeline",)  # --systems= (empty)
+  assert runner.scored_systems(config(systems=("joint",))) == ("pipeline", "joint")
+  with pytest.raises(evaluation.EvaluationError, match="unknown system 'jiont'"):
+    runner.scored_systems(config(systems=("jiont",)))
+  with pytest.raises(evaluation.EvaluationError,
+                     match="--joint_weights given, but --systems=pipeline leaves out joint"):
+    runner.scored_systems(config(systems=("pipeline",), joint_weights="joint_256"))
+
+
 def test_joint_weights_take_a_preset_name(tmp_path):
-  from tfharm import presets  # pylint: disable=g-import-not-at-top
   cfg = evaluation.EvalConfig(data_dir="d", output_dir=str(tmp_path), joint_weights="joint_256")
   assert runner.scored_systems(cfg) == ("pipeline", "joint")
   system, files = runner.open_system("joint", cfg, 256)

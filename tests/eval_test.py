@@ -65,10 +65,12 @@ def _root(builder) -> str:
 
 
 def _config(demo_build, weight_files, output_dir, **kwargs):
+  """The pipeline alone (--systems=pipeline) unless `systems` says otherwise: these tests are
+  about the command and the pipeline's numbers; the joint model's rows: eval_joint_test.py."""
   base = dict(data_dir=_root(demo_build), output_dir=str(output_dir), dataset_config="256",
               split="test", detector_weights=weight_files["detector"],
               harmoniser_weights=weight_files["harmoniser"], max_examples=N, batch_size=1,
-              progress=False)
+              progress=False, systems=("pipeline",))
   base.update(kwargs)
   return evaluation.EvalConfig(**base)
 
@@ -640,6 +642,8 @@ def test_cli_demo_end_to_end(demo_build, weight_files, tmp_path):
               "--progress=false")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "detector + harmoniser (C_p)" in proc.stdout and "examples/s" in proc.stdout
+  # No flag names it, yet the default system (the shipped joint model) is scored too.
+  assert report.label("joint_l_moments") in open(tmp_path / "o" / "table.md").read()
   assert os.path.exists(tmp_path / "o" / "metrics.json")
 
 

@@ -1,4 +1,5 @@
-"""Evaluate detector + harmoniser on a luminance_composites split (paper Table 1, Figs. 4-5).
+"""Evaluate every system (the paper's detector + harmoniser, Table 1 and Figs. 4-5, and the
+default joint model) on a luminance_composites split; --systems=pipeline for the pipeline alone.
 
   python -m tfharm.eval --flagfile=configs/eval_demo.flags    # embedded demo data (make demo)
   python -m tfharm.eval --flagfile=configs/eval_coco.flags    # the coco_mini 256 build
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from tfharm import systems  # no TensorFlow
 from tfharm.cli import program
 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites.")
@@ -29,9 +31,13 @@ _HARMONISER_WEIGHTS = flags.DEFINE_string(
     "harmoniser_weights", None,
     "Harmoniser .weights.h5/.keras or preset name. Default: preset harmoniser_256.")
 _JOINT_WEIGHTS = flags.DEFINE_string(
-    "joint_weights", None, "Also score this joint model (tfharm.models.joint; .keras, "
-    ".weights.h5 or a preset name such as joint_256): rows joint, joint_l_moments (mask-free), "
+    "joint_weights", None, "The joint model scored (tfharm.models.joint; .keras, .weights.h5 or "
+    "a preset name). Default: preset joint_256. Rows joint, joint_l_moments (mask-free), "
     "joint_gt_mask, and its detection (joint_detector).")
+_SYSTEMS = flags.DEFINE_list(
+    "systems", None, f"The systems scored ({', '.join(systems.NAMES)}). Default: all, so the "
+    f"default system ({systems.DEFAULT}) has rows in every table. --systems=pipeline scores the "
+    "paper's pipeline alone, which is always scored (its rows are the paper's Table 1).")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per graph call.")
 _LPIPS_NET = flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone.")
@@ -67,6 +73,7 @@ def main(argv):
       dataset_config=_DATASET_CONFIG.value, split=_SPLIT.value,
       detector_weights=_DETECTOR_WEIGHTS.value, harmoniser_weights=_HARMONISER_WEIGHTS.value,
       joint_weights=_JOINT_WEIGHTS.value,
+      systems=None if _SYSTEMS.value is None else tuple(_SYSTEMS.value),
       max_examples=_MAX_EXAMPLES.value, batch_size=_BATCH_SIZE.value, lpips_net=_LPIPS_NET.value,
       jit_compile=_JIT_COMPILE.value, threshold=_THRESHOLD.value, gate_file=_GATE_FILE.value,
       real_photos=_REAL_PHOTOS.value, overwrite=_OVERWRITE.value, progress=_PROGRESS.value)

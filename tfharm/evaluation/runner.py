@@ -11,8 +11,9 @@ detector_harmoniser); harmonised outputs are the network's raw output at S (pape
 the `*_gated` rows paste it into the composite through the mask, C + m * (H - C), and the
 `*_l_moments` rows are what tfharm returns by default (harmonise_any_size, the served model):
 the composite's object moved onto the prediction's L* mean/std (tfharm.models.correction).
-Every system scored (tfharm.systems: the pipeline, and the joint model when its weights are
-given) adds its rows through `System.rows`; this graph only stacks them and scores them.
+Every system scored (tfharm.systems: by default all of them, so the default system, the joint
+model, is in every table) adds its rows through `System.rows`; this graph only stacks them and
+scores them.
 """
 
 from __future__ import annotations
@@ -79,7 +80,10 @@ class EvalConfig:
   split: str = "test"
   detector_weights: str | None = None
   harmoniser_weights: str | None = None
-  joint_weights: str | None = None  # also score the joint model (tfharm.systems.joint)
+  joint_weights: str | None = None  # the joint model's file or preset (default: joint_256)
+  # The systems scored (tfharm.systems names); None: every one. The pipeline always is: its
+  # rows are the paper's Table 1 and the figures'. ("pipeline",) scores it alone.
+  systems: tuple[str, ...] | None = None
   max_examples: int | None = None
   batch_size: int = 8
   lpips_net: str = "alex"
@@ -99,11 +103,25 @@ class EvalConfig:
 
 # --------------------------------------------------------------------------- systems
 def scored_systems(cfg: EvalConfig) -> tuple[str, ...]:
-  """The paper's pipeline (its rows are the paper's Table 1), then every other system whose
-  weights were given."""
+  """The paper's pipeline (its rows are the paper's Table 1), then the other systems of
+  `cfg.systems` (default: all, so the default system's rows are in every table without a
+  flag). EvaluationError for an unknown name, or for weights given to a system left out (the
+  user would get a table without the model they named)."""
+  wanted = tuple(systems.SYSTEMS) if cfg.systems is None else tuple(cfg.systems)
+  unknown = [name for name in wanted if name not in systems.SYSTEMS]
+  if unknown:
+    raise EvaluationError(f"unknown system {', '.join(map(repr, unknown))} in --systems; "
+                          f"the systems are {', '.join(systems.SYSTEMS)}")
+  scored = ("pipeline",) + tuple(name for name in systems.SYSTEMS
+                                 if name != "pipeline" and name in wanted)
   given = cfg.weights()
-  return ("pipeline",) + tuple(name for name, spec in systems.SYSTEMS.items()
-                               if name != "pipeline" and any(given.get(f) for f in spec.weights))
+  for name, spec in systems.SYSTEMS.items():
+    named = [f"--{flag}" for flag in spec.weights if given.get(flag)]
+    if name not in scored and named:
+      raise EvaluationError(f"{' and '.join(named)} given, but --systems={','.join(wanted)} "
+                            f"leaves out {name}; add {name} to --systems or drop "
+                            f"{' and '.join(named)}")
+  return scored
 
 
 def open_system(name: str, cfg: EvalConfig, image_size: int):
