@@ -1,9 +1,13 @@
 """The web page's request handling without a browser: checks and messages, the files offered
 for download (the CLI's), the detector overlay's colours, the shipped examples and the
 Gradio handler's mapping of errors to messages. The real browser: tests/app_browser_test.py."""
+import dataclasses
+import functools
 import os
 import struct
 import subprocess
+import threading
+import time
 import zlib
 
 import cv2
@@ -237,8 +241,9 @@ def test_real_models_shared_weights_give_the_cli_pixels_of_the_other_correction(
     tmp_path, photo, mask_png, model):
   """load_modules builds the non-default correction's pipeline on the default one's networks
   (one copy of the weights); it must equal what the CLI builds for that --correction (random
-  weights, moved off their init), for either --model. The default one is the CLI's own:
-  tests/app_browser_test.py."""
+  weights, moved off their init), for either --model, also when the page loads that system on
+  its first request (as it loads every system but the default). The default one is the CLI's
+  own: tests/app_browser_test.py."""
   from tfharm import systems  # pylint: disable=g-import-not-at-top
   from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
   if model == "joint":
@@ -247,10 +252,14 @@ def test_real_models_shared_weights_give_the_cli_pixels_of_the_other_correction(
   else:
     weights = dict(zip(("detector_weights", "harmoniser_weights"),
                        helpers.save_weights(str(tmp_path))))
-  app = handling.App(handling.load_modules(model, weights, jit_compile=False),
-                     work_dir=str(tmp_path / "work"), model=model)
-  assert list(app.modules) == ["l_moments", "residual"]
-  first, other = (app.modules[c].system for c in ("l_moments", "residual"))
+  default = "pipeline" if model == "joint" else "joint"  # stood in for: only `model` is real
+  app = handling.App({"l_moments": FakeModule(), "residual": FakeModule()}, model=default,
+                     work_dir=str(tmp_path / "work"), others={model: functools.partial(
+                         handling.load_modules, model, weights, jit_compile=False)})
+  assert not app.loaded(model)
+  modules = app.modules_of(model)
+  assert list(modules) == ["l_moments", "residual"]
+  first, other = (modules[c].system for c in ("l_moments", "residual"))
   network = "joint" if model == "joint" else "detector"
   assert getattr(other, network) is getattr(first, network)
   cli = files.FileHarmoniser(ServingModule(
@@ -258,15 +267,92 @@ def test_real_models_shared_weights_give_the_cli_pixels_of_the_other_correction(
   inputs = files.load_inputs(photo[0], mask_png)
   results = {}
   for system, mask in ((handling.MASK_FREE, None), (handling.WITH_MASK, inputs[1])):
-    got = results[system] = app.run(photo[0], mask_png, system, "residual")
+    got = results[system] = app.run(photo[0], mask_png, system, "residual", model)
     want = str(tmp_path / f"cli_{mask is None}.png")
     cli.write(inputs[0], mask, want, want + ".mask.png")
     np.testing.assert_array_equal(_read(got.harmonised_path), _read(want))
     np.testing.assert_array_equal(_read(got.mask_path), _read(want + ".mask.png"))
     assert np.abs(got.after.astype(int) - photo[1]).max() > 0  # it changed the photo
-  l_moments = app.run(photo[0], None, handling.MASK_FREE, "l_moments")
+  l_moments = app.run(photo[0], None, handling.MASK_FREE, "l_moments", model)
   assert not np.array_equal(l_moments.after, results[handling.MASK_FREE].after)  # it matters
   assert f"model {model}," in l_moments.summary
+
+
+def test_another_system_loads_on_its_first_request_only_and_once(tmp_path, photo):
+  """Issue 27: the page loaded and traced what it served before answering; a system other than
+  the default now loads when a request first asks for it, once, even with two racing."""
+  loads = []
+
+  def load_pipeline():
+    loads.append(threading.current_thread().name)
+    time.sleep(0.2)  # long enough for the second request to arrive while it loads
+    return {"l_moments": FakeModule(), "residual": FakeModule()}
+
+  app = handling.App({"l_moments": FakeModule(), "residual": FakeModule()}, model="joint",
+                     work_dir=str(tmp_path / "work"), others={"pipeline": load_pipeline})
+  assert app.choices == ("joint", "pipeline")
+  assert app.run(photo[0], None).summary.startswith("Result 1: 90 x 60, mask-free, model joint,")
+  assert loads == [] and not app.loaded("pipeline")
+  summaries = []
+  racing = [threading.Thread(target=lambda: summaries.append(app.run(
+      photo[0], None, handling.MASK_FREE, "l_moments", "pipeline").summary)) for _ in range(2)]
+  for thread in racing:
+    thread.start()
+  for thread in racing:
+    thread.join()
+  assert len(loads) == 1 and app.loaded("pipeline")
+  assert len(summaries) == 2 and all("model pipeline," in s for s in summaries)
+  with pytest.raises(handling.UploadError, match="unknown model 'sharpen'"):
+    app.run(photo[0], None, model="sharpen")
+
+
+def test_the_page_says_a_system_is_loading_on_its_first_use(tmp_path, photo):
+  from tfharm.app import page  # pylint: disable=g-import-not-at-top  (imports Gradio)
+  app = handling.App({"l_moments": FakeModule()}, model="joint", work_dir=str(tmp_path / "w"),
+                     others={"pipeline": lambda: {"l_moments": FakeModule()}})
+  said = []
+  harmonise = page.make_handler(app)
+  for _ in range(2):
+    harmonise(photo[0], None, handling.MASK_FREE, "l_moments", "pipeline",
+              progress=lambda *a, **k: said.append(k["desc"]))
+  pipeline = handling.words("pipeline")
+  assert said == [pipeline.loading, pipeline.working]
+
+
+def test_the_pages_words_are_the_running_systems_own(tmp_path, monkeypatch):
+  """Issue 27: the page said "the detector finds the region" and "Mask the harmoniser used"
+  while the joint model ran. Each system's words come from its spec, for any system."""
+  from tfharm import systems  # pylint: disable=g-import-not-at-top
+  from tfharm.app import page  # pylint: disable=g-import-not-at-top  (imports Gradio)
+  joint, pipeline = handling.words("joint"), handling.words("pipeline")
+  assert joint.mask_free == "mask-free (the joint model finds the region)"
+  assert joint.used_mask == "Mask the joint model used"
+  assert not any(w in text for w in ("detector", "harmoniser")
+                 for text in (joint.mask_free, joint.detection, joint.used_mask, joint.working))
+  assert pipeline.mask_free == "mask-free (the detector finds the region)"
+  assert pipeline.used_mask == "Mask the harmoniser used"
+  assert pipeline.detection.startswith("The detector's map: red = darker")
+  monkeypatch.setitem(systems.SYSTEMS, "stub", dataclasses.replace(
+      systems.SYSTEMS["joint"], title="stub net", finder="the stub", fixer="the stub's head"))
+  assert handling.words("stub").used_mask == "Mask the stub's head used"
+
+  def labels(blocks):
+    by_id = {getattr(b, "elem_id", None): b for b in blocks}
+    return ({v: k for k, v in by_id["system"].choices}[handling.MASK_FREE], by_id["detection"].label,
+            by_id["used_mask"].label, by_id["model"].value)
+
+  for default in ("joint", "pipeline"):
+    other = "pipeline" if default == "joint" else "joint"
+    app = handling.App({"l_moments": FakeModule()}, model=default, work_dir=str(tmp_path / default),
+                       others={other: dict})
+    said = handling.words(default)
+    built = page.build_page(app, [])
+    assert labels(built.blocks.values()) == (said.mask_free, said.detection, said.used_mask,
+                                             default)
+    switched = handling.words(other)  # choosing the other model relabels the same elements
+    radio, detection, used_mask = page.relabel(other)
+    assert ({v: k for k, v in radio.choices}[handling.MASK_FREE], detection.label, used_mask.label) == (
+        switched.mask_free, switched.detection, switched.used_mask)
 
 
 def _get(url: str) -> int:

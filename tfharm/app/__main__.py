@@ -3,12 +3,13 @@
   python -m tfharm.app                                  # http://127.0.0.1:7860
   python -m tfharm.app --flagfile=configs/app.flags --port=8080
 
-It serves the same system as `tfharm.harmonise` (--model: the joint model by default, or the
-paper's pipeline). The models load once, before the page is served (the program prints
-"serving on URL" when it is ready); requests run one at a time. docs/app.md has the design
-and its measurements.
+It offers every system of `tfharm.harmonise`, --model (the joint model by default) chosen at
+first: that one loads before the page is served (the program prints "serving on URL" when it
+is ready), any other on the first request that asks for it. Requests run one at a time.
+docs/app.md has the design and its measurements.
 """
 import errno
+import functools
 import os
 import shutil
 import signal
@@ -58,17 +59,30 @@ def _check_address(host: str, port: int) -> int:
                              "another --port (0: any free one)") from e
 
 
+def _weights() -> dict[str, dict[str, str]]:
+  """{system: its weight files} for --model (SetupError if they are missing) and every other
+  system whose files are there (one not offered is logged): each system takes its own weight
+  flags, as the page offers them all. No TensorFlow."""
+  from tfharm import systems  # pylint: disable=g-import-not-at-top
+  given = {flag: holder.value for flag, holder in _WEIGHTS.items()}
+  found = {}
+  for name, spec in systems.SYSTEMS.items():
+    try:
+      found[name] = systems.weight_files(name, {f: given.get(f) for f in spec.weights})
+    except (FileNotFoundError, ValueError) as e:
+      if name == _MODEL.value:
+        raise program.SetupError(str(e)) from e
+      logging.warning("the page does not offer --model=%s: %s", name, e)
+  return {_MODEL.value: found.pop(_MODEL.value), **found}
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   start = time.perf_counter()
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated page cleans up too
   port = _check_address(_HOST.value, _PORT.value)
-  from tfharm import systems  # pylint: disable=g-import-not-at-top  (no TensorFlow)
-  try:
-    weights = systems.weight_files(_MODEL.value, {k: h.value for k, h in _WEIGHTS.items()})
-  except (FileNotFoundError, ValueError) as e:
-    raise program.SetupError(str(e)) from e
+  weights = _weights()
   from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
   # TensorFlow's start-up lines, its C++ INFO lines and libraries' INFO lines (httpx's
   # "HTTP Request: GET .../startup-events") go, as in the other commands; --verbosity=1 shows them.
@@ -78,12 +92,14 @@ def main(argv):
   rows = examples.example_rows(examples_dir)
   loaded = time.perf_counter()
   logging.info("port %d on %s is free; loading the models", port, _HOST.value)
-  modules = handling.load_modules(_MODEL.value, weights, jit_compile=_JIT.value)
+  modules = handling.load_modules(_MODEL.value, weights.pop(_MODEL.value), jit_compile=_JIT.value)
   traced = time.perf_counter()
   handling.warm_up(modules)
   page_start = time.perf_counter()
   limits = handling.Limits(max_megapixels=_MAX_MP.value, max_megabytes=_MAX_MB.value)
-  harmonise_app = handling.App(modules, limits, model=_MODEL.value)
+  others = {name: functools.partial(handling.load_modules, name, files, jit_compile=_JIT.value)
+            for name, files in weights.items()}
+  harmonise_app = handling.App(modules, limits, model=_MODEL.value, others=others)
   try:  # from here on, every way out removes this run's result files
     blocks = page.build_page(harmonise_app, rows)
     try:
@@ -93,9 +109,10 @@ def main(argv):
                                f"start there ({str(e).split('. ')[0]})") from e
     end = time.perf_counter()
     # One line with the phases, for bench/bench_app.py.
-    logging.info("ready: imports %.1f s, models %.1f s, warm-up %.1f s, page %.1f s, total "
-                 "%.1f s (after Python and absl started); %d example(s)", loaded - start,
-                 traced - loaded, page_start - traced, end - page_start, end - start, len(rows))
+    logging.info("ready: imports %.1f s, weights %.1f s, graph %.1f s, page %.1f s, total "
+                 "%.1f s (after Python and absl started); %d example(s); %s loaded, %s on first "
+                 "use", loaded - start, traced - loaded, page_start - traced, end - page_start,
+                 end - start, len(rows), _MODEL.value, ", ".join(others) or "none other")
     try:  # not Gradio's block_thread: it swallows Ctrl-C, printing its own line, exit 0
       # Inside the try: a Ctrl-C sent as soon as this line is read lands here too.
       print(f"serving on {url}", flush=True)  # the line the browser test and the bench wait for

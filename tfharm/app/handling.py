@@ -5,8 +5,10 @@ Every step is the harmonise CLI's own (tfharm/harmonise.py): the upload is decod
 `ServingModule` signatures, so the harmonised PNG and the mask PNG offered for download are
 the files `python -m tfharm.harmonise --input=PHOTO [--mask=MASK] --output=X.png
 --save_mask=Y.png` writes. What the page adds: size limits checked before decoding, the
-detector's map (which FileHarmoniser computes but does not return), and messages fit for
-a page. No Gradio here (page.py), and TensorFlow only inside `load_modules`.
+detector's map (which FileHarmoniser computes but does not return), messages fit for a page,
+every system of tfharm.systems on offer (the default loaded at start, another when first asked
+for: the page answers sooner) and each system's own words. No Gradio here (page.py), and
+TensorFlow only inside `load_modules`.
 """
 from __future__ import annotations
 
@@ -16,14 +18,16 @@ import shutil
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from tfharm import systems as systems_lib
 from tfharm.app.overlay import overlay_detection
 from tfharm.serving import files, image_header
 
-MASK_FREE = "mask-free (the detector finds the region)"
+# Where the mask comes from (the page's "system" choice; its labels: `Words`).
+MASK_FREE = "mask-free"
 WITH_MASK = "with the uploaded mask"
 SYSTEMS = (MASK_FREE, WITH_MASK)
 # Kept request folders: the page's files stay downloadable for the last few results only.
@@ -52,6 +56,29 @@ class Result:
   before_path: str  # `before` as PNG, for the page
   overlay_path: str  # `overlay` as JPEG (a picture to look at, 10x cheaper to encode than PNG)
   summary: str  # one line for the page
+
+
+@dataclasses.dataclass(frozen=True)
+class Words:
+  """What the page says of system `name`, from its spec (tfharm.systems.Spec: title, finder,
+  fixer), so the page has no branch per system and a new system brings its own words."""
+  name: str
+  title: str  # the model choice
+  mask_free: str  # the mask-free choice's label (its value stays MASK_FREE)
+  detection: str  # the map's label
+  used_mask: str  # the used mask's label
+  working: str  # the progress line while it runs
+  loading: str  # the progress line while it loads (the first request that asks for it)
+
+
+def words(name: str) -> Words:
+  spec = systems_lib.spec(name)
+  finder = spec.finder[:1].upper() + spec.finder[1:]
+  return Words(
+      name=name, title=spec.title, mask_free=f"{MASK_FREE} ({spec.finder} finds the region)",
+      detection=f"{finder}'s map: red = darker than it should be, green = brighter",
+      used_mask=f"Mask {spec.fixer} used", working=f"{spec.title} at work",
+      loading=f"loading the {spec.title} (its first use on this page; a few seconds)")
 
 
 class _KeepDetection:
@@ -99,18 +126,35 @@ def _page_message(error: files.HarmoniseError, *paths: str | None) -> str:
 
 
 class App:
-  """The loaded models (one ServingModule per correction) and the requests' output folder."""
+  """The systems on offer (per system, one ServingModule per correction) and the requests'
+  output folder. `modules` are the default system's, loaded; `others` load one more system
+  each ({name: () -> its modules}), called on the first request that asks for it: the page
+  answers without paying for a system nobody uses (issue 27)."""
 
   def __init__(self, modules: dict[str, Any], limits: Limits = Limits(),
-               work_dir: str | None = None, model: str = "joint"):
-    self.modules = modules
-    self.model = model  # the system's name, shown in each result's summary
+               work_dir: str | None = None, model: str = "joint",
+               others: Mapping[str, Callable[[], dict[str, Any]]] | None = None):
+    self.modules = modules  # the default system's: its corrections are the page's choices
+    self.model = model  # the default system's name
+    self._served = {model: modules}
+    self._loaders = dict(others or {})
+    self.choices = (model, *[name for name in self._loaders if name != model])
     self.limits = limits
     self.work_dir = work_dir or tempfile.mkdtemp(prefix="tfharm-app-")
     os.makedirs(self.work_dir, exist_ok=True)
-    self._lock = threading.Lock()  # the models use both cores: one request at a time
+    # One request at a time (the models use both cores), and a system loads once: under it.
+    self._lock = threading.Lock()
     self._requests: list[str] = []
     self.results = 0  # numbered, so two equal results still read as two on the page
+
+  def loaded(self, model: str) -> bool:
+    return model in self._served
+
+  def modules_of(self, model: str) -> dict[str, Any]:
+    """System `model`'s modules, loaded now if this is its first request (under the lock)."""
+    if model not in self._served:
+      self._served[model] = self._loaders[model]()
+    return self._served[model]
 
   def _request_dir(self) -> str:
     self._requests.append(tempfile.mkdtemp(prefix="request-", dir=self.work_dir))
@@ -119,8 +163,12 @@ class App:
     return self._requests[-1]
 
   def run(self, image_path: str | None, mask_path: str | None, system: str = MASK_FREE,
-          correction: str = "l_moments") -> Result:
-    """Harmonises one upload; UploadError with a sentence for the page when it cannot."""
+          correction: str = "l_moments", model: str | None = None) -> Result:
+    """Harmonises one upload with system `model` (default: the default system); UploadError
+    with a sentence for the page when it cannot."""
+    model = model or self.model
+    if model not in self.choices:
+      raise UploadError(f"unknown model {model!r}; choose one of {', '.join(self.choices)}")
     if not image_path:
       raise UploadError("upload a photo (JPEG or PNG) or click one of the examples first")
     if system not in SYSTEMS:
@@ -146,14 +194,14 @@ class App:
       stem = os.path.splitext(os.path.basename(image_path))[0] or "image"
       harmonised_path = os.path.join(out_dir, f"{stem}_harmonised.png")
       used_mask_path = os.path.join(out_dir, f"{stem}_mask.png")
-      model = _KeepDetection(self.modules[correction])
-      harmoniser = files.FileHarmoniser(model)
+      served = _KeepDetection(self.modules_of(model)[correction])
+      harmoniser = files.FileHarmoniser(served)
       harmoniser.write(decoded, mask, harmonised_path, used_mask_path)  # the CLI's pixels
-      if model.detection is None:  # a mask was given, so only the harmoniser ran
+      if served.detection is None:  # a mask was given, so only the harmoniser ran
         harmoniser.harmonise(decoded.rgb)  # one more pass, for the detector's map only
       # The page shows files written here (cv2, fast) rather than arrays Gradio would encode
       # with Pillow; the "after" it shows is the downloadable PNG itself.
-      overlay = overlay_detection(decoded.rgb, model.detection)
+      overlay = overlay_detection(decoded.rgb, served.detection)
       before_path = os.path.join(out_dir, f"{stem}_before.png")
       overlay_path = os.path.join(out_dir, f"{stem}_detector.jpg")
       files.write_image(before_path, decoded.rgb)
@@ -166,7 +214,7 @@ class App:
     return Result(before=decoded.rgb, after=files.read_image(harmonised_path).rgb,
                   overlay=overlay, harmonised_path=harmonised_path, mask_path=used_mask_path,
                   before_path=before_path, overlay_path=overlay_path,
-                  summary=f"Result {number}: {width} x {height}, {system}, model {self.model}, "
+                  summary=f"Result {number}: {width} x {height}, {system}, model {model}, "
                           f"correction {correction}, {seconds:.1f} s{notes}")
 
 
@@ -187,9 +235,9 @@ def load_modules(model: str = "joint", weights: dict[str, str] | None = None,
 
 
 def warm_up(modules: dict[str, Any]) -> None:
-  """Traces every signature once on a tiny image, so the first upload does not pay for it."""
+  """Traces what a first upload runs (the default correction, mask-free) on a tiny image, so it
+  does not pay for tracing. The other signatures trace on their first use (about a second
+  each here, bench/RESULTS.md "Web page"): tracing them all at start was 4 traces, 45 % of
+  the start-up."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  image = tf.zeros((1, 8, 8, 3), tf.uint8)
-  for module in modules.values():
-    module.serving_default(image)
-    module.harmonise_with_mask(image, tf.zeros((1, 8, 8, 1), tf.float32))
+  next(iter(modules.values())).serving_default(tf.zeros((1, 8, 8, 3), tf.uint8))

@@ -1,7 +1,8 @@
 """The Gradio page: the demo composites on top, the inputs on the left, the result on the right.
 
 Element ids (elem_id) are the page's interface for tests/browser.py: examples, photo,
-mask, system, correction, run, compare, detection, used_mask, downloads, summary.
+mask, model, system, correction, run, compare, detection, used_mask, downloads, summary. The
+labels that name a system's parts are its own (handling.words) and follow the model choice.
 """
 from __future__ import annotations
 
@@ -39,10 +40,15 @@ def _uploaded_path(payload) -> str | None:
 def make_handler(app: handling.App):
   """The click handler: Result -> the page's outputs; UploadError -> a message on the page."""
 
-  def harmonise(image, mask, system, correction, progress=gr.Progress()):
-    progress(None, desc="detector and harmoniser at work")
+  def harmonise(image, mask, system, correction, model=None, progress=gr.Progress()):
+    model = model or app.model
+    said = handling.words(model) if model in app.choices else None
+    if said and not app.loaded(model):  # its first request loads it (App.run, under its lock)
+      progress(None, desc=said.loading)
+    elif said:
+      progress(None, desc=said.working)
     try:
-      r = app.run(_uploaded_path(image), _uploaded_path(mask), system, correction)
+      r = app.run(_uploaded_path(image), _uploaded_path(mask), system, correction, model)
     except handling.UploadError as e:
       logging.warning("refused an upload: %s", e)
       # duration None: the message stays until closed, a user may look away while it runs.
@@ -55,6 +61,14 @@ def make_handler(app: handling.App):
             [r.harmonised_path, r.mask_path], r.summary)
 
   return harmonise
+
+
+def relabel(model: str):
+  """The labels that name system `model`'s parts: the mask-free choice, the map, the mask."""
+  said = handling.words(model)
+  return (gr.Radio(choices=[(said.mask_free, handling.MASK_FREE),
+                            (handling.WITH_MASK, handling.WITH_MASK)]),
+          gr.Image(label=said.detection), gr.Image(label=said.used_mask))
 
 
 def build_page(app: handling.App, example_rows: list[list[str]]) -> gr.Blocks:
@@ -72,8 +86,14 @@ def build_page(app: handling.App, example_rows: list[list[str]]) -> gr.Blocks:
                          height=320, elem_id="photo")
         mask = gr.Image(label="Mask (optional; white = harmonise, same size as the photo)",
                         sources=["upload"], type="filepath", height=180, elem_id="mask")
-        system = gr.Radio(list(handling.SYSTEMS), value=handling.MASK_FREE, label="System",
-                          elem_id="system")
+        said = handling.words(app.model)
+        model = gr.Radio([(handling.words(name).title, name) for name in app.choices],
+                         value=app.model, label="Model", elem_id="model",
+                         info="the default loads at start, another on its first use",
+                         visible=len(app.choices) > 1)
+        system = gr.Radio([(said.mask_free, handling.MASK_FREE),
+                           (handling.WITH_MASK, handling.WITH_MASK)],
+                          value=handling.MASK_FREE, label="System", elem_id="system")
         correction = gr.Radio(
             list(app.modules), value=next(iter(app.modules)), label="Correction",
             info="l_moments: the object's L* moved onto the predicted mean and contrast; "
@@ -83,16 +103,16 @@ def build_page(app: handling.App, example_rows: list[list[str]]) -> gr.Blocks:
         compare = gr.ImageSlider(label="Before / after (drag the handle)", format="png",
                                  max_height=520, elem_id="compare")
         with gr.Row():
-          detection = gr.Image(label="Detector: red = darker than it should be, green = brighter",
-                               format="png", interactive=False, height=300,
-                               elem_id="detection")
-          used_mask = gr.Image(label="Mask the harmoniser used", format="png",
-                               interactive=False, height=300, elem_id="used_mask")
+          detection = gr.Image(label=said.detection, format="png", interactive=False,
+                               height=300, elem_id="detection")
+          used_mask = gr.Image(label=said.used_mask, format="png", interactive=False,
+                               height=300, elem_id="used_mask")
         downloads = gr.File(label="Download (PNG)", file_count="multiple", interactive=False,
                             height=120, elem_id="downloads")
         summary = gr.Markdown(elem_id="summary")
     examples.click(lambda i: tuple(example_rows[i]), inputs=examples, outputs=[photo, mask])
-    run.click(make_handler(app), inputs=[photo, mask, system, correction],
+    model.change(relabel, inputs=model, outputs=[system, detection, used_mask])
+    run.click(make_handler(app), inputs=[photo, mask, system, correction, model],
               outputs=[compare, detection, used_mask, downloads, summary], preprocess=False,
               concurrency_limit=1)
   return page

@@ -34,6 +34,11 @@ class Spec:
   photo_rows: tuple[str, ...]  # of those, the mask-free ones also scored on unedited photos
   detector: str  # the name its detection is scored under ("<detector>/iou", ...)
   labels: Mapping[str, str] = dataclasses.field(default_factory=dict)  # row -> table label
+  # The page's words for it (tfharm/app/handling.py, `words`): its name there, what finds the
+  # region (and draws the map), and what changes the photo through the mask.
+  title: str = "the model"
+  finder: str = "the model"
+  fixer: str = "the model"
 
 
 SYSTEMS: dict[str, Spec] = {
@@ -48,7 +53,8 @@ SYSTEMS: dict[str, Spec] = {
               "harmoniser_gt_mask_l_moments", "detector_harmoniser_l_moments",
               "detector_harmoniser_abstain_l_moments", "ring_l_mean_gt_mask"),
         photo_rows=("detector_harmoniser_l_moments", "detector_harmoniser_abstain_l_moments"),
-        detector="detector"),
+        detector="detector", title="detector + harmoniser (the paper's two networks)",
+        finder="the detector", fixer="the harmoniser"),
     "joint": Spec(
         "tfharm.systems.joint", {"joint_weights": "joint"},
         "the joint model, one network that finds and fixes (docs/joint.md)",
@@ -59,7 +65,9 @@ SYSTEMS: dict[str, Spec] = {
         photo_rows=("joint", "joint_l_moments"), detector="joint_detector",
         labels={"joint": "joint model, its own output (mask-free)",
                 "joint_l_moments": "joint model, L* moments (--model=joint)",
-                "joint_gt_mask": "joint model, GT mask (its L* change through it)"}),
+                "joint_gt_mask": "joint model, GT mask (its L* change through it)"},
+        title="joint model (one network finds and fixes)", finder="the joint model",
+        fixer="the joint model"),
 }
 # What harmonise, export and the page run without --model: the joint model won on validation
 # (tfharm/presets/README.md, "The default").
