@@ -9,6 +9,11 @@ photo of the embedded sample, resized), clicks Harmonise and waits until the res
 are on the page; median of --runs, mask-free and with a mask. Also the handler's own time (the
 page's summary line), the server's CPU seconds per request (stable when neighbours load the
 cores; includes its idle rate, printed too), and `python -m tfharm.harmonise` on the same photo (one process per photo) to compare.
+
+Breakdown (issue 27), each also as a ratio to `python -c "import tensorflow"` timed in the same
+run: the start-up's phases as the app logs them (imports, weights, graph = tracing, page), the
+first request's upload to result, and the first request with the other model (the page loads
+it then).
 """
 from __future__ import annotations
 
@@ -59,11 +64,13 @@ def _cpu_seconds(pid: int) -> float:
   return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _startup(phases: list[str], cpu: list[float]) -> float:
+def _startup(phases: list[dict], cpu: list[float]) -> float:
   with browser.Server(_APP_FLAGS, cwd=measure.REPO) as server:
     cpu.append(_cpu_seconds(server.proc.pid))  # the whole start-up's CPU, whatever the load
     found = [line for line in server.log if "ready: imports" in line]
-    phases.append(found[-1].split("ready: ", 1)[1].strip() if found else "?")
+    # "ready: imports 5.6 s, weights 0.5 s, graph 1.2 s, page 0.3 s, total 7.6 s (...)"
+    phases.append({k: float(v) for k, v in re.findall(r"(\w+) ([\d.]+) s", found[-1])}
+                  if found else {})
     return server.startup_seconds
 
 
@@ -86,13 +93,19 @@ def _upload_to_result(page: browser.Page, pid: int, photo: str, mask: str | None
 def main(argv):
   del argv
   print(f"# {os.cpu_count()} CPUs, load average %.2f %.2f %.2f at start" % os.getloadavg())
+  imports = measure.tensorflow_import_seconds(3)
+  tf_import = statistics.median(imports)
+  ratio = lambda seconds: f"{seconds / tf_import:.2f}x import tensorflow"
+  print(f"app.import_tensorflow {tf_import:.2f} s (runs: {', '.join(f'{s:.2f}' for s in imports)})"
+        ': python -c "import tensorflow", the floor')
   phases, cpu = [], []
   startups = [_startup(phases, cpu) for _ in range(_STARTUPS.value)]
   for phase in phases:
-    print(f"# start-up phases: {phase}")
+    print("# start-up phases (after Python started): " + ", ".join(
+        f"{k} {v:.1f} s ({v / tf_import:.2f}x)" for k, v in phase.items()))
   if startups:
-    print(f"app.startup_seconds {statistics.median(startups):.1f} s "
-          f"(runs: {', '.join(f'{s:.1f}' for s in startups)})")
+    print(f"app.startup_seconds {statistics.median(startups):.1f} s = "
+          f"{ratio(statistics.median(startups))} (runs: {', '.join(f'{s:.1f}' for s in startups)})")
     print(f"app.startup_cpu {statistics.median(cpu):.1f} CPU-s "
           f"(runs: {', '.join(f'{c:.1f}' for c in cpu)})")
   with tempfile.TemporaryDirectory() as tmp:
@@ -104,12 +117,19 @@ def main(argv):
       idle = (_cpu_seconds(server.proc.pid) - cpu) / (time.perf_counter() - start)
       print(f"app.idle_cpu {idle:.3f} CPU-s/s (page open, no request)")
       for name, m in (("mask_free", None), ("with_mask", mask)):
-        _upload_to_result(page, server.proc.pid, photo, m)  # untimed: the first request
+        first = _upload_to_result(page, server.proc.pid, photo, m)  # the first request
+        print(f"app.{name}.first_request_total_1024x768 {first['total']:.2f} s = "
+              f"{ratio(first['total'])}" + (" (traces its signature)" if m else ""))
         runs = [_upload_to_result(page, server.proc.pid, photo, m) for _ in range(_RUNS.value)]
         for key, unit in (("total", "s"), ("handler", "s"), ("cpu", "CPU-s")):
           values = [r[key] for r in runs]
           print(f"app.{name}.{key}_1024x768 {statistics.median(values):.2f} {unit} "
                 f"(runs: {', '.join(f'{v:.2f}' for v in values)})")
+      page.choose("model", "detector + harmoniser")  # the other system: loaded now
+      other = _upload_to_result(page, server.proc.pid, photo, None)
+      print(f"app.other_model.first_request_total_1024x768 {other['total']:.2f} s = "
+            f"{ratio(other['total'])} (loads and traces the pipeline)")
+      page.choose("model", "joint model")
       if _SCREENSHOT.value:
         page.choose("system", "mask-free")
         page.load_example(1)

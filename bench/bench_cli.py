@@ -11,9 +11,17 @@ and off (--nocache). Memory: a 6000x4000 JPEG (a COCO photo upscaled, with noise
 compresses like a photo), bytes per pixel = peak RSS / pixels, and the part that grows with the
 image, (peak - peak at 640x480) / (pixel difference). With --reference_repo the same commands
 run in that checkout too, and the outputs are compared pixel for pixel.
+
+Breakdown (issue 27): `python -c "import tensorflow"` is timed in the same run (the floor of
+any TensorFlow command), then one start-up is split into its phases in a fresh process doing
+what the command does with a clock between the steps: import, weights, graph (trace; with a
+warm cache the SavedModel load gives weights and graph at once) and first result (decode,
+harmonise, write the 640x480 photo); each phase and the whole command are given as a ratio to
+that import. The target: a warm-cache photo within 1.2x of it.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +37,8 @@ from tfharm.cli import program
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Runs per start-up figure (median).")
 _MEGAPIXELS = flags.DEFINE_boolean("megapixels", True, "Also the 6000x4000 memory figure.")
 _REFERENCE = flags.DEFINE_string("reference_repo", None, "Another checkout to compare with.")
+_ONE = flags.DEFINE_string("one", None, "Internal: time one start-up's phases in this process "
+                           "(JSON: mode, photo, output) and print them as JSON.")
 _PHOTO = os.path.join(measure.REPO, "data_builders", "luminance_composites", "dummy_data",
                       "val2017", "000000022892.jpg")
 
@@ -98,6 +108,55 @@ def bench(repo: str, label: str, work: str, photo640: str, photo24: str | None) 
   return results
 
 
+def phases(mode: str, photo: str, output: str) -> dict:
+  """One start-up of the harmonise command in this (fresh) process, phase by phase: the
+  command's own steps (tfharm/harmonise.py `_runner`, the default system, l_moments), timed.
+  mode "warm": the cached SavedModel (it must exist), "build": Keras build and trace."""
+  t0 = time.perf_counter()
+  from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
+  quiet.start_tensorflow(False, keras=mode == "build")
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tfharm import systems  # pylint: disable=g-import-not-at-top
+  from tfharm.metrics.device import default_jit_compile  # pylint: disable=g-import-not-at-top
+  from tfharm.serving import cache, files  # pylint: disable=g-import-not-at-top
+  if mode == "build":
+    from tfharm.serving.signatures import ServingModule  # pylint: disable=g-import-not-at-top
+  t_import = time.perf_counter()
+  weights = systems.weight_files(systems.DEFAULT)
+  jit = default_jit_compile()
+  if mode == "warm":  # weights and graph come in one SavedModel load
+    path = os.path.join(cache.cache_dir(), cache.key(weights, "l_moments", jit), "harmonise")
+    loaded = tf.saved_model.load(path)
+    runner = cache.Runner(loaded.signatures["harmonise"], None, path)
+    t_weights = t_graph = time.perf_counter()
+  else:
+    module = ServingModule(systems.load(systems.DEFAULT, weights), jit_compile=jit)
+    t_weights = time.perf_counter()
+    module.harmonise_uint8.get_concrete_function()
+    runner = cache.runner_from_module(module)
+    t_graph = time.perf_counter()
+  files.FileHarmoniser(runner).write(*files.load_inputs(photo), output, None)
+  t_result = time.perf_counter()
+  return {"import": t_import - t0, "weights": t_weights - t_import, "graph": t_graph - t_weights,
+          "first_result": t_result - t_graph, "total": t_result - t0}
+
+
+def _breakdown(work: str, photo640: str, tf_import: float) -> None:
+  """Each phase of a warm-cache and of a built start-up, in seconds and x the TF import."""
+  env = dict(os.environ, TFHARM_CACHE_DIR=os.path.join(work, "breakdown-cache"))
+  subprocess.run([sys.executable, "-m", "tfharm.harmonise", f"--input={photo640}",
+                  f"--output={work}/breakdown_fill.png"], cwd=measure.REPO, env=env,
+                 check=True, capture_output=True)  # fills the cache
+  for mode in ("warm", "build"):
+    spec = {"mode": mode, "photo": photo640, "output": f"{work}/breakdown_{mode}.png"}
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__),
+                           f"--one={json.dumps(spec)}"], cwd=measure.REPO, env=env, check=True,
+                          capture_output=True, text=True)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    parts = ", ".join(f"{k} {v:.2f} s ({v / tf_import:.2f}x)" for k, v in got.items())
+    print(f"cli.this.breakdown_640x480_{mode}: {parts} (after Python started)", flush=True)
+
+
 def _compare(a: str, b: str, what: str) -> None:
   import cv2  # pylint: disable=g-import-not-at-top
   x, y = cv2.imread(a).astype(int), cv2.imread(b).astype(int)
@@ -108,9 +167,16 @@ def _compare(a: str, b: str, what: str) -> None:
 
 def main(argv):
   del argv
+  if _ONE.value:
+    print(json.dumps(phases(**json.loads(_ONE.value))))
+    return
   import platform  # pylint: disable=g-import-not-at-top
   print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores; load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+  imports = measure.tensorflow_import_seconds(_REPEATS.value)
+  tf_import = _median(imports)
+  print(f"cli.import_tensorflow {tf_import:.2f} s wall (median of "
+        f"{', '.join(f'{s:.2f}' for s in imports)}): python -c \"import tensorflow\"", flush=True)
   with tempfile.TemporaryDirectory() as work:
     photo640 = os.path.join(work, "photo_640x480.jpg")
     _make_photo(photo640, 640, 480)
@@ -118,7 +184,12 @@ def main(argv):
     if _MEGAPIXELS.value:
       photo24 = os.path.join(work, "photo_6000x4000.jpg")
       _make_photo(photo24, 6000, 4000)  # ~1.9 GB here: the figures come from /usr/bin/time
-    bench(measure.REPO, "this", work, photo640, photo24)
+    results = bench(measure.REPO, "this", work, photo640, photo24)
+    for mode in ("cold", "warm", "nocache"):
+      if mode in results:
+        print(f"cli.this.startup_640x480_{mode}_vs_import_tensorflow "
+              f"{results[mode]['wall'] / tf_import:.2f}x", flush=True)
+    _breakdown(work, photo640, tf_import)
     if _REFERENCE.value:
       bench(os.path.abspath(_REFERENCE.value), "reference", work, photo640, photo24)
       _compare(os.path.join(work, "this_warm.png"), os.path.join(work, "reference_nocache.png")

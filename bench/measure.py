@@ -9,6 +9,9 @@ import time
 from typing import Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A bench measures the tfharm of its own checkout, as the commands it spawns there (cwd first)
+# do, even when the installed (editable) tfharm is another checkout's.
+sys.path.insert(0, REPO)
 
 
 def median_time(fn: Callable[[], object], warmup: int, iters: int) -> tuple[float, float]:
@@ -26,6 +29,20 @@ def median_time(fn: Callable[[], object], warmup: int, iters: int) -> tuple[floa
     wall.append(time.perf_counter() - t)
     cpu.append(time.process_time() - c)
   return sorted(wall)[len(wall) // 2], sorted(cpu)[len(cpu) // 2]
+
+
+def tensorflow_import_seconds(repeats: int = 3) -> list[float]:
+  """Wall seconds of `python -c "import tensorflow"` in fresh processes: the floor of any
+  command that uses TensorFlow, measured in the same run as the figures it is compared with
+  (on shared cores, only such ratios hold)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  runs = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import tensorflow"], check=True, env=env, cwd=REPO,
+                   capture_output=True)
+    runs.append(time.perf_counter() - t)
+  return runs
 
 
 def peak_conv_flops(precision: str = "float32", iters: int = 3) -> float:
