@@ -236,8 +236,8 @@ def load_modules(model: str = "joint", weights: dict[str, str] | None = None,
 
 def warm_up(modules: dict[str, Any]) -> None:
   """Traces what a first upload runs (the default correction, mask-free) on a tiny image, so it
-  does not pay for tracing. The other signatures trace on their first use (about a second
-  each here, bench/RESULTS.md "Web page"): tracing them all at start was 4 traces, 45 % of
-  the start-up."""
+  does not pay for tracing. The other signatures trace on their first use (+~2.5 s on that
+  request here): tracing all four at start was 45 % of the start-up (bench/RESULTS.md,
+  "Start-up against ...")."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   next(iter(modules.values())).serving_default(tf.zeros((1, 8, 8, 3), tf.uint8))
