@@ -16,7 +16,7 @@ import os
 
 from absl import app, flags
 
-from tfharm import validation
+from tfharm.evaluation import quick_scores
 from tfharm.data import pipeline
 from tfharm.models import checkpoints
 from tfharm.cli import program
@@ -45,8 +45,8 @@ def _score(model) -> dict:
   data = pipeline.make_dataset(_DATA.value, _SPLIT.value, config=_CONFIG.value, batch_size=16,
                                max_examples=_MAX.value or None)
   if _MODEL.value == "harmoniser":
-    return validation.harmoniser_scores(model, data)
-  return validation.detector_scores(model, data)
+    return quick_scores.harmoniser_scores(model, data)
+  return quick_scores.detector_scores(model, data)
 
 
 def main(argv):

@@ -20,7 +20,7 @@ import os
 from absl import app, flags
 import numpy as np
 
-from tfharm import validation
+from tfharm.evaluation import quick_scores
 from tfharm.data import pipeline
 from tfharm import presets
 from tfharm.models import checkpoints, detector, layer_files
@@ -37,7 +37,7 @@ flags.mark_flags_as_required(["data_dir"])
 
 
 def _scores(model, split: str, n: int | None = None) -> dict:
-  return validation.detector_scores(model, pipeline.make_dataset(
+  return quick_scores.detector_scores(model, pipeline.make_dataset(
       _DATA.value, split, config="256", batch_size=8, max_examples=n))
 
 

@@ -20,8 +20,9 @@ import os
 
 from absl import app, flags
 
-from tfharm import presets, validation
+from tfharm import presets
 from tfharm.data import pipeline
+from tfharm.evaluation import quick_scores
 from tfharm.models import checkpoints, harmoniser
 from tfharm.cli import program
 
@@ -39,7 +40,7 @@ SUBSET = 16
 
 
 def _scores(model, split: str, max_examples: int | None = None) -> dict:
-  return validation.harmoniser_scores(model, pipeline.make_dataset(
+  return quick_scores.harmoniser_scores(model, pipeline.make_dataset(
       _DATA.value, split, config="256", batch_size=16, max_examples=max_examples))
 
 

@@ -8,10 +8,11 @@ The scores are `python -m tfharm.eval --joint_weights=<the shipped file>` runs o
 validation and test splits (configs/eval_coco_validation.flags, configs/eval_coco.flags): this
 script checks they scored exactly the file it ships (SHA-256) and keeps the mask-free rows, the
 shares and the unedited-photo figures, beside the pipeline's in the same run. It also scores
-the file itself on the test split's first 16 composites (`test_first_16`, tfharm.validation.
-joint_scores: what tests/models/checkpoints_test.py re-measures in seconds). The file is made
-first with --metrics unset (it prints the path to evaluate), then recorded. The recipe is the
-last invocation in the run's flags.txt (each resume appends one), machine paths left out.
+the file itself on the test split's first 16 composites (`test_first_16`,
+tfharm.evaluation.quick_scores.joint_scores: what tests/models/checkpoints_test.py re-measures
+in seconds). The file is made first with --metrics unset (it prints the path to evaluate),
+then recorded. The recipe is the last invocation in the run's flags.txt (each resume appends
+one), machine paths left out.
 """
 from __future__ import annotations
 
@@ -62,10 +63,10 @@ def recipe(workdir: str) -> list[str]:
 
 
 def first_test_scores(weights: str, data_dir: str) -> dict:
-  from tfharm import validation  # pylint: disable=g-import-not-at-top
+  from tfharm.evaluation import quick_scores  # pylint: disable=g-import-not-at-top
   from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
   from tfharm.models import joint  # pylint: disable=g-import-not-at-top
-  return validation.joint_scores(joint.load_joint(weights), pipeline.make_dataset(
+  return quick_scores.joint_scores(joint.load_joint(weights), pipeline.make_dataset(
       data_dir, "test", config="256", batch_size=SUBSET, max_examples=SUBSET))
 
 

@@ -59,10 +59,10 @@ def test_no_import_cycles():
 
 
 def test_the_scan_sees_lazy_imports_and_the_folders_outside_the_package():
-  """tfharm/validation.py imports the detector task inside a function: the scan must find it;
-  and it reads data_builders/ and scripts/ too."""
+  """tfharm/evaluation/quick_scores.py imports the detector task inside a function: the scan must
+  find it; and it reads data_builders/ and scripts/ too."""
   graph = import_graph()
-  assert "tfharm.training.tasks.detector" in graph["tfharm.validation"]
+  assert "tfharm.training.tasks.detector" in graph["tfharm.evaluation.quick_scores"]
   builder = "data_builders.luminance_composites.luminance_composites_dataset_builder"
   assert "tfharm.data.luminance_composites" in graph[builder]
   assert "tfharm.presets" in graph["scripts.ship_joint"]

@@ -60,10 +60,10 @@ def test_shipped_harmoniser_record_says_what_it_does(shipped_record):
 def test_shipped_harmoniser_reproduces_its_recorded_numbers(shipped_record, coco_mini_build):
   """The test split's first 16 composites (the test split is val2017 alone, so the coco_mini
   build has the same ones); scripts/ship_harmoniser.py scores both whole splits."""
-  from tfharm import validation
+  from tfharm.evaluation import quick_scores
   from tfharm.data import pipeline
   data_dir = coco_mini_build.data_dir.split("/luminance_composites/")[0]
-  scores = validation.harmoniser_scores(models.from_preset("harmoniser_256"), pipeline.make_dataset(
+  scores = quick_scores.harmoniser_scores(models.from_preset("harmoniser_256"), pipeline.make_dataset(
       data_dir, "test", batch_size=16, max_examples=16))
   recorded = shipped_record["test_first_16"]
   assert shipped_record["test"]["num_examples"] == 146
@@ -96,12 +96,12 @@ def test_shipped_detector_reproduces_its_recorded_numbers(shipped_detector_recor
                                                           coco_mini_build):
   """The first 16 test composites (the detector costs ~1 s per image here; the whole
   validation and test splits are re-scored by scripts/ship_detector.py)."""
-  from tfharm import validation
+  from tfharm.evaluation import quick_scores
   from tfharm.data import pipeline
   from tfharm.models import detector
   data_dir = coco_mini_build.data_dir.split("/luminance_composites/")[0]
   recorded = shipped_detector_record["test_first_16"]
-  scores = validation.detector_scores(
+  scores = quick_scores.detector_scores(
       detector.load_detector(DETECTOR_256),
       pipeline.make_dataset(data_dir, "test", batch_size=8, max_examples=16))
   assert scores["num_examples"] == recorded["num_examples"] == 16
@@ -117,7 +117,7 @@ def test_shipped_joint_reproduces_its_recorded_numbers(coco_mini_build):
   `tfharm.eval --joint_weights` on both splits, checked by scripts/ship_joint.py), and it
   reproduces the joint rows of the test split's first 16 composites (the same pixels as the
   evaluation: models.methods.joint_images, which tfharm.evaluation.runner scores)."""
-  from tfharm import validation  # pylint: disable=g-import-not-at-top
+  from tfharm.evaluation import quick_scores  # pylint: disable=g-import-not-at-top
   from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
   from tfharm.models import joint  # pylint: disable=g-import-not-at-top
   from tfharm.weights import store  # pylint: disable=g-import-not-at-top
@@ -127,7 +127,7 @@ def test_shipped_joint_reproduces_its_recorded_numbers(coco_mini_build):
   assert os.path.getsize(preset.weights_path) <= 25 * 2**20
   assert record["test"]["num_examples"] == 146
   data_dir = coco_mini_build.data_dir.split("/luminance_composites/")[0]
-  scores = validation.joint_scores(joint.load_joint(preset.weights_path), pipeline.make_dataset(
+  scores = quick_scores.joint_scores(joint.load_joint(preset.weights_path), pipeline.make_dataset(
       data_dir, "test", batch_size=16, max_examples=16))
   recorded = record["test_first_16"]
   assert scores["num_examples"] == recorded["num_examples"] == 16

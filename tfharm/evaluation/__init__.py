@@ -1,6 +1,8 @@
 """Evaluation of the detector + harmoniser pipeline (paper Table 1, Figs. 4-5).
 
 `evaluate(EvalConfig(...))` is the library entry point; `python -m tfharm.eval` the command.
+`quick_scores` holds one network's means without LPIPS, tables or figures (what checkpoints are
+chosen on; `python -m tfharm.validation`).
 """
 
 from tfharm.evaluation.evaluator import evaluate

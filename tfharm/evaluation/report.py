@@ -17,6 +17,7 @@ from tfharm import systems
 from tfharm.evaluation import columns
 from tfharm.evaluation.methods import photo_rows_in
 from tfharm.evaluation.runner import ID_FIELDS, detectors_in, methods_in
+from tfharm.metrics import aggregate
 
 # Dolhasz et al. 2020, Table 1 (their resolution, full COCO, their weights); the metrics are
 # the column table's `paper` columns.
@@ -57,8 +58,9 @@ def label(row: str) -> str:
 
 
 def _mean(values: np.ndarray) -> float | None:
-  finite = values[~np.isnan(values)]
-  return float(np.mean(finite)) if finite.size else None
+  """aggregate.nanmean, with None (null in metrics.json) where no image has a value."""
+  mean = aggregate.nanmean([values])
+  return None if math.isnan(mean) else mean
 
 
 def suprathreshold(per_image: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The image each evaluated method produces: one definition for the evaluation
-(tfharm.evaluation.runner), the validation command (tfharm.validation) and the training metrics
-(tfharm.training.tasks.harmoniser), so that a row name means the same pixels in all three.
+(tfharm.evaluation.runner), its quick scores (tfharm.evaluation.quick_scores) and the training
+metrics (tfharm.training.tasks.harmoniser), so that a row name means the same pixels in all three.
 
 A method is named after the mask its harmoniser input was given (`harmoniser_gt_mask`: the
 ground-truth mask, the paper's C_s; `detector_harmoniser`: the detector's soft mask, C_p; ...),
