@@ -9,7 +9,6 @@ fig_differentials.png, examples.png and tensorboard/ into --output_dir (all or n
 prints the summary table. --output_dir is checked first (a file in the way, no permission, a
 full disk: an error within a second, before TensorFlow starts); staging directories of
 interrupted runs are removed. Exit status: 0 done, 2 usage or setup error, 3 internal error.
-Flags are defined here only: this module is only run as a program.
 """
 
 from __future__ import annotations
@@ -19,41 +18,49 @@ from absl import app, flags
 from tfharm import systems  # no TensorFlow
 from tfharm.cli import program
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites.")
-_DATASET_CONFIG = flags.DEFINE_string("dataset_config", "256", "Builder config (256, paper_256, ...).")
-_SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the results go.")
-_DETECTOR_WEIGHTS = flags.DEFINE_string(
-    "detector_weights", None,
-    "Detector file (head file, .keras or .weights.h5) or preset name. Default: preset "
-    "detector_256, package data of tfharm (not relative to the cwd).")
-_HARMONISER_WEIGHTS = flags.DEFINE_string(
-    "harmoniser_weights", None,
-    "Harmoniser .weights.h5/.keras or preset name. Default: preset harmoniser_256.")
-_JOINT_WEIGHTS = flags.DEFINE_string(
-    "joint_weights", None, "The joint model scored (tfharm.models.joint; .keras, .weights.h5 or "
-    "a preset name). Default: preset joint_256. Rows joint, joint_l_moments (mask-free), "
-    "joint_gt_mask, and its detection (joint_detector).")
-_SYSTEMS = flags.DEFINE_list(
-    "systems", None, f"The systems scored ({', '.join(systems.NAMES)}). Default: all, so the "
-    f"default system ({systems.DEFAULT}) has rows in every table. --systems=pipeline scores the "
-    "paper's pipeline alone, which is always scored (its rows are the paper's Table 1).")
-_MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per graph call.")
-_LPIPS_NET = flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone.")
-_JIT_COMPILE = flags.DEFINE_bool(
-    "jit_compile", None, "XLA for the evaluation graph. Default: on with a GPU, off on CPU "
-    "(tfharm.metrics.device.default_jit_compile).")
-_THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Binarised-mask and IoU/F1 threshold, in "
-                                "[0, 1): a soft mask value above it counts as positive.")
-_GATE_FILE = flags.DEFINE_string(
-    "gate_file", None, "Abstention gate of the abstaining rows (scripts/calibrate_gate.py). "
-    "Default: tfharm/presets/gate_256.json when present (it must match the weights), else none.")
-_REAL_PHOTOS = flags.DEFINE_bool("real_photos", True, "Also run the split's unedited photos "
-                                 "through the mask-free rows (do-no-harm section).")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace results already in --output_dir.")
-_PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar (examples/s).")
-flags.mark_flags_as_required(["data_dir", "output_dir"])
+
+def _define_flags() -> None:
+  """Command-line flags, defined only when run as a program: importing this module must not
+  claim flag names (e.g. --data_dir) that other programs define too."""
+  global _DATA_DIR, _DATASET_CONFIG, _SPLIT, _OUTPUT_DIR, _DETECTOR_WEIGHTS, _HARMONISER_WEIGHTS
+  global _JOINT_WEIGHTS, _SYSTEMS, _MAX_EXAMPLES, _BATCH_SIZE, _LPIPS_NET, _JIT_COMPILE
+  global _THRESHOLD, _GATE_FILE, _REAL_PHOTOS, _OVERWRITE, _PROGRESS
+  _DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites.")
+  _DATASET_CONFIG = flags.DEFINE_string("dataset_config", "256",
+                                        "Builder config (256, paper_256, ...).")
+  _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
+  _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where the results go.")
+  _DETECTOR_WEIGHTS = flags.DEFINE_string(
+      "detector_weights", None,
+      "Detector file (head file, .keras or .weights.h5) or preset name. Default: preset "
+      "detector_256, package data of tfharm (not relative to the cwd).")
+  _HARMONISER_WEIGHTS = flags.DEFINE_string(
+      "harmoniser_weights", None,
+      "Harmoniser .weights.h5/.keras or preset name. Default: preset harmoniser_256.")
+  _JOINT_WEIGHTS = flags.DEFINE_string(
+      "joint_weights", None, "The joint model scored (tfharm.models.joint; .keras, .weights.h5 or "
+      "a preset name). Default: preset joint_256. Rows joint, joint_l_moments (mask-free), "
+      "joint_gt_mask, and its detection (joint_detector).")
+  _SYSTEMS = flags.DEFINE_list(
+      "systems", None, f"The systems scored ({', '.join(systems.NAMES)}). Default: all, so the "
+      f"default system ({systems.DEFAULT}) has rows in every table. --systems=pipeline scores the "
+      "paper's pipeline alone, which is always scored (its rows are the paper's Table 1).")
+  _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
+  _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per graph call.")
+  _LPIPS_NET = flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone.")
+  _JIT_COMPILE = flags.DEFINE_bool(
+      "jit_compile", None, "XLA for the evaluation graph. Default: on with a GPU, off on CPU "
+      "(tfharm.metrics.device.default_jit_compile).")
+  _THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Binarised-mask and IoU/F1 threshold, in "
+                                  "[0, 1): a soft mask value above it counts as positive.")
+  _GATE_FILE = flags.DEFINE_string(
+      "gate_file", None, "Abstention gate of the abstaining rows (scripts/calibrate_gate.py). "
+      "Default: tfharm/presets/gate_256.json when present (it must match the weights), else none.")
+  _REAL_PHOTOS = flags.DEFINE_bool("real_photos", True, "Also run the split's unedited photos "
+                                   "through the mask-free rows (do-no-harm section).")
+  _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace results already in --output_dir.")
+  _PROGRESS = flags.DEFINE_bool("progress", True, "Show a progress bar (examples/s).")
+  flags.mark_flags_as_required(["data_dir", "output_dir"])
 
 
 def main(argv):
@@ -90,4 +97,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   program.run(main)

@@ -17,7 +17,7 @@ _PARSE = textwrap.dedent("""
   import importlib, sys
   from absl import flags
   module = importlib.import_module(sys.argv[1])
-  getattr(module, "_define_flags", lambda: None)()  # tfharm.eval defines them at import
+  module._define_flags()  # every command defines its flags there, never at import
   for path in sys.argv[2:]:
     flags.FLAGS.unparse_flags()
     try:
