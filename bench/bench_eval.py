@@ -3,7 +3,7 @@
   python bench/bench_eval.py                       # needs the demo build (make demo's first step)
   python bench/bench_eval.py --xla=false --examples=8
 
-End to end = `tfharm.evaluation.runner.run` over the demo build at 256x256: decode, detector
+End to end = `tfharm.evaluation.loop.run` over the demo build at 256x256: decode, detector
 once, harmoniser on 4B, pixel metrics on 7 methods, LPIPS (ground truth once + 7 methods),
 localisation; the first batch (tracing / XLA compilation) is excluded from the rate. Each XLA
 setting runs in its own subprocess. Models are randomly initialised: the cost does not depend
@@ -41,15 +41,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _build(xla: bool):
   import keras  # pylint: disable=g-import-not-at-top
-  from tfharm.evaluation import runner  # pylint: disable=g-import-not-at-top
+  from tfharm.evaluation.graph import EvalGraph  # pylint: disable=g-import-not-at-top
   from tfharm.metrics import lpips as lpips_lib  # pylint: disable=g-import-not-at-top
   from tfharm.models import detector as det  # pylint: disable=g-import-not-at-top
   from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(0)
   from tfharm.systems.pipeline import PipelineSystem  # pylint: disable=g-import-not-at-top
-  return runner.EvalGraph([PipelineSystem(det.Detector(det.DetectorConfig()),
-                                          Harmoniser(HarmoniserConfig(image_size=256)))],
-                          lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=xla)
+  return EvalGraph([PipelineSystem(det.Detector(det.DetectorConfig()),
+                                   Harmoniser(HarmoniserConfig(image_size=256)))],
+                   lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=xla)
 
 
 def graph_flops(graph) -> dict[str, float]:
@@ -90,7 +90,7 @@ def _variant(spec: dict) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tfharm.data import pipeline as data_pipeline  # pylint: disable=g-import-not-at-top
-  from tfharm.evaluation import runner  # pylint: disable=g-import-not-at-top
+  from tfharm.evaluation import loop, methods  # pylint: disable=g-import-not-at-top
   from tfharm.metrics import image as image_metrics  # pylint: disable=g-import-not-at-top
   from tfharm.metrics import localisation  # pylint: disable=g-import-not-at-top
   from tfharm.models import detector as det  # pylint: disable=g-import-not-at-top
@@ -101,7 +101,7 @@ def _variant(spec: dict) -> dict:
   ds = data_pipeline.make_dataset(spec["data_dir"], spec["split"], batch_size=spec["batch"],
                                   max_examples=n)
   c0 = time.process_time()
-  results = runner.run(graph, ds, n, [], progress=False)
+  results = loop.run(graph, ds, n, [], progress=False)
   cpu = time.process_time() - c0
   out = {"examples": results.num_examples, "timing": results.timing, "cpu_s": cpu}
   if spec["xla"] or not spec["breakdown"]:
@@ -110,7 +110,7 @@ def _variant(spec: dict) -> dict:
   # Stage breakdown on one batch, each part alone (no XLA).
   batch = next(iter(ds))
   comp, real, mask = batch["composite"], batch["real"], batch["mask"]
-  b, k = int(comp.shape[0]), len(runner.METHODS)
+  b, k = int(comp.shape[0]), len(methods.METHODS)
   detector, harmoniser, lp = graph.systems[0].detector, graph.systems[0].harmoniser, graph.lpips
   soft = det.soft_mask(det.detection_channels(detector(comp, training=False)))
   masks = tf.concat([mask, soft, tf.cast(soft > 0.5, tf.float32), tf.zeros_like(mask)], 0)

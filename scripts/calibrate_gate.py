@@ -22,8 +22,8 @@ from absl import flags, logging
 import numpy as np
 import tensorflow as tf
 
+from tfharm import presets
 from tfharm.data import pipeline
-from tfharm.evaluation import runner
 from tfharm.metrics import image as image_metrics
 from tfharm.models import abstention, correction, detector as detector_lib, harmoniser as h_lib
 from tfharm.weights import store
@@ -32,7 +32,7 @@ from tfharm.cli import program
 _DATA = flags.DEFINE_string("data_dir", None, "TFDS data_dir holding luminance_composites/256.")
 _DETECTOR = flags.DEFINE_string("detector_weights", None, "Default: the shipped detector.")
 _HARMONISER = flags.DEFINE_string("harmoniser_weights", None, "Default: the shipped harmoniser.")
-_OUTPUT = flags.DEFINE_string("output", runner.GATE_256, "Gate file to write.")
+_OUTPUT = flags.DEFINE_string("output", presets.GATE_256, "Gate file to write.")
 _THRESHOLDS = flags.DEFINE_list("pixel_thresholds", ["0", "0.5", "0.7", "0.8", "0.9", "0.95"],
                                 "Grid: soft-mask values below are dropped.")
 _AREAS = flags.DEFINE_list("min_areas", ["0", "0.005", "0.01", "0.02", "0.05", "0.1"],

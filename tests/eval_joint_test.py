@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from tfharm import evaluation
 from tfharm import presets
-from tfharm.evaluation import report, runner
+from tfharm.evaluation import loaders, report
+from tfharm.evaluation import methods as eval_methods
+from tfharm.evaluation.graph import EvalGraph
 from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
 from tfharm.metrics import lpips as lpips_lib
@@ -28,8 +30,8 @@ from tests.models.trained_weights import small_joint_model as _joint
 def joint_graph():
   keras.utils.set_random_seed(1)
   pipeline = PipelineSystem(_stub_detector(), Harmoniser(HarmoniserConfig(image_size=S)))
-  return runner.EvalGraph([pipeline, JointSystem(_joint(), image_size=S)],
-                          lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=False)
+  return EvalGraph([pipeline, JointSystem(_joint(), image_size=S)],
+                   lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=False)
 
 
 def test_joint_rows_and_detection_equal_the_standalone_functions(joint_graph):
@@ -52,7 +54,7 @@ def test_joint_rows_and_detection_equal_the_standalone_functions(joint_graph):
   for k in ("iou", "f1", "ap"):
     np.testing.assert_allclose(out["joint_detector"][k], loc[k], rtol=1e-6)
   # The pipeline's rows are still there and unchanged by the joint model's presence.
-  assert set(runner.METHODS) < set(out["metrics"])
+  assert set(eval_methods.METHODS) < set(out["metrics"])
   photos = joint_graph.compute_real_photos(real)
   assert {"joint/psnr", "joint_l_moments/psnr", "joint_detector/fire_fraction"} <= set(photos)
   assert "joint_gt_mask/psnr" not in photos  # unedited photos have no mask
@@ -63,9 +65,9 @@ def test_joint_rows_and_detection_equal_the_standalone_functions(joint_graph):
 
 
 def test_without_a_joint_model_the_rows_are_absent():
-  assert runner.methods_in({"composite/mse": 0}) == runner.METHODS
-  assert runner.methods_in({"joint/mse": 0}) == runner.METHODS + ("joint",)
-  assert runner.detectors_in({"detector/iou": 0}) == ("detector",)
+  assert eval_methods.methods_in({"composite/mse": 0}) == eval_methods.METHODS
+  assert eval_methods.methods_in({"joint/mse": 0}) == eval_methods.METHODS + ("joint",)
+  assert eval_methods.detectors_in({"detector/iou": 0}) == ("detector",)
 
 
 def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # noqa: F811
@@ -73,10 +75,10 @@ def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # 
   _joint().save(path)
   metrics = evaluation.evaluate(_config(demo_build, weight_files, tmp_path / "out",
                                         joint_weights=path, systems=None))
-  for name in runner.JOINT_METHODS:
+  for name in eval_methods.JOINT_METHODS:
     assert np.isfinite(metrics["methods"][name]["psnr"]), name
     assert name in metrics["shares"]
-    assert (name in metrics["real_photos"]) == (name in runner.JOINT_MASK_FREE_METHODS), name
+    assert (name in metrics["real_photos"]) == (name in eval_methods.JOINT_MASK_FREE_METHODS), name
   assert set(metrics["joint_detector"]) == {"iou", "f1", "ap"}
   assert metrics["provenance"]["joint_weights"]["path"] == path
   table = open(tmp_path / "out" / "table.md").read()
@@ -93,25 +95,25 @@ def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # 
 def test_the_default_system_is_scored_without_a_flag_and_can_be_left_out(tmp_path):
   """Issue 27: the joint model (the default system) was in a table only with --joint_weights."""
   config = lambda **kw: evaluation.EvalConfig(data_dir="d", output_dir=str(tmp_path), **kw)
-  assert runner.scored_systems(config()) == ("pipeline", "joint")
-  _, files = runner.open_system("joint", config(), 256)
+  assert loaders.scored_systems(config()) == ("pipeline", "joint")
+  _, files = loaders.open_system("joint", config(), 256)
   assert files == {"joint_weights": presets.get("joint_256").weights_path}
-  assert runner.scored_systems(config(systems=("pipeline",))) == ("pipeline",)
-  assert runner.scored_systems(config(systems=())) == ("pipeline",)  # --systems= (empty)
-  assert runner.scored_systems(config(systems=("joint",))) == ("pipeline", "joint")
+  assert loaders.scored_systems(config(systems=("pipeline",))) == ("pipeline",)
+  assert loaders.scored_systems(config(systems=())) == ("pipeline",)  # --systems= (empty)
+  assert loaders.scored_systems(config(systems=("joint",))) == ("pipeline", "joint")
   with pytest.raises(evaluation.EvaluationError, match="unknown system 'jiont'"):
-    runner.scored_systems(config(systems=("jiont",)))
+    loaders.scored_systems(config(systems=("jiont",)))
   with pytest.raises(evaluation.EvaluationError,
                      match="--joint_weights given, but --systems=pipeline leaves out joint"):
-    runner.scored_systems(config(systems=("pipeline",), joint_weights="joint_256"))
+    loaders.scored_systems(config(systems=("pipeline",), joint_weights="joint_256"))
 
 
 def test_joint_weights_take_a_preset_name(tmp_path):
   cfg = evaluation.EvalConfig(data_dir="d", output_dir=str(tmp_path), joint_weights="joint_256")
-  assert runner.scored_systems(cfg) == ("pipeline", "joint")
-  system, files = runner.open_system("joint", cfg, 256)
+  assert loaders.scored_systems(cfg) == ("pipeline", "joint")
+  system, files = loaders.open_system("joint", cfg, 256)
   assert files == {"joint_weights": presets.get("joint_256").weights_path}
   assert isinstance(system, JointSystem)
   with pytest.raises(evaluation.EvaluationError, match="not a joint"):
-    runner.open_system("joint", evaluation.EvalConfig(
+    loaders.open_system("joint", evaluation.EvalConfig(
         data_dir="d", output_dir=str(tmp_path), joint_weights="harmoniser_256"), 256)

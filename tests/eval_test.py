@@ -22,7 +22,8 @@ from tfharm import evaluation
 from tfharm import presets
 from tfharm import systems
 from tfharm.data import pipeline as data_pipeline
-from tfharm.evaluation import artifacts, figures, report, runner
+from tfharm.evaluation import artifacts, figures, loaders, loop, report
+from tfharm.evaluation import graph as eval_graph
 from tfharm.evaluation import evaluator
 from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
@@ -109,7 +110,7 @@ def _batch(b=3, seed=0):
 
 
 def _stub_open_system(name, cfg, size):
-  """runner.open_system without loading: the files it would read, and a stand-in system whose
+  """loaders.open_system without loading: the files it would read, and a stand-in system whose
   rows are the composite itself."""
   del size
   spec = systems.spec(name)
@@ -129,8 +130,8 @@ def _stub_open_system(name, cfg, size):
 def graph():
   keras.utils.set_random_seed(1)
   harmoniser = Harmoniser(HarmoniserConfig(image_size=S))
-  return runner.EvalGraph([PipelineSystem(_stub_detector(), harmoniser)],
-                          lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=False)
+  return eval_graph.EvalGraph([PipelineSystem(_stub_detector(), harmoniser)],
+                              lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=False)
 
 
 def test_graph_harmonises_the_same_inputs_with_each_mask_source(graph):
@@ -168,8 +169,8 @@ def test_graph_harmonises_the_same_inputs_with_each_mask_source(graph):
 
 def test_a_gate_that_abstains_returns_the_composite(graph):
   composite, real, mask = _batch()
-  strict = runner.EvalGraph(graph.systems, graph.lpips, jit_compile=False,
-                            gate=abstention.Gate(pixel_threshold=0.5, min_area=0.99))
+  strict = eval_graph.EvalGraph(graph.systems, graph.lpips, jit_compile=False,
+                                gate=abstention.Gate(pixel_threshold=0.5, min_area=0.99))
   out = strict.step(composite, real, mask)
   np.testing.assert_allclose(out["images"]["detector_harmoniser_abstain_l_moments"], composite,
                              atol=1e-6)
@@ -206,7 +207,7 @@ def test_graph_metrics_equal_the_standalone_functions(graph):
 @pytest.mark.slow
 def test_graph_under_xla_matches_the_default_graph(graph):
   composite, real, mask = _batch(seed=5)
-  xla = runner.EvalGraph(graph.systems, graph.lpips, jit_compile=True)
+  xla = eval_graph.EvalGraph(graph.systems, graph.lpips, jit_compile=True)
   assert xla.jit_compile and not graph.jit_compile
   a, b = graph.step(composite, real, mask), xla.step(composite, real, mask)
   for method in evaluation.METHODS:
@@ -223,9 +224,9 @@ def test_select_examples_orders_by_cp_minus_cs():
                "harmoniser_gt_mask/mse": np.array([1.0, 1.0, 1.0, 1.0, 1.0]),
                "detector_harmoniser/psnr": np.array([30.0, 20.0, 25.0, 21.0, 22.0]),
                "harmoniser_gt_mask/psnr": np.zeros(5)}
-  assert runner.select_examples(per_image, "mse") == {"best": 1, "median": 3, "worst": 2}
+  assert loop.select_examples(per_image, "mse") == {"best": 1, "median": 3, "worst": 2}
   # higher PSNR is better: the best has the largest C_p - C_s
-  assert runner.select_examples(per_image, "psnr") == {"best": 0, "median": 4, "worst": 1}
+  assert loop.select_examples(per_image, "psnr") == {"best": 0, "median": 4, "worst": 1}
 
 
 def test_a_new_metric_is_one_key_of_image_metrics_and_one_column(graph, monkeypatch):
@@ -244,15 +245,15 @@ def test_a_new_metric_is_one_key_of_image_metrics_and_one_column(graph, monkeypa
   monkeypatch.setattr(image_metrics, "image_metrics", with_mae)
   monkeypatch.setattr(columns, "IMAGE_COLUMNS", columns.IMAGE_COLUMNS + (
       columns.Column("mae", "MAE", 3, lower_is_better=True),))
-  # runner.IMAGE_METRICS is the table's keys, bound at import: what editing the table changes.
-  assert runner.IMAGE_METRICS == tuple(c.key for c in columns.IMAGE_COLUMNS[:-1])
-  monkeypatch.setattr(runner, "IMAGE_METRICS", runner.IMAGE_METRICS + ("mae",))
+  # The graph's IMAGE_METRICS is the table's keys, bound at import: what editing the table changes.
+  assert eval_graph.IMAGE_METRICS == tuple(c.key for c in columns.IMAGE_COLUMNS[:-1])
+  monkeypatch.setattr(eval_graph, "IMAGE_METRICS", eval_graph.IMAGE_METRICS + ("mae",))
   eager = copy.copy(graph)  # the fixture's step is traced already; compute reads the patches
   eager.step = eager.compute
   composite, real, mask = _batch()
   data = {"composite": composite, "real": real, "mask": mask, "category": np.array([0, 1, 0]),
-          **{k: np.arange(3) for k in runner.ID_FIELDS}}
-  per_image = runner.run(eager, tf.data.Dataset.from_tensor_slices(data).batch(2), 3,
+          **{k: np.arange(3) for k in loop.ID_FIELDS}}
+  per_image = loop.run(eager, tf.data.Dataset.from_tensor_slices(data).batch(2), 3,
                          ["a", "b"], progress=False).per_image
   np.testing.assert_allclose(per_image["composite/mae"],
                              np.abs(composite - real).mean(axis=(1, 2, 3)) * 255.0, rtol=1e-5)
@@ -346,7 +347,7 @@ def test_values_equal_standalone_metrics_on_the_same_examples(eval_run, demo_bui
   assert len(rows) == N and [int(r["index"]) for r in rows] == list(range(N))
   batch = next(iter(data_pipeline.make_dataset(_root(demo_build), "test", batch_size=N,
                                                max_examples=N)))
-  for key in runner.ID_FIELDS:
+  for key in loop.ID_FIELDS:
     assert [int(r[key]) for r in rows] == batch[key].numpy().tolist()
   composite, real, mask = batch["composite"], batch["real"], batch["mask"]
   harmoniser, detector = weight_files["models"]["harmoniser"], weight_files["models"]["detector"]
@@ -460,13 +461,13 @@ def _fake_results(n=3):
   per_image = {f"{m}/{k}": rng.uniform(1, 2, n) for m in evaluation.METHODS
                for k in evaluation.IMAGE_METRICS}
   per_image.update({f"detector/{k}": rng.uniform(0, 1, n) for k in evaluation.DETECTOR_METRICS})
-  per_image.update({k: np.arange(n) for k in runner.ID_FIELDS})
+  per_image.update({k: np.arange(n) for k in loop.ID_FIELDS})
   per_image.update({"category": np.zeros(n, int), "mask_fraction": np.full(n, 0.1),
                     "luminance_ratio": np.ones(n)})
   images = {k: np.zeros((n, 8, 8, 3), np.uint8) for k in ("composite", "harmoniser_gt_mask",
                                                           "detector_harmoniser", "real")}
   images.update(detection=np.zeros((n, 8, 8, 2), np.uint8), mask=np.zeros((n, 8, 8, 1), np.uint8))
-  return runner.Results(per_image, ["person"], {"loop_s": 1.0, "examples_per_s": 3.0}, n, images)
+  return loop.Results(per_image, ["person"], {"loop_s": 1.0, "examples_per_s": 3.0}, n, images)
 
 
 def _interrupt(*args, **kwargs):
@@ -482,8 +483,8 @@ def test_interrupted_run_never_leaves_a_metrics_json(demo_build, weight_files, t
   if previous:
     import shutil
     shutil.copytree(eval_run[1], out)
-  monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
-  monkeypatch.setattr(runner, "open_system", _stub_open_system)
+  monkeypatch.setattr(loop, "run", lambda *a, **k: _fake_results())
+  monkeypatch.setattr(loaders, "open_system", _stub_open_system)
   monkeypatch.setattr(figures, "plot_examples", _interrupt)
   before = {n: (out / n).read_bytes() for n in ("metrics.json", "per_image.csv")} if previous else {}
   with pytest.raises(KeyboardInterrupt):
@@ -504,8 +505,8 @@ def test_a_rerun_removes_the_staging_dirs_of_killed_runs(demo_build, weight_file
   for name in (*stale, running):
     os.makedirs(out / name)
     (out / name / "per_image.csv").write_text("partial")
-  monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
-  monkeypatch.setattr(runner, "open_system", _stub_open_system)
+  monkeypatch.setattr(loop, "run", lambda *a, **k: _fake_results())
+  monkeypatch.setattr(loaders, "open_system", _stub_open_system)
   monkeypatch.setattr(figures, "plot_examples", _interrupt)
   with pytest.raises(KeyboardInterrupt):
     evaluation.evaluate(_config(demo_build, weight_files, out))
@@ -523,8 +524,8 @@ def test_a_full_disk_while_writing_is_a_setup_error_and_keeps_the_old_results(
     shutil.copytree(eval_run[1], out)  # a complete earlier run, to be replaced (--overwrite)
     before = {n: open(os.path.join(out, n), "rb").read() for n in ("metrics.json", "table.md")}
     helpers.fill_inodes(os.path.join(disk, "filler"), leave=4)  # probe, staging dir, 2 files
-    monkeypatch.setattr(runner, "run", lambda *a, **k: _fake_results())
-    monkeypatch.setattr(runner, "open_system", _stub_open_system)
+    monkeypatch.setattr(loop, "run", lambda *a, **k: _fake_results())
+    monkeypatch.setattr(loaders, "open_system", _stub_open_system)
     with pytest.raises(evaluation.EvaluationError) as e:
       evaluation.evaluate(_config(demo_build, weight_files, out, overwrite=True))
     assert str(e.value) == (f"--output_dir {out}: no space left on the device while writing "

@@ -6,7 +6,7 @@ import csv
 import numpy as np
 import pytest
 
-from tfharm.evaluation import columns, figures, report, runner
+from tfharm.evaluation import columns, figures, loop, methods, report
 
 N = 5
 # A metric no tfharm code knows: mean absolute error on the 0-255 scale.
@@ -24,18 +24,18 @@ def with_mae(monkeypatch):
   monkeypatch.setattr(columns, "IMAGE_COLUMNS", columns.IMAGE_COLUMNS + (MAE,))
   rng = np.random.default_rng(0)
   per_image = {f"{m}/{c.key}": rng.uniform(1, 40, N)
-               for m in runner.METHODS for c in columns.IMAGE_COLUMNS}
+               for m in methods.METHODS for c in columns.IMAGE_COLUMNS}
   per_image.update({f"detector/{c.key}": rng.uniform(0, 1, N) for c in columns.DETECTOR_COLUMNS})
-  per_image.update({k: np.arange(N) for k in runner.ID_FIELDS})
+  per_image.update({k: np.arange(N) for k in loop.ID_FIELDS})
   per_image.update(category=np.array([0, 1, 0, 1, 1]), mask_fraction=rng.uniform(0, 1, N),
                    luminance_ratio=np.array([0.5, 1.0, 1.6, 0.9, 1.2]))
   return per_image
 
 
 def test_the_graph_scores_exactly_the_tables_metrics():
-  assert runner.IMAGE_METRICS == tuple(c.key for c in columns.IMAGE_COLUMNS)
-  assert runner.DETECTOR_METRICS == tuple(c.key for c in columns.DETECTOR_COLUMNS)
-  assert set(runner.LOWER_IS_BETTER) == set(runner.IMAGE_METRICS)
+  assert methods.IMAGE_METRICS == tuple(c.key for c in columns.IMAGE_COLUMNS)
+  assert methods.DETECTOR_METRICS == tuple(c.key for c in columns.DETECTOR_COLUMNS)
+  assert set(methods.LOWER_IS_BETTER) == set(methods.IMAGE_METRICS)
 
 
 def test_the_paper_numbers_sit_in_paper_columns():
@@ -53,7 +53,7 @@ def test_a_new_metric_reaches_table_md_and_the_terminal(with_mae):
   assert head[head.index("MAE (0-255)") - 1] == "SSIM"  # after the existing columns ...
   assert head[-3:] == ["paper MSE", "paper PSNR", "paper LPIPS"]  # ... before the paper's
   rows = {row[0]: row for row in block[2:]}
-  for m in runner.METHODS:
+  for m in methods.METHODS:
     expected = f"{np.mean(with_mae[f'{m}/mae']):.3f}"
     assert rows[report.LABELS[m]][head.index("MAE (0-255)")] == expected, m
   assert rows[report.LABELS["harmoniser_gt_mask"]][-3:] == ["19.55", "35.81", "0.0227"]

@@ -116,7 +116,7 @@ def test_shipped_joint_reproduces_its_recorded_numbers(coco_mini_build):
   """The shipped file is the one the record's full evaluation scored (SHA-256; the record is
   `tfharm.eval --joint_weights` on both splits, checked by scripts/ship_joint.py), and it
   reproduces the joint rows of the test split's first 16 composites (the same pixels as the
-  evaluation: models.methods.joint_images, which tfharm.evaluation.runner scores)."""
+  evaluation: models.methods.joint_images, which tfharm.evaluation.graph scores)."""
   from tfharm.evaluation import quick_scores  # pylint: disable=g-import-not-at-top
   from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
   from tfharm.models import joint  # pylint: disable=g-import-not-at-top

@@ -13,7 +13,8 @@ import tensorflow as tf
 from tfharm import systems
 from tfharm.app import handling
 from tfharm.evaluation import methods as eval_methods
-from tfharm.evaluation import report, runner
+from tfharm.evaluation import report
+from tfharm.evaluation.graph import EvalGraph
 from tfharm.metrics import lpips as lpips_lib
 from tfharm.models import detector as detector_lib
 from tfharm.models.harmoniser import Harmoniser, HarmoniserConfig
@@ -145,8 +146,8 @@ def test_the_pages_modules(weights):
 def test_evaluation_rows_and_report(weights):
   keras.utils.set_random_seed(1)
   pipeline = PipelineSystem(detector_lib.Detector(), Harmoniser(HarmoniserConfig(image_size=S)))
-  graph = runner.EvalGraph([pipeline, systems.load("stub", weights)],
-                           lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=False)
+  graph = EvalGraph([pipeline, systems.load("stub", weights)],
+                    lpips_lib.LPIPS("alex", jit_compile=False), jit_compile=False)
   rng = np.random.default_rng(2)
   composite, real = (tf.constant(rng.uniform(0, 1, (2, S, S, 3)).astype("float32"))
                      for _ in range(2))

@@ -5,9 +5,10 @@
 chosen on; `python -m tfharm.validation`).
 """
 
+from tfharm.evaluation.config import EvalConfig, EvaluationError
 from tfharm.evaluation.evaluator import evaluate
-from tfharm.evaluation.runner import (DETECTOR_METRICS, IMAGE_METRICS, METHODS, EvalConfig,
-                                      EvalGraph, EvaluationError)
+from tfharm.evaluation.graph import EvalGraph
+from tfharm.evaluation.methods import DETECTOR_METRICS, IMAGE_METRICS, METHODS
 
 __all__ = ["DETECTOR_METRICS", "IMAGE_METRICS", "METHODS", "EvalConfig", "EvalGraph",
            "EvaluationError", "evaluate"]

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import time
 
 from absl import logging
 import numpy as np
+import tensorflow as tf
 
 from tfharm.cli import outputs
-from tfharm.evaluation import artifacts, figures, report, runner, summaries
-from tfharm.evaluation.runner import EvalConfig, EvaluationError
+from tfharm.evaluation import artifacts, dataset, figures, loaders, loop, report, summaries
+from tfharm.evaluation.config import EvalConfig, EvaluationError
+from tfharm.evaluation.graph import EvalGraph
 from tfharm.metrics import lpips as lpips_lib
 from tfharm.weights import store
 
@@ -45,42 +48,42 @@ def evaluate(cfg: EvalConfig) -> dict:
   if cfg.lpips_net not in ("alex", "vgg"):
     raise EvaluationError(f"lpips_net must be 'alex' or 'vgg', got {cfg.lpips_net!r}")
   check_output_dir(cfg)  # before any expensive work
-  builder, size, n = runner.open_dataset(cfg)
+  builder, size, n = dataset.open_dataset(cfg)
   scored, files = [], {}
-  for name in runner.scored_systems(cfg):
-    system, its_files = runner.open_system(name, cfg, size)
+  for name in loaders.scored_systems(cfg):
+    system, its_files = loaders.open_system(name, cfg, size)
     scored.append(system)
     files.update({flag: os.path.abspath(path) for flag, path in its_files.items()})
   sha = {flag: store.sha256_file(path) for flag, path in files.items()}
   lpips_model = lpips_lib.LPIPS(cfg.lpips_net, jit_compile=False)  # used inside our graph
   # The abstention gate was calibrated for the pipeline's two files (scripts/calibrate_gate.py).
-  gate, gate_path = runner.load_gate(cfg.gate_file, {
+  gate, gate_path = loaders.load_gate(cfg.gate_file, {
       "detector": sha["detector_weights"], "harmoniser": sha["harmoniser_weights"]})
-  graph = runner.EvalGraph(scored, lpips_model, cfg.threshold, cfg.jit_compile, gate)
+  graph = EvalGraph(scored, lpips_model, cfg.threshold, cfg.jit_compile, gate)
   setup_s = time.perf_counter() - t0
   logging.info("evaluating %d examples of %s/%s:%s at %dx%d (jit_compile=%s)", n,
                builder.name, cfg.dataset_config, cfg.split, size, size, graph.jit_compile)
 
   names = builder.info.features["category"].names
-  keep = n <= runner.KEEP_IMAGES_MAX_EXAMPLES
-  with runner.reading(builder, cfg.split):  # a damaged TFRecord: named, exit 2
-    results = runner.run(graph, runner.make_eval_dataset(cfg), n, names, cfg.progress, keep)
+  keep = n <= loop.KEEP_IMAGES_MAX_EXAMPLES
+  with dataset.reading(builder, cfg.split):  # a damaged TFRecord: named, exit 2
+    results = loop.run(graph, dataset.make_eval_dataset(cfg), n, names, cfg.progress, keep)
     if results.num_examples == 0:
       raise EvaluationError("the dataset yielded no examples")
-    chosen = runner.select_examples(results.per_image, "mse")
+    chosen = loop.select_examples(results.per_image, "mse")
     t = time.perf_counter()
     if keep:
       examples = {name: results.example(i) for name, i in chosen.items()}
     else:
-      found = runner.gather_examples(graph, runner.make_eval_dataset(cfg),
-                                     list(chosen.values()))
+      found = loop.gather_examples(graph, dataset.make_eval_dataset(cfg),
+                                   list(chosen.values()))
       examples = {name: found[i] for name, i in chosen.items()}
     gather_s = time.perf_counter() - t
 
     summary = report.summarise(results.per_image)
     if cfg.real_photos:
       t = time.perf_counter()
-      photos = runner.run_real_photos(graph, runner.make_eval_dataset(cfg), cfg.batch_size)
+      photos = loop.run_real_photos(graph, dataset.make_eval_dataset(cfg), cfg.batch_size)
       summary["real_photos"] = report.summarise_real_photos(photos)
       real_photos_s = time.perf_counter() - t
   categories = report.per_category(results.per_image, names)
@@ -100,7 +103,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                                         "weighted L* mean/std, through m"},
       "timing": {"setup_s": setup_s, **results.timing, "examples_gather_s": gather_s,
                  **({"real_photos_s": real_photos_s} if cfg.real_photos else {})},
-      "environment": runner.environment(),
+      "environment": _environment(),
       "examples": chosen,
   }
   metrics = {**summary, "per_category": categories, "provenance": provenance}
@@ -149,3 +152,12 @@ def per_image_values(metrics_dir: str) -> dict[str, np.ndarray]:
     rows = list(csv.DictReader(f))
   return {k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows])
           for k in rows[0] if k != "category"}
+
+
+def _environment() -> dict[str, str]:
+  """Where the timings were measured (metrics.json's provenance)."""
+  gpus = tf.config.list_physical_devices("GPU")
+  return {"tensorflow": tf.__version__, "python": platform.python_version(),
+          "device": "GPU" if gpus else f"CPU ({os.cpu_count()} cores)",
+          "machine": platform.machine(), "load_average": " ".join(
+              f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else ""}

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from tfharm.evaluation import columns  # pylint: disable=wrong-import-position
-from tfharm.evaluation.runner import methods_in  # pylint: disable=wrong-import-position
+from tfharm.evaluation.methods import methods_in  # pylint: disable=wrong-import-position
 
 _SHORT = {"composite": "composite", "harmoniser_gt_mask": "C_s", "detector_harmoniser": "C_p",
           "harmoniser_binarised_pred_mask": "binarised", "harmoniser_empty_mask": "empty",

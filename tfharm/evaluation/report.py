@@ -15,8 +15,8 @@ import numpy as np
 
 from tfharm import systems
 from tfharm.evaluation import columns
-from tfharm.evaluation.methods import photo_rows_in
-from tfharm.evaluation.runner import ID_FIELDS, detectors_in, methods_in
+from tfharm.evaluation.loop import ID_FIELDS
+from tfharm.evaluation.methods import detectors_in, methods_in, photo_rows_in
 from tfharm.metrics import aggregate
 
 # Dolhasz et al. 2020, Table 1 (their resolution, full COCO, their weights); the metrics are

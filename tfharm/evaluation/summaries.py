@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfharm.evaluation import columns, figures
-from tfharm.evaluation.runner import detectors_in, methods_in
+from tfharm.evaluation.methods import detectors_in, methods_in
 
 
 def write_tensorboard(logdir: str, summary: dict, per_image: dict[str, np.ndarray],

@@ -1,5 +1,5 @@
 """The image each evaluated method produces: one definition for the evaluation
-(tfharm.evaluation.runner), its quick scores (tfharm.evaluation.quick_scores) and the training
+(tfharm.evaluation.graph), its quick scores (tfharm.evaluation.quick_scores) and the training
 metrics (tfharm.training.tasks.harmoniser), so that a row name means the same pixels in all three.
 
 A method is named after the mask its harmoniser input was given (`harmoniser_gt_mask`: the

@@ -1,0 +1,65 @@
+"""The systems an evaluation scores, loaded from their weight flags, and the abstention gate
+that goes with the pipeline's files: every "this file cannot be used" becomes an
+EvaluationError naming it."""
+
+from __future__ import annotations
+
+import os
+
+from absl import logging
+
+from tfharm import presets
+from tfharm import systems
+from tfharm.evaluation.config import EvalConfig, EvaluationError
+from tfharm.models import abstention
+
+
+def load_gate(path: str | None,
+              weights_sha256: dict[str, str]) -> tuple[abstention.Gate, str | None]:
+  """The gate for these weights; EvaluationError when a given or default file does not match."""
+  if path is None:  # the shipped gate, only for the weights it was calibrated for
+    if not os.path.exists(presets.GATE_256):
+      return abstention.Gate(), None
+    try:
+      return abstention.load_gate(presets.GATE_256, weights_sha256), presets.GATE_256
+    except ValueError as e:
+      logging.warning("not using the shipped gate: %s", e)
+      return abstention.Gate(), None
+  try:
+    return abstention.load_gate(path, weights_sha256), os.path.abspath(path)
+  except (OSError, ValueError, KeyError) as e:
+    raise EvaluationError(f"gate file: {e}") from e
+
+
+def scored_systems(cfg: EvalConfig) -> tuple[str, ...]:
+  """The paper's pipeline (its rows are the paper's Table 1), then the other systems of
+  `cfg.systems` (default: all, so the default system's rows are in every table without a
+  flag). EvaluationError for an unknown name, or for weights given to a system left out (the
+  user would get a table without the model they named)."""
+  wanted = tuple(systems.SYSTEMS) if cfg.systems is None else tuple(cfg.systems)
+  unknown = [name for name in wanted if name not in systems.SYSTEMS]
+  if unknown:
+    raise EvaluationError(f"unknown system {', '.join(map(repr, unknown))} in --systems; "
+                          f"the systems are {', '.join(systems.SYSTEMS)}")
+  scored = ("pipeline",) + tuple(name for name in systems.SYSTEMS
+                                 if name != "pipeline" and name in wanted)
+  given = cfg.weights()
+  for name, spec in systems.SYSTEMS.items():
+    named = [f"--{flag}" for flag in spec.weights if given.get(flag)]
+    if name not in scored and named:
+      raise EvaluationError(f"{' and '.join(named)} given, but --systems={','.join(wanted)} "
+                            f"leaves out {name}; add {name} to --systems or drop "
+                            f"{' and '.join(named)}")
+  return scored
+
+
+def open_system(name: str, cfg: EvalConfig, image_size: int):
+  """(system at S = image_size, {weight flag: file}); EvaluationError for missing files, a
+  file its network cannot take, or a preset of another kind."""
+  spec = systems.spec(name)
+  given = {flag: value for flag, value in cfg.weights().items() if flag in spec.weights}
+  try:
+    files = systems.weight_files(name, given)
+    return systems.load(name, files, image_size=image_size), files
+  except (ValueError, RuntimeError, FileNotFoundError) as e:  # RuntimeError: weights.WeightsError
+    raise EvaluationError(str(e)) from e
