@@ -1,5 +1,5 @@
 """What an evaluation is asked to do (`EvalConfig`), and the error for input it cannot use
-(`EvaluationError`): the only part of the evaluation a command needs before TensorFlow."""
+(`EvaluationError`, which the command turns into exit 2): shared by every part below."""
 
 from __future__ import annotations
 
