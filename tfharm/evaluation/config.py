@@ -1,5 +1,5 @@
 """What an evaluation is asked to do (`EvalConfig`), and the error for input it cannot use
-(`EvaluationError`, which the command turns into exit 2): shared by every part below."""
+(`EvaluationError`, exit 2 in the command): shared by the loaders, the dataset and evaluator."""
 
 from __future__ import annotations
 
