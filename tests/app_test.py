@@ -450,7 +450,8 @@ def test_a_port_taken_while_the_models_load_ends_in_one_line_and_no_leak(tmp_pat
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)
   proc = subprocess.Popen([helpers.PYTHON, "-m", "tfharm.app", f"--port={port}",
                            f"--joint_weights={weights}"], cwd=helpers.REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=helpers.ctrl_c_default)
   import threading  # pylint: disable=g-import-not-at-top
   watchdog = threading.Timer(300, proc.kill)  # a page that starts serving would never end
   watchdog.start()
@@ -482,7 +483,8 @@ def test_the_first_ctrl_c_stops_the_page_with_one_line_and_exit_130(tmp_path):
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)
   proc = subprocess.Popen([helpers.PYTHON, "-m", "tfharm.app", "--port=0",
                            f"--joint_weights={weights}"], cwd=helpers.REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=helpers.ctrl_c_default)
   import threading  # pylint: disable=g-import-not-at-top
   watchdog = threading.Timer(300, proc.kill)
   watchdog.start()

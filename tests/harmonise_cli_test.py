@@ -720,7 +720,7 @@ def test_ctrl_c_ends_a_folder_run_with_one_summary_line_and_exit_130(weights, in
     proc = subprocess.Popen([helpers.PYTHON, "-m", "tfharm.harmonise", f"--input={src}",
                              f"--output={out}", *_flags(weights)], cwd=helpers.REPO,
                             env={**helpers._env(), **cache_env}, stdout=subprocess.DEVNULL,
-                            stderr=err)
+                            stderr=err, preexec_fn=helpers.ctrl_c_default)
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline and not (
         out.is_dir() and [n for n in os.listdir(out) if n.endswith(".png")]):

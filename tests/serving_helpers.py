@@ -6,6 +6,7 @@ outputs are not trivial), and pass the paths explicitly.
 """
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -84,10 +85,17 @@ def run(args, program: str = PYTHON, env: dict | None = None, **kwargs) -> subpr
                         capture_output=True, text=True, timeout=600, **kwargs)
 
 
+def ctrl_c_default() -> None:
+  """Popen's preexec_fn for a child that a test stops with SIGINT: a shell starts background
+  jobs with SIGINT ignored, Python keeps an ignored SIGINT (no KeyboardInterrupt), and the
+  child would then never see the test's Ctrl-C. A user's terminal gives the default."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args, program: str = PYTHON) -> subprocess.Popen:
   """Like run() but in the background; collect with .communicate()."""
   return subprocess.Popen([program, *args], cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+                          stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_default)
 
 
 def noise_lines(stderr: str) -> list[str]:
