@@ -84,3 +84,14 @@ def test_a_new_metric_gets_a_panel_in_each_figure(with_mae, monkeypatch, tmp_pat
   assert len(titles[0]) == len(titles[1]) == len(columns.IMAGE_COLUMNS)
   assert titles[0][-1] == "MAE (0-255) (lower is better)"
   assert titles[1][-1].startswith("MAE (0-255): C_p − C_s")
+
+
+def test_terminal_columns_stay_aligned_under_a_long_label(with_mae, monkeypatch):
+  """A system's spec may bring a label longer than the default label column: the numbers of
+  every row still end where the header's columns end."""
+  long = "harmoniser, GT mask, with a label far longer than forty characters"
+  monkeypatch.setitem(report.LABELS, "harmoniser_gt_mask", long)
+  lines = report.terminal_table(report.summarise(with_mae)).splitlines()
+  table = [line for line in lines if not line.startswith(("detector", "joint model vs"))]
+  assert any(line.startswith(long) for line in table)
+  assert len({len(line) for line in table if not line.startswith("paper:")}) == 1, table

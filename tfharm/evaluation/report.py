@@ -302,13 +302,17 @@ harmoniser `{provenance['harmoniser_weights']['path']}` (sha256 {provenance['har
 def terminal_table(summary: dict) -> str:
   """Fixed-width summary for the terminal; columns as in main_table."""
   cols = columns.IMAGE_COLUMNS
-  head = f"{'method':<40}" + "".join(f"{c.name:>{c.width}}" for c in cols)
+  rows = methods_in(summary["methods"])
+  # The label column fits the longest label (a system's spec may bring longer ones).
+  w = max([40] + [len(label(m)) + 1 for m in rows] + [len("paper: " + label(m)) + 1
+                                                      for m in PAPER_TABLE_1])
+  head = f"{'method':<{w}}" + "".join(f"{c.name:>{c.width}}" for c in cols)
   lines = [head, "-" * len(head)]
-  for m in methods_in(summary["methods"]):
+  for m in rows:
     s = summary["methods"][m]
-    lines.append(f"{label(m):<40}" + "".join(f"{c.format(s[c.key]):>{c.width}}" for c in cols))
+    lines.append(f"{label(m):<{w}}" + "".join(f"{c.format(s[c.key]):>{c.width}}" for c in cols))
   for m, p in PAPER_TABLE_1.items():
-    lines.append(f"{'paper: ' + label(m):<40}" + "".join(
+    lines.append(f"{'paper: ' + label(m):<{w}}" + "".join(
         f"{c.format(p[c.key]) if c.paper else '':>{c.width}}" for c in cols))
   for text, d in (("detector", "detector"), ("joint model", "joint_detector")):
     if d in summary:

@@ -65,7 +65,7 @@ SYSTEMS: dict[str, Spec] = {
         photo_rows=("joint", "joint_l_moments"), detector="joint_detector",
         labels={"joint": "joint model, its own output (mask-free)",
                 "joint_l_moments": "joint model, L* moments (--model=joint)",
-                "joint_gt_mask": "joint model, GT mask (its L* change through it)"},
+                "joint_gt_mask": "joint model, GT mask (its L* change)"},
         title="joint model (one network finds and fixes)", finder="the joint model",
         fixer="the joint model"),
 }
