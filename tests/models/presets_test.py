@@ -1,4 +1,6 @@
 """tfharm.models.from_preset: a shipped model by name."""
+import dataclasses
+
 import pytest
 
 from tfharm import models, presets
@@ -16,6 +18,9 @@ def test_from_preset_loads_the_shipped_harmoniser_with_its_config():
 
 
 def test_every_kind_has_a_loader_and_unknown_names_fail():
-  assert {p.kind for p in presets.PRESETS.values()} <= models.presets.LOADERS.keys()
+  assert {p.kind for p in presets.PRESETS.values()} <= presets.KINDS.keys()
+  for kind in presets.KINDS:  # every kind names a loader and a config class that exist
+    loader, config = models.presets._network(kind)  # pylint: disable=protected-access
+    assert callable(loader) and dataclasses.is_dataclass(config), kind
   with pytest.raises(KeyError, match="no preset"):
     models.from_preset("harmoniser_1024")

@@ -7,6 +7,7 @@ take files only, so this is the one step from a name to a loaded network.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable
 
 import keras
@@ -14,32 +15,11 @@ import keras
 from tfharm import presets
 
 
-def _harmoniser(path: str, cfg: Any) -> keras.Model:
-  from tfharm.models import harmoniser  # pylint: disable=g-import-not-at-top
-  return harmoniser.load_harmoniser(path, cfg)
-
-
-def _detector(path: str, cfg: Any) -> keras.Model:
-  from tfharm.models import detector  # pylint: disable=g-import-not-at-top
-  return detector.load_detector(path, cfg)
-
-
-def _joint(path: str, cfg: Any) -> keras.Model:
-  from tfharm.models import joint  # pylint: disable=g-import-not-at-top
-  return joint.load_joint(path, cfg)
-
-
-def _config(kind: str, config: dict) -> Any:
-  if not config:
-    return None
-  from tfharm.models import detector, harmoniser, joint  # pylint: disable=g-import-not-at-top
-  return {"harmoniser": harmoniser.HarmoniserConfig, "detector": detector.DetectorConfig,
-          "joint": joint.JointConfig}[kind](**config)
-
-
-# One loader per preset kind; a new kind of network adds its entry here.
-LOADERS: dict[str, Callable[[str, Any], keras.Model]] = {
-    "harmoniser": _harmoniser, "detector": _detector, "joint": _joint}
+def _network(kind: str) -> tuple[Callable[[str, Any], keras.Model], type]:
+  """The loader and config class of a kind of network (tfharm.presets.KINDS)."""
+  module_name, loader, config = presets.KINDS[kind]
+  module = importlib.import_module(module_name)
+  return getattr(module, loader), getattr(module, config)
 
 
 def load(path_or_name: str | None, kind: str, cfg: Any = None) -> keras.Model:
@@ -49,8 +29,9 @@ def load(path_or_name: str | None, kind: str, cfg: Any = None) -> keras.Model:
   path = presets.resolve(path_or_name, kind)
   name = presets.DEFAULTS[kind] if path_or_name is None else path_or_name
   if cfg is None and name in presets.PRESETS:
-    cfg = _config(kind, dict(presets.get(name).config))
-  return LOADERS[kind](path, cfg)
+    config = dict(presets.get(name).config)
+    cfg = _network(kind)[1](**config) if config else None
+  return _network(kind)[0](path, cfg)
 
 
 def from_preset(name: str) -> keras.Model:

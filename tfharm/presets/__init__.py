@@ -11,8 +11,8 @@ shipping script wrote (the numbers tfharm/presets/README.md prints and
 tests/models/checkpoints_test.py re-measures). No TensorFlow here: the command-line tools check
 their inputs before paying for importing it.
 
-Adding a preset is one `Preset(...)` entry below, plus the loader of its `kind` in
-tfharm.models.presets when the kind is new.
+Adding a preset is one `Preset(...)` entry below, plus a `KINDS` entry when its kind of
+network is new.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 @dataclasses.dataclass(frozen=True)
 class Preset:
   name: str
-  kind: str  # which loader builds it: "harmoniser", "detector" or "joint"
+  kind: str  # which network: a key of KINDS
   weights: str  # file name in DIRECTORY
   metrics: str  # the shipping script's record, in DIRECTORY
   config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # model config kwargs
@@ -60,6 +60,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("joint_256", "joint", "joint_256.weights.h5", "joint_256.metrics.json", {},
            "joint detector-harmoniser, one network, trained at 256x256 (tfharm/presets/README.md)"),
 )}
+# Each kind of network: (module, loader, config class). tfharm.models.presets imports them by
+# name, so a new kind of network is one entry here, not a loader in another package; no
+# TensorFlow is imported until a network is loaded.
+KINDS = {"harmoniser": ("tfharm.models.harmoniser", "load_harmoniser", "HarmoniserConfig"),
+         "detector": ("tfharm.models.detector", "load_detector", "DetectorConfig"),
+         "joint": ("tfharm.models.joint", "load_joint", "JointConfig")}
 # The preset each kind of weights defaults to (a name; its file is get(name).weights_path).
 DEFAULTS = {"harmoniser": "harmoniser_256", "detector": "detector_256", "joint": "joint_256"}
 DEFAULT_HARMONISER = DEFAULTS["harmoniser"]
