@@ -14,11 +14,15 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 
 from absl import app, flags, logging
 
 from tfharm.cli import program
+
+# How long a stopping page waits for its server to close before the process exits anyway.
+_CLOSE_SECONDS = 10
 
 
 def _define_flags() -> None:
@@ -122,7 +126,14 @@ def main(argv):
       signal.signal(signal.SIGINT, signal.SIG_IGN)  # the first Ctrl-C ends it, even mid-close
       raise program.Interrupted("the page stopped serving") from None
     finally:
-      blocks.close()
+      # Bounded: Gradio's close waits for its server thread, which has been seen to hang after
+      # a Ctrl-C (the test's 60 s ran out); the process exits after this either way.
+      closer = threading.Thread(target=blocks.close, daemon=True)
+      closer.start()
+      closer.join(timeout=_CLOSE_SECONDS)
+      if closer.is_alive():
+        logging.warning("the page's server did not close within %d s; exiting anyway",
+                        _CLOSE_SECONDS)
   finally:
     shutil.rmtree(harmonise_app.work_dir, ignore_errors=True)
 
