@@ -28,10 +28,11 @@ def load(path_or_name: str | None, kind: str, cfg: Any = None) -> keras.Model:
   FileNotFoundError if the file is missing."""
   path = presets.resolve(path_or_name, kind)
   name = presets.DEFAULTS[kind] if path_or_name is None else path_or_name
+  loader, config_class = _network(kind)
   if cfg is None and name in presets.PRESETS:
     config = dict(presets.get(name).config)
-    cfg = _network(kind)[1](**config) if config else None
-  return _network(kind)[0](path, cfg)
+    cfg = config_class(**config) if config else None
+  return loader(path, cfg)
 
 
 def from_preset(name: str) -> keras.Model:
