@@ -64,10 +64,19 @@ def test_joint_rows_and_detection_equal_the_standalone_functions(joint_graph):
                                 tf.boolean_mask(composite, outside))
 
 
-def test_without_a_joint_model_the_rows_are_absent():
-  assert eval_methods.methods_in({"composite/mse": 0}) == eval_methods.METHODS
-  assert eval_methods.methods_in({"joint/mse": 0}) == eval_methods.METHODS + ("joint",)
-  assert eval_methods.detectors_in({"detector/iou": 0}) == ("detector",)
+def test_the_rows_and_detections_are_those_of_the_systems_scored():
+  pipeline = {f"{m}/mse": 0 for m in eval_methods.METHODS} | {"detector/iou": 0}
+  assert eval_methods.scored(pipeline) == ("pipeline",)
+  assert eval_methods.methods_in(pipeline) == eval_methods.METHODS
+  assert eval_methods.methods_in({**pipeline, "joint/mse": 0}) == eval_methods.METHODS + ("joint",)
+  assert eval_methods.detectors_in(pipeline) == ("detector",)
+  joint = {"composite/mse": 0, "joint/mse": 0, "joint_detector/iou": 0}
+  assert eval_methods.scored(joint) == ("joint",)
+  assert eval_methods.methods_in(joint) == ("composite", "joint")
+  assert eval_methods.detectors_in(joint) == ("joint_detector",)
+  assert eval_methods.compared_system(joint).compared == ("joint", "joint_gt_mask")
+  assert eval_methods.compared_system(pipeline).compared == ("detector_harmoniser",
+                                                             "harmoniser_gt_mask")
 
 
 def test_evaluate_writes_the_joint_rows(demo_build, weight_files, tmp_path):  # noqa: F811

@@ -95,3 +95,59 @@ def test_terminal_columns_stay_aligned_under_a_long_label(with_mae, monkeypatch)
   table = [line for line in lines if not line.startswith(("detector", "joint model vs"))]
   assert any(line.startswith(long) for line in table)
   assert len({len(line) for line in table if not line.startswith("paper:")}) == 1, table
+
+
+def _joint_only(n=N):
+  """Per-image values of a --systems=joint run: the composite's and the joint model's rows."""
+  rng = np.random.default_rng(1)
+  per_image = {f"{m}/{c.key}": rng.uniform(1, 40, n)
+               for m in ("composite", *methods.JOINT_METHODS) for c in columns.IMAGE_COLUMNS}
+  per_image.update({f"joint_detector/{c.key}": rng.uniform(0, 1, n)
+                    for c in columns.DETECTOR_COLUMNS})
+  per_image.update({k: np.arange(n) for k in loop.ID_FIELDS})
+  per_image.update(category=np.zeros(n, int), mask_fraction=rng.uniform(0, 1, n),
+                   luminance_ratio=np.array([0.5, 1.0, 1.6, 0.9, 1.2]))
+  return per_image
+
+
+def test_without_the_pipeline_its_sections_are_one_line():
+  """table.md and the terminal of a --systems=joint run: no paper columns, C_s/C_p prose or
+  pipeline weights (provenance has none), the joint model's detection only, and one line
+  saying the pipeline was not scored where the paper's Table 1 would be."""
+  summary = report.summarise(_joint_only())
+  assert "detector" not in summary and "joint_detector" in summary
+  provenance = {"dataset": PROVENANCE["dataset"]}  # no detector or harmoniser weights
+  md = report.table_markdown(summary, provenance, 0.5)
+  line = ("The paper's Table 1 (C_s and C_p beside Dolhasz et al. 2020): pipeline not scored "
+          "(--systems=joint).")
+  assert line in md.splitlines()
+  assert next(l for l in md.splitlines() if l.startswith("| method | MSE")).endswith("| SSIM |")
+  for absent in ("paper MSE", "*gated*", "binarised-mask row", "Weights:", "| all composites |"):
+    assert absent not in md, absent
+  assert "| joint model m, all composites | 5 |" in md
+  terminal = report.terminal_table(summary).splitlines()
+  assert line in terminal and not [l for l in terminal if l.startswith(("paper:", "detector"))]
+  assert terminal[-1].startswith("joint model vs GT mask: IoU") and "(5 examples)" in terminal[-1]
+
+
+def test_the_real_photo_keys_are_those_of_the_systems_scored():
+  """Each scored system's firing and values, then its rows; the default's keys as before
+  (fire_fraction, joint_fire_fraction, abstained: what scripts/mask_free_table.py reads)."""
+  ones = np.ones(3)
+  photos = {"image_id": np.arange(3), "detector_harmoniser_l_moments/psnr": ones * 40,
+            "detector_harmoniser_abstain_l_moments/psnr": ones * 100,
+            "detector/fire_fraction": ones * 0.5, "detector/abstained": ones,
+            "joint/psnr": ones * 50, "joint_l_moments/psnr": ones * 60,
+            "joint_detector/fire_fraction": ones * 0.25}
+  both = report.summarise_real_photos(photos)
+  assert list(both) == ["num_photos", "fire_fraction", "joint_fire_fraction", "abstained",
+                        "detector_harmoniser_l_moments", "detector_harmoniser_abstain_l_moments",
+                        "joint", "joint_l_moments"]
+  assert (both["fire_fraction"], both["joint_fire_fraction"], both["abstained"]) == (0.5, 0.25, 1.0)
+  joint = report.summarise_real_photos({k: v for k, v in photos.items()
+                                        if k.startswith(("image_id", "joint"))})
+  assert list(joint) == ["num_photos", "joint_fire_fraction", "joint", "joint_l_moments"]
+  assert joint["joint_l_moments"] == both["joint_l_moments"]
+  text = report.real_photos_table({"real_photos": joint})
+  assert "the joint model fires (> 0.5) on 25.0% of pixels on average." in text
+  assert "gate" not in text

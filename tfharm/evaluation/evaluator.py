@@ -14,10 +14,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfharm.cli import outputs
-from tfharm.evaluation import artifacts, dataset, figures, loaders, loop, report, summaries
+from tfharm.evaluation import (artifacts, dataset, figures, loaders, loop, methods, report,
+                               summaries)
 from tfharm.evaluation.config import EvalConfig, EvaluationError
 from tfharm.evaluation.graph import EvalGraph
 from tfharm.metrics import lpips as lpips_lib
+from tfharm.models import abstention
 from tfharm.weights import store
 
 
@@ -56,10 +58,10 @@ def evaluate(cfg: EvalConfig) -> dict:
     files.update({flag: os.path.abspath(path) for flag, path in its_files.items()})
   sha = {flag: store.sha256_file(path) for flag, path in files.items()}
   lpips_model = lpips_lib.LPIPS(cfg.lpips_net, jit_compile=False)  # used inside our graph
-  # The abstention gate was calibrated for the pipeline's two files (scripts/calibrate_gate.py).
-  gate, gate_path = loaders.load_gate(cfg.gate_file, {
-      "detector": sha["detector_weights"], "harmoniser": sha["harmoniser_weights"]})
-  graph = EvalGraph(scored, lpips_model, cfg.threshold, cfg.jit_compile, gate)
+  # The abstention gate, when the files it is calibrated for are scored (the pipeline's).
+  gate = loaders.gate_for(cfg, sha)
+  graph = EvalGraph(scored, lpips_model, cfg.threshold, cfg.jit_compile,
+                    gate[0] if gate else abstention.Gate())
   setup_s = time.perf_counter() - t0
   logging.info("evaluating %d examples of %s/%s:%s at %dx%d (jit_compile=%s)", n,
                builder.name, cfg.dataset_config, cfg.split, size, size, graph.jit_compile)
@@ -89,7 +91,7 @@ def evaluate(cfg: EvalConfig) -> dict:
   categories = report.per_category(results.per_image, names)
   provenance = {
       **{flag: {"path": path, "sha256": sha[flag]} for flag, path in files.items()},
-      "gate": {"path": gate_path, **dataclasses.asdict(gate)},
+      **({"gate": {"path": gate[1], **dataclasses.asdict(gate[0])}} if gate else {}),
       "dataset": {"name": builder.name, "data_dir": os.path.abspath(cfg.data_dir),
                   "config": cfg.dataset_config,
                   "version": str(builder.info.version), "split": cfg.split,
@@ -124,8 +126,9 @@ def evaluate(cfg: EvalConfig) -> dict:
       f.write(report.table_markdown(summary, provenance, cfg.threshold))
     figures.plot_distributions(results.per_image, out.path("fig_distributions.png"))
     figures.plot_differentials(results.per_image, out.path("fig_differentials.png"))
-    scores = {name: {"index": i, "cp": float(results.per_image["detector_harmoniser/mse"][i]),
-                     "cs": float(results.per_image["harmoniser_gt_mask/mse"][i])}
+    own, given = methods.compared_system(results.per_image).compared  # the pipeline's: C_p, C_s
+    scores = {name: {"index": i, "cp": float(results.per_image[f"{own}/mse"][i]),
+                     "cs": float(results.per_image[f"{given}/mse"][i])}
               for name, i in chosen.items()}
     figures.plot_examples(examples, scores, out.path("examples.png"))
     summaries.write_tensorboard(out.path("tensorboard"), summary, results.per_image, examples)

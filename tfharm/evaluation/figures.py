@@ -1,5 +1,8 @@
 """The evaluation's figures (matplotlib, Agg): distributions (paper Fig. 4), C_p - C_s
-differentials (Fig. 5) and best / median / worst examples."""
+differentials (Fig. 5) and best / median / worst examples. The two rows compared are those of
+the first scored system that names them (tfharm.evaluation.methods.compared_system: the
+pipeline's C_p and C_s; with --systems=joint the joint model's own output and its GT-mask
+row)."""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from tfharm.evaluation import columns  # pylint: disable=wrong-import-position
-from tfharm.evaluation.methods import methods_in  # pylint: disable=wrong-import-position
+from tfharm.evaluation.methods import (  # pylint: disable=wrong-import-position
+    compared_system, methods_in)
 
 _SHORT = {"composite": "composite", "harmoniser_gt_mask": "C_s", "detector_harmoniser": "C_p",
           "harmoniser_binarised_pred_mask": "binarised", "harmoniser_empty_mask": "empty",
@@ -18,6 +22,19 @@ _SHORT = {"composite": "composite", "harmoniser_gt_mask": "C_s", "detector_harmo
           "harmoniser_gt_mask_l_moments": "C_s L*", "detector_harmoniser_l_moments": "C_p L*",
           "detector_harmoniser_abstain_l_moments": "C_p gate L*", "ring_l_mean_gt_mask": "ring",
           "joint": "joint", "joint_l_moments": "joint L*", "joint_gt_mask": "joint GT"}
+# The examples' column titles of the rows compared (another row: its short name).
+_TITLES = {"detector_harmoniser": "C_p (detector + harmoniser)",
+           "harmoniser_gt_mask": "C_s (GT mask)", "joint": "joint (its own mask m)",
+           "joint_gt_mask": "joint GT (GT mask)"}
+
+
+def _short(row: str) -> str:
+  return _SHORT.get(row, row)
+
+
+def _finder(spec) -> str:
+  """What finds the region, as a figure names it: "detector", "joint model"."""
+  return spec.finder.removeprefix("the ")
 
 
 def plot_distributions(per_image: dict[str, np.ndarray], path: str) -> None:
@@ -33,7 +50,7 @@ def plot_distributions(per_image: dict[str, np.ndarray], path: str) -> None:
     ax.boxplot(data, showfliers=False, widths=0.6)
     for i, d in enumerate(data):
       ax.scatter(i + 1 + rng.uniform(-0.18, 0.18, d.size), d, s=4, alpha=0.35, color="k")
-    ax.set_xticks(range(1, len(methods) + 1), [_SHORT[m] for m in methods], rotation=60,
+    ax.set_xticks(range(1, len(methods) + 1), [_short(m) for m in methods], rotation=60,
                   ha="right", fontsize=8)
     ax.set_title(col.header + (" (lower is better)" if col.lower_is_better
                                else " (higher is better)"), fontsize=9)
@@ -46,12 +63,14 @@ def plot_distributions(per_image: dict[str, np.ndarray], path: str) -> None:
 
 
 def plot_differentials(per_image: dict[str, np.ndarray], path: str) -> None:
-  """Per-image C_p - C_s for each metric, sorted; the shaded side is where C_p is worse."""
+  """Per-image C_p - C_s (the rows of `compared_system`) for each metric, sorted; the shaded
+  side is where C_p is worse."""
   cols = columns.IMAGE_COLUMNS
+  spec = compared_system(per_image)
+  own, given = spec.compared
   fig, axes = plt.subplots(1, len(cols), figsize=(4.2 * len(cols), 3.8), squeeze=False)
   for ax, col in zip(axes[0], cols):
-    diff = (per_image[f"detector_harmoniser/{col.key}"]
-            - per_image[f"harmoniser_gt_mask/{col.key}"])
+    diff = per_image[f"{own}/{col.key}"] - per_image[f"{given}/{col.key}"]
     diff = np.sort(diff[np.isfinite(diff)])
     worse = diff > 0 if col.lower_is_better else diff < 0
     ax.bar(np.arange(diff.size), diff, width=1.0,
@@ -60,9 +79,11 @@ def plot_differentials(per_image: dict[str, np.ndarray], path: str) -> None:
     if diff.size:
       ax.axhline(float(diff.mean()), color="tab:blue", lw=1, ls="--", label=f"mean {diff.mean():.4g}")
       ax.legend(fontsize=7)
-    ax.set_title(f"{col.header}: C_p − C_s ({int(worse.sum())}/{diff.size} worse)", fontsize=9)
+    ax.set_title(f"{col.header}: {_short(own)} − {_short(given)} ({int(worse.sum())}/"
+                 f"{diff.size} worse)", fontsize=9)
     ax.set_xlabel("images, sorted", fontsize=8)
-  fig.suptitle("Detector mask vs ground-truth mask, per image (cf. paper Fig. 5)")
+  fig.suptitle(f"{_finder(spec).capitalize()} mask vs ground-truth mask, per image "
+               "(cf. paper Fig. 5)")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -75,16 +96,29 @@ def detection_rgb(detection: np.ndarray) -> np.ndarray:
 
 
 def example_columns(item: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+  """(title, image) of an example's figure row: the rows of `compared_system` and that
+  system's detection, between the ground truth, the composite and the GT mask."""
+  spec = compared_system(item)
+  own, given = spec.compared
   return [("ground truth", item["real"]), ("composite", item["composite"]),
-          ("C_p (detector + harmoniser)", item["detector_harmoniser"]),
-          ("C_s (GT mask)", item["harmoniser_gt_mask"]),
-          ("detector: red neg / green pos", detection_rgb(item["detection"])),
+          (_TITLES.get(own, _short(own)), item[own]),
+          (_TITLES.get(given, _short(given)), item[given]),
+          (f"{_finder(spec)}: red neg / green pos", detection_rgb(item["detection"])),
           ("GT mask", np.repeat(item["mask"], 3, axis=-1))]
 
 
+def example_description(item: dict[str, np.ndarray]) -> str:
+  """The example row's columns in a few words (TensorBoard's image description)."""
+  spec = compared_system(item)
+  return (f"ground truth | composite | {' | '.join(_short(r) for r in spec.compared)} | "
+          f"{_finder(spec)} (red neg, green pos) | GT mask")
+
+
 def plot_examples(examples: dict[str, dict], scores: dict[str, dict[str, float]], path: str) -> None:
-  """Rows best / median / worst (by C_p - C_s); columns as in `example_columns`."""
+  """Rows best / median / worst (by C_p - C_s, the rows of `compared_system`); columns as in
+  `example_columns`; scores: per example its "index" and both rows' MSE ("cp", "cs")."""
   rows = list(examples)
+  own, given = (_short(r) for r in compared_system(next(iter(examples.values()))).compared)
   fig, axes = plt.subplots(len(rows), 6, figsize=(16, 2.9 * len(rows)), squeeze=False)
   for r, name in enumerate(rows):
     for c, (title, img) in enumerate(example_columns(examples[name])):
@@ -95,9 +129,9 @@ def plot_examples(examples: dict[str, dict], scores: dict[str, dict[str, float]]
       if r == 0:
         ax.set_title(title, fontsize=9)
     s = scores[name]
-    axes[r, 0].set_ylabel(f"{name} (#{s['index']})\nMSE C_p {s['cp']:.1f}\nMSE C_s {s['cs']:.1f}",
-                          fontsize=8)
-  fig.suptitle("Best, median and worst examples by C_p − C_s (MSE)")
+    axes[r, 0].set_ylabel(f"{name} (#{s['index']})\nMSE {own} {s['cp']:.1f}\n"
+                          f"MSE {given} {s['cs']:.1f}", fontsize=8)
+  fig.suptitle(f"Best, median and worst examples by {own} − {given} (MSE)")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

@@ -1,19 +1,21 @@
-"""The evaluation graph: every method and metric on every example, one tf.function.
+"""The evaluation graph: every scored system's rows and every metric on every example, one
+tf.function.
 
-Per batch of `make_dataset` examples (composite, real, mask in [0, 1], S x S):
-  detector once -> 2-channel map -> soft mask max(p_neg, p_pos) and its binarisation;
-  harmoniser once on a 4B batch (masks: ground truth, soft, binarised, empty);
-  pixel metrics (MSE, PSNR, fMSE, SSIM) on all methods stacked (kB images);
-  LPIPS: the ground truth's features once, every method's images through the trunk once;
-  detector localisation (IoU, F1, AP) of the soft mask against the ground-truth mask.
-Methods are named as in the paper's Table 1 (C_s = harmoniser_gt_mask, C_p =
-detector_harmoniser); harmonised outputs are the network's raw output at S (paper section 3),
-the `*_gated` rows paste it into the composite through the mask, C + m * (H - C), and the
-`*_l_moments` rows are what tfharm returns by default (harmonise_any_size, the served model):
-the composite's object moved onto the prediction's L* mean/std (tfharm.models.correction).
-Every system scored (tfharm.systems: by default all of them, so the default system, the joint
-model, is in every table) adds its rows through `System.rows`; this graph only stacks them and
-scores them.
+Per batch of `make_dataset` examples (composite, real, mask in [0, 1], S x S), each system
+scored (tfharm.systems: by default all of them; `--systems` a subset) adds its rows through
+`System.rows` and its detection; this graph puts the composite's row first, stacks them and
+scores them:
+  pixel metrics (MSE, PSNR, fMSE, SSIM) on all rows stacked (kB images);
+  LPIPS: the ground truth's features once, every row's images through the trunk once;
+  localisation (IoU, F1, AP) of each system's soft mask against the ground-truth mask.
+The pipeline (tfharm.systems.pipeline): detector once -> 2-channel map -> soft mask
+max(p_neg, p_pos) and its binarisation; harmoniser once on a 5B batch. Its rows are named as
+in the paper's Table 1 (C_s = harmoniser_gt_mask, C_p = detector_harmoniser); harmonised
+outputs are the network's raw output at S (paper section 3), the `*_gated` rows paste it into
+the composite through the mask, C + m * (H - C), and the `*_l_moments` rows are what tfharm
+returns by default (harmonise_any_size, the served model): the composite's object moved onto
+the prediction's L* mean/std (tfharm.models.correction). The rows of one system do not depend
+on which others are scored.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from tfharm import systems
+from tfharm.evaluation import methods
 from tfharm.evaluation.methods import IMAGE_METRICS
 from tfharm.metrics import image as image_metrics
 from tfharm.metrics import localisation
@@ -36,7 +39,8 @@ class EvalGraph:
 
   Returns {"metrics": {method: {metric: (B,)}}, <detector>: {metric: (B,)} per system,
   "extra": {"mask_fraction", "luminance_ratio": (B,)}, "images": {method: (B, S, S, 3),
-  "detection": (B, S, S, 2), "soft_mask": (B, S, S, 1)}} (the detection of the first system).
+  "detection": (B, S, S, 2), "soft_mask": (B, S, S, 1)}} (the detection of `self.shown`,
+  the system whose rows the figures compare).
   """
 
   def __init__(self, scored: list, lpips_model: lpips_lib.LPIPS,
@@ -44,7 +48,9 @@ class EvalGraph:
                gate: abstention.Gate = abstention.Gate()):
     self.systems, self.lpips = list(scored), lpips_model
     self.specs = [systems.spec(s.SYSTEM) for s in self.systems]
-    self.methods = tuple(row for spec in self.specs for row in spec.rows)
+    self.methods = methods.REFERENCE_ROWS + tuple(row for spec in self.specs for row in spec.rows)
+    # Whose detection the examples show: the system whose rows they compare (Spec.compared).
+    self.shown = next((s for s in self.specs if s.compared), self.specs[0])
     self.threshold = float(threshold)
     self.gate = gate
     self.jit_compile = default_jit_compile() if jit_compile is None else bool(jit_compile)
@@ -70,13 +76,14 @@ class EvalGraph:
   def compute(self, composite: tf.Tensor, real: tf.Tensor, mask: tf.Tensor) -> dict:
     """Pure TF; composite/real (B, S, S, 3) and mask (B, S, S, 1), all in [0, 1]."""
     b = tf.shape(composite)[0]
-    images, detectors, first = {}, {}, None
+    images, detectors, shown = {methods.COMPOSITE: composite}, {}, {}
     for system, spec in zip(self.systems, self.specs):
       rows = system.rows(composite, mask, self.threshold, self.gate)
       images.update(rows["images"])
       soft = detector_lib.soft_mask(rows["detection"])  # (B, S, S, 1)
       detectors[spec.detector] = localisation.localisation_metrics(soft, mask, self.threshold)
-      first = first or {"detection": rows["detection"], "soft_mask": soft}
+      if spec is self.shown:
+        shown = {"detection": rows["detection"], "soft_mask": soft}
 
     k = len(self.methods)
     stacked = tf.concat([images[m] for m in self.methods], axis=0)  # (kB, S, S, 3)
@@ -92,5 +99,5 @@ class EvalGraph:
         **detectors,
         "extra": {"mask_fraction": tf.reduce_mean(mask, axis=[1, 2, 3]),
                   "luminance_ratio": detector_labels.luminance_ratio(composite, real, mask)},
-        "images": {**images, **first},
+        "images": {**images, **shown},
     }

@@ -1,6 +1,6 @@
 """The systems an evaluation scores, loaded from their weight flags, and the abstention gate
-that goes with the pipeline's files: every "this file cannot be used" becomes an
-EvaluationError naming it."""
+that goes with the pipeline's files (when they are scored): every "this file cannot be used"
+becomes an EvaluationError naming it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ from tfharm import presets
 from tfharm import systems
 from tfharm.evaluation.config import EvalConfig, EvaluationError
 from tfharm.models import abstention
+
+
+# The gate file's weights (scripts/calibrate_gate.py) -> the weight flags whose files they are.
+GATE_WEIGHTS = {"detector": "detector_weights", "harmoniser": "harmoniser_weights"}
+
+
+def gate_for(cfg: EvalConfig, sha256: dict[str, str]
+             ) -> tuple[abstention.Gate, str | None] | None:
+  """(gate, its path) for the scored files `sha256` (weight flag -> SHA-256), as load_gate;
+  None when the files the gate is calibrated for were not scored (nothing uses a gate then)."""
+  if all(flag in sha256 for flag in GATE_WEIGHTS.values()):
+    return load_gate(cfg.gate_file, {k: sha256[flag] for k, flag in GATE_WEIGHTS.items()})
+  return None
 
 
 def load_gate(path: str | None,

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tfharm import colour
 from tfharm.evaluation.graph import EvalGraph
+from tfharm.evaluation import methods
 from tfharm.evaluation.methods import LOWER_IS_BETTER, detectors_in
 
 # The per-image columns that identify a composite: its photo, object and reference.
@@ -34,7 +35,12 @@ class Results:
 # Up to this many examples, the figure images are kept from the main pass (~1 MB each as
 # uint8); above it, the few chosen examples are recomputed in a second pass instead.
 KEEP_IMAGES_MAX_EXAMPLES = 64
-_KEPT_IMAGES = ("composite", "harmoniser_gt_mask", "detector_harmoniser", "detection")
+
+
+def kept_images(graph: EvalGraph) -> tuple[str, ...]:
+  """The figure images of an example: the composite, the two rows the examples compare (the
+  pipeline's C_p and C_s when it is scored; methods.compared_system) and their detection."""
+  return (methods.COMPOSITE, *methods.compared_system(graph.methods).compared, "detection")
 
 
 def _to_uint8(x) -> np.ndarray:
@@ -48,6 +54,7 @@ def run(graph: EvalGraph, dataset: tf.data.Dataset, num_examples: int,
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   columns: dict[str, list[np.ndarray]] = {}
   kept: dict[str, list[np.ndarray]] = {}
+  kept_keys = kept_images(graph) if keep_images else ()
   bar = tqdm(total=num_examples, unit="ex", disable=not progress, dynamic_ncols=True,
              desc="evaluating")
   start = time.perf_counter()
@@ -70,7 +77,7 @@ def run(graph: EvalGraph, dataset: tf.data.Dataset, num_examples: int,
     for k, v in values.items():
       columns.setdefault(k, []).append(np.asarray(v))  # blocks until the batch is done
     if keep_images:
-      for k in _KEPT_IMAGES:
+      for k in kept_keys:
         kept.setdefault(k, []).append(_to_uint8(out["images"][k]))
       kept.setdefault("real", []).append(_to_uint8(batch["real"]))
       kept.setdefault("mask", []).append(_to_uint8(batch["mask"]))
@@ -117,9 +124,12 @@ def run_real_photos(graph: EvalGraph, dataset: tf.data.Dataset,
 
 
 def select_examples(per_image: dict[str, np.ndarray], metric: str = "mse") -> dict[str, int]:
-  """Indices of the best, median and worst examples by C_p - C_s on `metric` (best = where
-  the detector's mask helps most / hurts least relative to the ground-truth mask)."""
-  diff = per_image[f"detector_harmoniser/{metric}"] - per_image[f"harmoniser_gt_mask/{metric}"]
+  """Indices of the best, median and worst examples by the difference of the two rows the
+  figures compare (methods.compared_system: C_p - C_s when the pipeline was scored) on `metric`
+  (best = where the system's own mask helps most / hurts least relative to the ground-truth
+  mask)."""
+  own, given = methods.compared_system(per_image).compared
+  diff = per_image[f"{own}/{metric}"] - per_image[f"{given}/{metric}"]
   if not LOWER_IS_BETTER[metric]:
     diff = -diff
   order = np.argsort(np.where(np.isfinite(diff), diff, np.inf), kind="stable")
@@ -130,7 +140,7 @@ def gather_examples(graph: EvalGraph, dataset: tf.data.Dataset, indices: list[in
   """Re-reads the dataset (same order) and recomputes the images of the chosen examples."""
   wanted = sorted(set(indices))
   found: dict[int, dict[str, np.ndarray]] = {}
-  offset = 0
+  offset, keys = 0, kept_images(graph)
   for batch in dataset:
     b = int(batch["composite"].shape[0])
     rows = [i - offset for i in wanted if offset <= i < offset + b]
@@ -138,7 +148,7 @@ def gather_examples(graph: EvalGraph, dataset: tf.data.Dataset, indices: list[in
       pick = lambda x: tf.gather(x, rows)
       out = graph.step(pick(batch["composite"]), pick(batch["real"]), pick(batch["mask"]))
       for j, r in enumerate(rows):
-        item = {k: np.asarray(out["images"][k][j]) for k in _KEPT_IMAGES}
+        item = {k: np.asarray(out["images"][k][j]) for k in keys}
         item["real"] = np.asarray(batch["real"][r])
         item["mask"] = np.asarray(batch["mask"][r])
         found[offset + r] = item

@@ -16,7 +16,7 @@ import numpy as np
 from tfharm import systems
 from tfharm.evaluation import columns
 from tfharm.evaluation.loop import ID_FIELDS
-from tfharm.evaluation.methods import detectors_in, methods_in, photo_rows_in
+from tfharm.evaluation.methods import detectors_in, methods_in, photo_rows_in, scored
 from tfharm.metrics import aggregate
 
 # Dolhasz et al. 2020, Table 1 (their resolution, full COCO, their weights); the metrics are
@@ -72,16 +72,16 @@ def suprathreshold(per_image: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def summarise(per_image: dict[str, np.ndarray], select: np.ndarray | None = None) -> dict:
-  """{"num_examples", "methods": {m: {metric: mean}}, "detector": {...},
-  "detector_suprathreshold": {..., "num_examples"}, "nan_counts"}."""
+  """{"num_examples", "methods": {m: {metric: mean}}, per scored system its detection
+  ("detector", "joint_detector": {...}) and "<detection>_suprathreshold": {..., "num_examples"},
+  "shares", "nan_counts"}."""
   pick = (lambda v: v) if select is None else (lambda v: v[select])
-  out = {"num_examples": int(len(pick(per_image["composite/mse"]))), "methods": {},
-         "detector": {}}
+  out = {"num_examples": int(len(pick(per_image["composite/mse"]))), "methods": {}}
   nans = {}
   for m in methods_in(per_image):
     out["methods"][m] = {k: _mean(pick(per_image[f"{m}/{k}"])) for k in _image_metrics()}
   supra = pick(suprathreshold(per_image))
-  for d in detectors_in(per_image):  # "detector", and "joint_detector" with a joint model
+  for d in detectors_in(per_image):  # each scored system's: "detector", "joint_detector"
     out[d] = {k: _mean(pick(per_image[f"{d}/{k}"])) for k in _detector_metrics()}
     out[f"{d}_suprathreshold"] = {
         "num_examples": int(supra.sum()),
@@ -115,14 +115,24 @@ def shares(per_image: dict[str, np.ndarray], select: np.ndarray | None = None) -
   return out
 
 
+def photo_key(detector: str, value: str) -> str:
+  """A per-photo value of a system's detection in metrics.json's real_photos: the detector's
+  name without "detector", then the value ("fire_fraction", "joint_fire_fraction",
+  "abstained": the pipeline's gate)."""
+  return detector.removesuffix("detector") + value
+
+
 def summarise_real_photos(photos: dict[str, np.ndarray]) -> dict:
-  """Unedited photos through the mask-free rows: output-vs-input PSNR (median, share at >= 40
-  dB, worst) and how much the detector fires."""
+  """Unedited photos through the mask-free rows of each scored system: output-vs-input PSNR
+  (median, share at >= 40 dB, worst), how much each system's detection fires, and the other
+  per-photo values its rows return (the pipeline's gate: "abstained")."""
+  detectors = detectors_in(photos)
+  values = [(d, k.split("/", 1)[1]) for d in detectors for k in photos
+            if k.startswith(f"{d}/") and k != f"{d}/fire_fraction"]
   out = {"num_photos": int(len(photos["image_id"])),
-         "fire_fraction": _mean(photos["detector/fire_fraction"]),
-         **({"joint_fire_fraction": _mean(photos["joint_detector/fire_fraction"])}
-            if "joint_detector/fire_fraction" in photos else {}),
-         "abstained": _mean(photos["detector/abstained"])}
+         **{photo_key(d, "fire_fraction"): _mean(photos[f"{d}/fire_fraction"])
+            for d in detectors},
+         **{photo_key(d, v): _mean(photos[f"{d}/{v}"]) for d, v in values}}
   for m in photo_rows_in(photos):
     v = photos[f"{m}/psnr"]
     out[m] = {"median_psnr": float(np.median(v)), "share_at_least_40db": float(np.mean(v >= 40)),
@@ -143,9 +153,11 @@ def real_photos_table(summary: dict) -> str:
   r = summary.get("real_photos")
   if not r:
     return ""
-  lines = [f"Unedited photos of the split ({r['num_photos']}), mask-free, output vs input: the "
-           f"detector fires (> 0.5) on {r['fire_fraction']:.1%} of pixels on average; the gate "
-           f"abstains on {r['abstained']:.0%} of photos.", "",
+  spec = systems.SYSTEMS[scored(r)[0]]  # the first system scored: its detection's firing
+  gate = (f"; the gate abstains on {r['abstained']:.0%} of photos" if "abstained" in r else "")
+  lines = [f"Unedited photos of the split ({r['num_photos']}), mask-free, output vs input: "
+           f"{spec.finder} fires (> 0.5) on {r[photo_key(spec.detector, 'fire_fraction')]:.1%} "
+           f"of pixels on average{gate}.", "",
            "| method | median PSNR (dB) | photos ≥ 40 dB | worst (dB) |", "|---|---:|---:|---:|"]
   for m in photo_rows_in(r):
     v = r[m]
@@ -226,11 +238,25 @@ def _row(cells) -> str:
   return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
+def paper_scored(summary: dict) -> bool:
+  """The rows of the paper's Table 1 (C_s, C_p) were scored: the sections that compare with
+  the paper are shown."""
+  return all(m in summary["methods"] for m in PAPER_TABLE_1)
+
+
+def not_scored_line(summary: dict) -> str:
+  """Where the paper's Table 1 would be when the system that has its rows was not scored."""
+  owner = next(n for n, s in systems.SYSTEMS.items() if set(PAPER_TABLE_1) <= set(s.rows))
+  return (f"The paper's Table 1 (C_s and C_p beside Dolhasz et al. 2020): {owner} not scored "
+          f"(--systems={','.join(scored(summary['methods']))}).")
+
+
 def main_table(summary: dict) -> str:
   """Table 1 layout: rows = methods, one column per columns.IMAGE_COLUMNS, then the paper's
-  numbers in its `paper` columns (C_s and C_p rows only)."""
+  numbers in its `paper` columns (C_s and C_p rows only; no such columns when they were not
+  scored)."""
   cols = columns.IMAGE_COLUMNS
-  paper_cols = [c for c in cols if c.paper]
+  paper_cols = [c for c in cols if c.paper] if paper_scored(summary) else []
   lines = [_row(["method", *(c.header for c in cols), *(f"paper {c.name}" for c in paper_cols)]),
            "|---|" + "---:|" * (len(cols) + len(paper_cols))]
   for m in methods_in(summary["methods"]):
@@ -241,17 +267,28 @@ def main_table(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def detector_table(summary: dict) -> str:
-  """Localisation of the soft mask (and the joint model's m) against the GT mask, on all and
-  on the suprathreshold composites; one column per columns.DETECTOR_COLUMNS."""
+# How the terminal names a system's detection (its Spec.detector); another's by that name.
+DETECTIONS = {"detector": "detector", "joint_detector": "joint model"}
+
+
+def _detection_rows(detector: str) -> list[tuple[str, str]]:
+  """(text, summary key) of a system's detection on all and on the suprathreshold composites."""
   from tfharm.models.detector_labels import LabelConfig  # pylint: disable=g-import-not-at-top
-  labels, cols = LabelConfig(), columns.DETECTOR_COLUMNS
-  rows = [("all composites", "detector"),
-          (f"suprathreshold composites (L* ratio < {labels.tau_neg} or > {labels.tau_pos})",
-           "detector_suprathreshold")]
-  if "joint_detector" in summary:
-    rows += [("joint model m, all composites", "joint_detector"),
-             ("joint model m, suprathreshold", "joint_detector_suprathreshold")]
+  labels = LabelConfig()
+  texts = {"detector": ("all composites", f"suprathreshold composites (L* ratio < "
+                                          f"{labels.tau_neg} or > {labels.tau_pos})"),
+           "joint_detector": ("joint model m, all composites", "joint model m, suprathreshold")}
+  every, supra = texts.get(detector, (f"{detector}, all composites",
+                                      f"{detector}, suprathreshold"))
+  return [(every, detector), (supra, f"{detector}_suprathreshold")]
+
+
+def detector_table(summary: dict) -> str:
+  """Localisation of each scored system's soft mask (the detector's, the joint model's m)
+  against the GT mask, on all and on the suprathreshold composites; one column per
+  columns.DETECTOR_COLUMNS."""
+  cols = columns.DETECTOR_COLUMNS
+  rows = [row for d in detectors_in(summary) for row in _detection_rows(d)]
   lines = [_row(["detector (soft mask max(p_neg, p_pos)) vs GT mask", "n",
                  *(c.header for c in cols)]), "|---|---:|" + "---:|" * len(cols)]
   for text, key in rows:
@@ -262,17 +299,37 @@ def detector_table(summary: dict) -> str:
 
 
 def table_markdown(summary: dict, provenance: dict, threshold: float) -> str:
-  """table.md: our Table 1, the detector's localisation, and what differs from the paper."""
-  data = provenance["dataset"]
+  """table.md: our Table 1, each scored system's localisation, and what differs from the
+  paper; the paper's sections only when its rows were scored (paper_scored), else one line
+  saying which system was not."""
+  data, size = provenance["dataset"], provenance["dataset"]["image_size"]
+  paper = paper_scored(summary)
+  rows_note = rf""" Harmonised rows are the network's raw output at {size}×{size}
+(paper §3); the two *gated* rows paste it into the composite through the mask, C + m⊙(Ĥ − C);
+the two *L\* moments* rows are what tfharm returns by default: the composite's object moved onto
+the prediction's mask-weighted L\* mean and std (Reinhard on L\*, tfharm/models/correction.py)."""
+  threshold_note = """
+The binarised-mask row uses the same threshold. The detector is trained to stay silent on
+subthreshold composites (docs/decisions.md, "Detector labels and loss"), where the GT mask still marks the object, so
+the suprathreshold row is the fairer localisation score."""
+  paper_section = rf"""
+
+**Paper columns** (the last three of the first table): Dolhasz et al. 2020, Table 1, for C_s
+and C_p. What differs here: resolution {size}×{size} (the paper does not state the size
+its table was measured at), the training data (the paper's full-COCO composites; what each
+of these weights was trained on is in its record, tfharm/presets/README.md), and the weights
+themselves. The numbers are therefore not expected to match; the comparison that
+carries over is the ordering and the C_p − C_s gap.
+
+Weights: detector `{provenance['detector_weights']['path']}` (sha256 {provenance['detector_weights']['sha256'][:12]}…),
+harmoniser `{provenance['harmoniser_weights']['path']}` (sha256 {provenance['harmoniser_weights']['sha256'][:12]}…).""" if paper else ""
+  main = main_table(summary) + ("" if paper else f"\n\n{not_scored_line(summary)}")
   return rf"""# Evaluation: {data['name']}/{data['config']} split `{data['split']}`, {summary['num_examples']} composites
 
 All pixel metrics on the 0–255 scale, per image against the real photograph, then averaged
-(PSNR: mean of per-image dB). Harmonised rows are the network's raw output at {data['image_size']}×{data['image_size']}
-(paper §3); the two *gated* rows paste it into the composite through the mask, C + m⊙(Ĥ − C);
-the two *L\* moments* rows are what tfharm returns by default: the composite's object moved onto
-the prediction's mask-weighted L\* mean and std (Reinhard on L\*, tfharm/models/correction.py).
+(PSNR: mean of per-image dB).{rows_note if paper else ""}
 
-{main_table(summary)}
+{main}
 
 Per image, against the composite (PSNR):
 
@@ -282,20 +339,7 @@ Per image, against the composite (PSNR):
 
 {real_photos_table(summary)}
 
-IoU and F1 threshold the soft mask at {threshold}; AP sweeps thresholds 0, 0.01, …, 1.
-The binarised-mask row uses the same threshold. The detector is trained to stay silent on
-subthreshold composites (docs/decisions.md, "Detector labels and loss"), where the GT mask still marks the object, so
-the suprathreshold row is the fairer localisation score.
-
-**Paper columns** (the last three of the first table): Dolhasz et al. 2020, Table 1, for C_s
-and C_p. What differs here: resolution {data['image_size']}×{data['image_size']} (the paper does not state the size
-its table was measured at), the training data (the paper's full-COCO composites; what each
-of these weights was trained on is in its record, tfharm/presets/README.md), and the weights
-themselves. The numbers are therefore not expected to match; the comparison that
-carries over is the ordering and the C_p − C_s gap.
-
-Weights: detector `{provenance['detector_weights']['path']}` (sha256 {provenance['detector_weights']['sha256'][:12]}…),
-harmoniser `{provenance['harmoniser_weights']['path']}` (sha256 {provenance['harmoniser_weights']['sha256'][:12]}…).
+IoU and F1 threshold the soft mask at {threshold}; AP sweeps thresholds 0, 0.01, …, 1.{threshold_note if paper else ""}{paper_section}
 """
 
 
@@ -303,21 +347,23 @@ def terminal_table(summary: dict) -> str:
   """Fixed-width summary for the terminal; columns as in main_table."""
   cols = columns.IMAGE_COLUMNS
   rows = methods_in(summary["methods"])
+  paper = PAPER_TABLE_1 if paper_scored(summary) else {}
   # The label column fits the longest label (a system's spec may bring longer ones).
   w = max([40] + [len(label(m)) + 1 for m in rows] + [len("paper: " + label(m)) + 1
-                                                      for m in PAPER_TABLE_1])
+                                                      for m in paper])
   head = f"{'method':<{w}}" + "".join(f"{c.name:>{c.width}}" for c in cols)
   lines = [head, "-" * len(head)]
   for m in rows:
     s = summary["methods"][m]
     lines.append(f"{label(m):<{w}}" + "".join(f"{c.format(s[c.key]):>{c.width}}" for c in cols))
-  for m, p in PAPER_TABLE_1.items():
+  for m, p in paper.items():
     lines.append(f"{'paper: ' + label(m):<{w}}" + "".join(
         f"{c.format(p[c.key]) if c.paper else '':>{c.width}}" for c in cols))
-  for text, d in (("detector", "detector"), ("joint model", "joint_detector")):
-    if d in summary:
-      scores = "  ".join(f"{c.name} {c.format(summary[d][c.key])}"
-                         for c in columns.DETECTOR_COLUMNS)
-      lines.append(f"{text} vs GT mask: {scores}" + (
-          f"   ({summary['num_examples']} examples)" if d == "detector" else ""))
+  if not paper:
+    lines.append(not_scored_line(summary))
+  for i, d in enumerate(detectors_in(summary)):
+    scores = "  ".join(f"{c.name} {c.format(summary[d][c.key])}"
+                       for c in columns.DETECTOR_COLUMNS)
+    lines.append(f"{DETECTIONS.get(d, d)} vs GT mask: {scores}" + (
+        f"   ({summary['num_examples']} examples)" if i == 0 else ""))
   return "\n".join(lines)

@@ -12,8 +12,9 @@ from tfharm.evaluation.methods import detectors_in, methods_in
 
 def write_tensorboard(logdir: str, summary: dict, per_image: dict[str, np.ndarray],
                       examples: dict[str, dict], step: int = 0) -> None:
-  """Scalars `{method}/{metric}` and `detector/{metric}`, histograms of the same per image,
-  and one image per example row (the figure's six columns side by side)."""
+  """Scalars `{method}/{metric}` and `{detector}/{metric}` of every row and detection scored,
+  histograms of the same per image, and one image per example row (the figure's six columns
+  side by side)."""
   writer = tf.summary.create_file_writer(logdir)
   with writer.as_default(step=step):
     for m in methods_in(summary["methods"]):
@@ -34,7 +35,6 @@ def write_tensorboard(logdir: str, summary: dict, per_image: dict[str, np.ndarra
     for name, item in examples.items():
       row = np.concatenate([img for _, img in figures.example_columns(item)], axis=1)
       tf.summary.image(f"examples/{name}", np.clip(row, 0.0, 1.0)[None], max_outputs=1,
-                       description="ground truth | composite | C_p | C_s | detector "
-                                   "(red neg, green pos) | GT mask")
+                       description=figures.example_description(item))
   writer.flush()
   writer.close()

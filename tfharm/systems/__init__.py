@@ -6,7 +6,9 @@
 
 `SYSTEMS` holds, per name, a `Spec`: its module (which defines `load(files, correction,
 image_size)` returning a tfharm.systems.base.System), its weight files (a command's flag ->
-the preset kind that is its default) and the rows it adds to an evaluation. Every consumer
+the preset kind that is its default) and the rows it adds to an evaluation (which scores any
+subset of the systems: tfharm.evaluation reads the rows, detection and labels of the ones it
+scored from here). Every consumer
 (harmonise, export, the web page, the evaluation) loops over or looks up this table rather
 than branching on a name, so a new served model is a network, its training task, a preset, a
 module here and its entry below. No TensorFlow at import: the commands check their flags and
@@ -30,10 +32,14 @@ class Spec:
   module: str  # defines load(files, correction, image_size) -> System
   weights: Mapping[str, str]  # weight flag (without "--") -> preset kind (default: its preset)
   description: str
-  rows: tuple[str, ...]  # its evaluation rows, in table order
+  rows: tuple[str, ...]  # its evaluation rows, in table order (after the composite's)
   photo_rows: tuple[str, ...]  # of those, the mask-free ones also scored on unedited photos
   detector: str  # the name its detection is scored under ("<detector>/iou", ...)
   labels: Mapping[str, str] = dataclasses.field(default_factory=dict)  # row -> table label
+  # (its row through its own mask, the same through the ground-truth mask): what the
+  # evaluation's examples and differential figure compare when it is the first system scored
+  # (the pipeline's C_p and C_s, the paper's Fig. 5). () : none.
+  compared: tuple[str, ...] = ()
   # The page's words for it (tfharm/app/handling.py, `words`): its name there, what finds the
   # region (and draws the map), and what changes the photo through the mask.
   title: str = "the model"
@@ -47,13 +53,14 @@ SYSTEMS: dict[str, Spec] = {
         {"detector_weights": "detector", "harmoniser_weights": "harmoniser"},
         "the paper's detector + harmoniser (docs/architecture.md)",
         # The paper's rows first (Table 1), then the ablations, then the corrected variants.
-        rows=("composite", "harmoniser_gt_mask", "detector_harmoniser",
+        rows=("harmoniser_gt_mask", "detector_harmoniser",
               "harmoniser_binarised_pred_mask", "harmoniser_empty_mask",
               "harmoniser_gt_mask_gated", "detector_harmoniser_gated",
               "harmoniser_gt_mask_l_moments", "detector_harmoniser_l_moments",
               "detector_harmoniser_abstain_l_moments", "ring_l_mean_gt_mask"),
         photo_rows=("detector_harmoniser_l_moments", "detector_harmoniser_abstain_l_moments"),
-        detector="detector", title="detector + harmoniser (the paper's two networks)",
+        detector="detector", compared=("detector_harmoniser", "harmoniser_gt_mask"),
+        title="detector + harmoniser (the paper's two networks)",
         finder="the detector", fixer="the harmoniser"),
     "joint": Spec(
         "tfharm.systems.joint", {"joint_weights": "joint"},
@@ -63,6 +70,7 @@ SYSTEMS: dict[str, Spec] = {
         # measured against, as C_p against C_s).
         rows=("joint", "joint_l_moments", "joint_gt_mask"),
         photo_rows=("joint", "joint_l_moments"), detector="joint_detector",
+        compared=("joint", "joint_gt_mask"),
         labels={"joint": "joint model, its own output (mask-free)",
                 "joint_l_moments": "joint model, L* moments (--model=joint)",
                 "joint_gt_mask": "joint model, GT mask (its L* change)"},
