@@ -5,9 +5,10 @@
       --test_metrics=out/eval/joint_test/metrics.json
 
 The scores are `python -m tfharm.eval --joint_weights=<the shipped file>` runs on the
-validation and test splits (configs/eval_coco_validation.flags, configs/eval_coco.flags): this
-script checks they scored exactly the file it ships (SHA-256) and keeps the mask-free rows, the
-shares and the unedited-photo figures, beside the pipeline's in the same run. It also scores
+validation and test splits (configs/eval_coco_validation.flags, configs/eval_coco.flags; with
+--systems=joint the joint model alone, in minutes): this script checks they scored exactly the
+file it ships (SHA-256) and keeps the joint model's rows, shares, detection and unedited-photo
+figures, and the pipeline's beside them when the run scored it. It also scores
 the file itself on the test split's first 16 composites (`test_first_16`,
 tfharm.evaluation.quick_scores.joint_scores: what tests/models/checkpoints_test.py re-measures
 in seconds). The file is made first with --metrics unset (it prints the path to evaluate),
@@ -48,11 +49,12 @@ def _summary(path: str, sha: str) -> dict:
   if scored.get("sha256") != sha:
     raise app.UsageError(f"{path} scored {scored.get('path')} (sha256 {scored.get('sha256')}), "
                          f"not the shipped file (sha256 {sha})")
+  # A run without the pipeline (--systems=joint) has no "detector" and no pipeline rows or
+  # real-photo keys (fire_fraction, abstained): what it has is kept.
   return {"split": m["provenance"]["dataset"]["split"], "num_examples": m["num_examples"],
           "methods": {k: m["methods"][k] for k in ROWS if k in m["methods"]},
           "shares": {k: m["shares"][k] for k in ROWS if k in m.get("shares", {})},
-          "joint_detector": m.get("joint_detector"), "detector": m.get("detector"),
-          "real_photos": m.get("real_photos")}
+          **{k: m[k] for k in ("joint_detector", "detector", "real_photos") if k in m}}
 
 
 def recipe(workdir: str) -> list[str]:

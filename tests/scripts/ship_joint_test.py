@@ -1,10 +1,29 @@
-"""scripts/ship_joint.py: the recorded recipe is the run's newest start, machine paths left out."""
+"""scripts/ship_joint.py: the recorded recipe is the run's newest start, machine paths left out;
+the record keeps what a metrics.json scored, with or without the pipeline (--systems=joint)."""
 import json
 import os
 import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(REPO, "scripts", "ship_joint.py")
+
+
+def _call(expression: str) -> object:
+  """`expression` of the script's module `m`, in its own process (the script defines absl
+  flags), as JSON."""
+  code = ("import importlib.util, json\n"
+          f"spec = importlib.util.spec_from_file_location('s', {SCRIPT!r})\n"
+          "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+          f"print(json.dumps({expression}))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       check=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def ship_summary(metrics_path: str, sha256: str) -> dict:
+  """What the script records of a tfharm.eval metrics.json that scored the file `sha256`."""
+  return _call(f"m._summary({metrics_path!r}, {sha256!r})")
 
 
 def test_recipe_is_the_last_start_without_machine_paths(tmp_path):
@@ -12,12 +31,30 @@ def test_recipe_is_the_last_start_without_machine_paths(tmp_path):
   resumed = ["--noaugment", "--batch_size=8", "--data_dir=/m/data",
              "--generator_roots=/m/a,/m/b", "--learning_rate=0.0005", "--workdir=/m/run"]
   (tmp_path / "flags.txt").write_text("\n".join(first + resumed) + "\n")
-  script = os.path.join(REPO, "scripts", "ship_joint.py")
-  code = ("import importlib.util, json\n"  # the script defines absl flags: its own process
-          f"spec = importlib.util.spec_from_file_location('s', {script!r})\n"
-          "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-          f"print(json.dumps(m.recipe({str(tmp_path)!r})))")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                       check=True).stdout
-  assert json.loads(out.strip().splitlines()[-1]) == [
+  assert _call(f"m.recipe({str(tmp_path)!r})") == [
       "--noaugment", "--batch_size=8", "--learning_rate=0.0005"]
+
+
+def test_a_joint_only_metrics_json_is_recorded_without_pipeline_keys(tmp_path):
+  """A --systems=joint run (its keys as tfharm.eval writes them; the real file:
+  tests/eval_joint_test.py) has no detector, pipeline rows, fire_fraction or abstained."""
+  row = {"mse": 10.0, "psnr": 30.0, "lpips": 0.1, "fmse": 100.0, "ssim": 0.9}
+  share = {"improved": 0.5, "worse_by_1db": 0.0, "median_gain_db": 0.1}
+  photo = {"median_psnr": 50.0, "share_at_least_40db": 1.0, "min_psnr": 45.0}
+  metrics = {"num_examples": 2,
+             "methods": {m: row for m in ("composite", "joint", "joint_l_moments",
+                                          "joint_gt_mask")},
+             "joint_detector": {"iou": 0.1, "f1": 0.2, "ap": 0.3},
+             "joint_detector_suprathreshold": {"num_examples": 1, "iou": 0.1, "f1": 0.2, "ap": 0.3},
+             "shares": {m: share for m in ("joint", "joint_l_moments", "joint_gt_mask")},
+             "real_photos": {"num_photos": 2, "joint_fire_fraction": 0.01, "joint": photo,
+                             "joint_l_moments": photo},
+             "provenance": {"joint_weights": {"path": "/j.h5", "sha256": "ab" * 32},
+                            "dataset": {"split": "validation"}}}
+  path = tmp_path / "metrics.json"
+  path.write_text(json.dumps(metrics))
+  record = ship_summary(str(path), "ab" * 32)
+  assert record == {"split": "validation", "num_examples": 2,
+                    "methods": metrics["methods"], "shares": metrics["shares"],
+                    "joint_detector": metrics["joint_detector"],
+                    "real_photos": metrics["real_photos"]}
