@@ -1,12 +1,19 @@
 """Evaluate every system (the paper's detector + harmoniser, Table 1 and Figs. 4-5, and the
-default joint model) on a luminance_composites split; --systems=pipeline for the pipeline alone.
+default joint model) on a luminance_composites split, or those named by --systems:
+--systems=joint scores the joint model alone (about a fifth of the time on CPU: the pipeline's
+VGG detector is most of an evaluation's cost), --systems=pipeline the pipeline alone.
 
   python -m tfharm.eval --flagfile=configs/eval_demo.flags    # embedded demo data (make demo)
   python -m tfharm.eval --flagfile=configs/eval_coco.flags    # the coco_mini 256 build
+  python -m tfharm.eval --flagfile=configs/eval_coco_validation.flags --systems=joint \\
+      --joint_weights=RUN/joint.weights.h5 --output_dir=OUT  # a joint model alone
 
 Writes metrics.json, per_image.csv, per_category.csv, table.md, fig_distributions.png,
 fig_differentials.png, examples.png and tensorboard/ into --output_dir (all or nothing), and
-prints the summary table. --output_dir is checked first (a file in the way, no permission, a
+prints the summary table. Each holds the systems scored; what needs a system left out is left
+out (without the pipeline: no paper columns and no gate, the figures compare the joint model's
+own output with its GT-mask row, and table.md and the terminal say in one line that the
+pipeline was not scored). --output_dir is checked first (a file in the way, no permission, a
 full disk: an error within a second, before TensorFlow starts); staging directories of
 interrupted runs are removed. Exit status: 0 done, 2 usage or setup error, 3 internal error.
 """
@@ -42,9 +49,13 @@ def _define_flags() -> None:
       "a preset name). Default: preset joint_256. Rows joint, joint_l_moments (mask-free), "
       "joint_gt_mask, and its detection (joint_detector).")
   _SYSTEMS = flags.DEFINE_list(
-      "systems", None, f"The systems scored ({', '.join(systems.NAMES)}). Default: all, so the "
-      f"default system ({systems.DEFAULT}) has rows in every table. --systems=pipeline scores the "
-      "paper's pipeline alone, which is always scored (its rows are the paper's Table 1).")
+      "systems", None, f"The systems scored ({', '.join(systems.NAMES)}), each with its rows, "
+      f"detection and unedited-photo rows, beside the composite's row. Default: all, so the "
+      f"default system ({systems.DEFAULT}) has rows in every table beside the paper's pipeline "
+      "(Table 1). --systems=joint scores the joint model alone (no VGG detector: about a fifth of "
+      "the time on CPU; no paper columns, and table.md says the pipeline was not scored); "
+      "--systems=pipeline the pipeline alone. Weight flags or --gate_file of a system left out "
+      "are an error.")
   _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", None, "Score at most this many examples.")
   _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per graph call.")
   _LPIPS_NET = flags.DEFINE_enum("lpips_net", "alex", ["alex", "vgg"], "LPIPS backbone.")
@@ -54,8 +65,9 @@ def _define_flags() -> None:
   _THRESHOLD = flags.DEFINE_float("threshold", 0.5, "Binarised-mask and IoU/F1 threshold, in "
                                   "[0, 1): a soft mask value above it counts as positive.")
   _GATE_FILE = flags.DEFINE_string(
-      "gate_file", None, "Abstention gate of the abstaining rows (scripts/calibrate_gate.py). "
-      "Default: tfharm/presets/gate_256.json when present (it must match the weights), else none.")
+      "gate_file", None, "Abstention gate of the pipeline's abstaining rows "
+      "(scripts/calibrate_gate.py). Default: tfharm/presets/gate_256.json when present (it must "
+      "match the weights), else none; no gate when the pipeline is not scored.")
   _REAL_PHOTOS = flags.DEFINE_bool("real_photos", True, "Also run the split's unedited photos "
                                    "through the mask-free rows (do-no-harm section).")
   _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace results already in --output_dir.")

@@ -23,8 +23,8 @@ class EvalConfig:
   detector_weights: str | None = None
   harmoniser_weights: str | None = None
   joint_weights: str | None = None  # the joint model's file or preset (default: joint_256)
-  # The systems scored (tfharm.systems names); None: every one. The pipeline always is: its
-  # rows are the paper's Table 1 and the figures'. ("pipeline",) scores it alone.
+  # The systems scored (tfharm.systems names); None: every one. ("joint",) scores the joint
+  # model alone (no pipeline: no paper columns, no gate), ("pipeline",) the pipeline alone.
   systems: tuple[str, ...] | None = None
   max_examples: int | None = None
   batch_size: int = 8

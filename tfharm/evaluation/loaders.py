@@ -1,6 +1,6 @@
-"""The systems an evaluation scores, loaded from their weight flags, and the abstention gate
-that goes with the pipeline's files (when they are scored): every "this file cannot be used"
-becomes an EvaluationError naming it."""
+"""The systems an evaluation scores (`--systems`), loaded from their weight flags, and the
+abstention gate that goes with the pipeline's files (when it is scored): every "this file
+cannot be used" becomes an EvaluationError naming it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ GATE_WEIGHTS = {"detector": "detector_weights", "harmoniser": "harmoniser_weight
 def gate_for(cfg: EvalConfig, sha256: dict[str, str]
              ) -> tuple[abstention.Gate, str | None] | None:
   """(gate, its path) for the scored files `sha256` (weight flag -> SHA-256), as load_gate;
-  None when the files the gate is calibrated for were not scored (nothing uses a gate then)."""
+  None when the files the gate is calibrated for were not scored (nothing uses a gate then;
+  scored_systems refuses a --gate_file for such a run)."""
   if all(flag in sha256 for flag in GATE_WEIGHTS.values()):
     return load_gate(cfg.gate_file, {k: sha256[flag] for k, flag in GATE_WEIGHTS.items()})
   return None
@@ -45,17 +46,19 @@ def load_gate(path: str | None,
 
 
 def scored_systems(cfg: EvalConfig) -> tuple[str, ...]:
-  """The paper's pipeline (its rows are the paper's Table 1), then the other systems of
-  `cfg.systems` (default: all, so the default system's rows are in every table without a
-  flag). EvaluationError for an unknown name, or for weights given to a system left out (the
-  user would get a table without the model they named)."""
+  """The systems of `cfg.systems` in SYSTEMS order (default: all, so the default system's
+  rows are in every table without a flag, beside the paper's pipeline). EvaluationError for
+  none, an unknown name, or weights given to a system left out (the user would get a table
+  without the model they named)."""
   wanted = tuple(systems.SYSTEMS) if cfg.systems is None else tuple(cfg.systems)
   unknown = [name for name in wanted if name not in systems.SYSTEMS]
   if unknown:
     raise EvaluationError(f"unknown system {', '.join(map(repr, unknown))} in --systems; "
                           f"the systems are {', '.join(systems.SYSTEMS)}")
-  scored = ("pipeline",) + tuple(name for name in systems.SYSTEMS
-                                 if name != "pipeline" and name in wanted)
+  if not wanted:
+    raise EvaluationError(f"--systems names no system; one or more of "
+                          f"{', '.join(systems.SYSTEMS)}, or leave it out for all")
+  scored = tuple(name for name in systems.SYSTEMS if name in wanted)
   given = cfg.weights()
   for name, spec in systems.SYSTEMS.items():
     named = [f"--{flag}" for flag in spec.weights if given.get(flag)]
@@ -63,6 +66,11 @@ def scored_systems(cfg: EvalConfig) -> tuple[str, ...]:
       raise EvaluationError(f"{' and '.join(named)} given, but --systems={','.join(wanted)} "
                             f"leaves out {name}; add {name} to --systems or drop "
                             f"{' and '.join(named)}")
+  gated = systems.owner(GATE_WEIGHTS["detector"])  # the system whose rows use the gate
+  if cfg.gate_file and gated not in scored:
+    raise EvaluationError(f"--gate_file given, but --systems={','.join(wanted)} leaves out "
+                          f"{gated}, whose rows use it; add {gated} to --systems or drop "
+                          "--gate_file")
   return scored
 
 
