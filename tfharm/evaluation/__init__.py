@@ -1,4 +1,5 @@
-"""Evaluation of the detector + harmoniser pipeline (paper Table 1, Figs. 4-5).
+"""Evaluation of the systems (tfharm.systems), all or those named: the paper's detector +
+harmoniser pipeline (Table 1, Figs. 4-5) and the joint model.
 
 `evaluate(EvalConfig(...))` is the library entry point; `python -m tfharm.eval` the command.
 `quick_scores` holds one network's means without LPIPS, tables or figures (what checkpoints are
