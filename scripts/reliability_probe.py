@@ -865,7 +865,7 @@ def c26_vanished_and_too_small(c: Case):
   """A file that vanished mid-run was "not a readable JPEG or PNG"; LPIPS called a too-small
   pair "unreadable"."""
   src, out = c.path("src"), c.path("out")
-  inputs = copies(src, 20)
+  inputs = copies(src, 40)  # the last is removed once the first is written: far ahead of it
   with open(c.path("harmonise.stderr"), "w") as err:
     proc = subprocess.Popen([PYTHON, "-m", "tfharm.harmonise", f"--input={src}",
                              f"--output={out}"], cwd=c.dir, env=c.env, stdout=subprocess.DEVNULL,
@@ -884,7 +884,7 @@ def c26_vanished_and_too_small(c: Case):
   c.rcs.append(str(proc.returncode))
   ran = Ran("harmonise", proc.returncode, "", open(c.path("harmonise.stderr")).read(), 0)
   _no_crash(ran)
-  expect(ran, 1, "19.png: no such file any more", "'missing': 1")
+  expect(ran, 1, "39.png: no such file any more", "'missing': 1")
   a, b = c.path("A"), c.path("B")
   tiny = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
   write(os.path.join(a, "tiny.png"), tiny)
