@@ -64,3 +64,13 @@ def test_a_full_disk_exits_2_in_one_line_and_leaves_nothing(tmp_path):
     proc = _build(f"--manual_dir={DEMO_ROOT}", f"--data_dir={data_dir}", "--workers=1")
     _one_error_line(proc, "no space left on the device")
     assert os.listdir(small) == []
+
+
+def test_a_build_prints_no_tensorflow_start_up_lines(tmp_path):
+  """Issue 26 (22): TFDS imports TensorFlow mid-build (its writer), so a user saw its start-up
+  lines (absl's pre-init line, cudart_stub, cpu_feature_guard, `failed call to cuInit`), twice,
+  between the progress bars. Found by scripts/reliability_probe.py (case 22)."""
+  proc = _build(f"--manual_dir={DEMO_ROOT}", f"--data_dir={tmp_path / 'tfds'}", "--workers=1")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert helpers.noise_lines(proc.stderr) == [], helpers.noise_lines(proc.stderr)
+  assert "test: 23 examples" in proc.stderr  # the build's own lines still show

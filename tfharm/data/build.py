@@ -157,12 +157,26 @@ def build(manual_dir: str | Sequence[str], data_dir: str, config: str = "256",
   return builder
 
 
+def _start_tensorflow(verbose: bool) -> None:
+  """TFDS imports TensorFlow mid-build (its writer), whose start-up lines (tfharm.cli.quiet's
+  NOISE: `failed call to cuInit`, cpu_feature_guard, ...) then reach the user between the
+  progress bars. Imported here, they are filtered as in the other commands; only during the
+  import: the whole run's filter would hold back the progress bars, whose updates end in a
+  carriage return, not a newline."""
+  from tfharm.cli import quiet  # pylint: disable=g-import-not-at-top
+  with contextlib.nullcontext() if verbose else quiet.filtered_stderr():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.list_physical_devices()  # the CUDA plugin's own start-up lines come here
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from tfharm.cli import outputs  # pylint: disable=g-import-not-at-top
   from tfharm.data import coco  # pylint: disable=g-import-not-at-top
   try:
+    check_arguments(_MANUAL_DIR.value, _CONFIG.value)  # the cheap checks, before TensorFlow
+    _start_tensorflow(flags.FLAGS.verbosity >= 1)
     builder = build(_MANUAL_DIR.value, _DATA_DIR.value, _CONFIG.value, _WORKERS.value,
                     _BEAM_OPTIONS.value)
   except (ArgumentError, FileNotFoundError, coco.AnnotationError) as e:
