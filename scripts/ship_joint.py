@@ -13,7 +13,8 @@ the file itself on the test split's first 16 composites (`test_first_16`,
 tfharm.evaluation.quick_scores.joint_scores: what tests/models/checkpoints_test.py re-measures
 in seconds). The file is made first with --metrics unset (it prints the path to evaluate),
 then recorded. The recipe is the last invocation in the run's flags.txt (each resume appends
-one), machine paths left out.
+one), machine paths left out; `earlier_starts` lists, per earlier start, the flags that differed
+(a resume with a new --steps or --learning_rate).
 """
 from __future__ import annotations
 
@@ -64,6 +65,17 @@ def recipe(workdir: str) -> list[str]:
           if not line.startswith(("--workdir", "--data_dir", "--generator_roots"))]
 
 
+def earlier_starts(workdir: str) -> list[list[str]]:
+  """For each earlier start of the run, oldest first, the flags whose values differ from the
+  newest start's (machine paths left out): a run resumed with a new --steps or --learning_rate
+  was trained partly with the older values, and the recipe alone would hide that."""
+  from tfharm.training import run_flags  # pylint: disable=g-import-not-at-top
+  *earlier, newest = run_flags.invocations(workdir)
+  machine = ("--workdir", "--data_dir", "--generator_roots")
+  return [[line for line in start if line not in newest and not line.startswith(machine)]
+          for start in earlier]
+
+
 def first_test_scores(weights: str, data_dir: str) -> dict:
   from tfharm.evaluation import quick_scores  # pylint: disable=g-import-not-at-top
   from tfharm.data import pipeline  # pylint: disable=g-import-not-at-top
@@ -92,6 +104,7 @@ def main(argv):
             f"test_first_{SUBSET}": first_test_scores(_OUT.value, _DATA.value)}
   if _WORKDIR.value:
     record["recipe"] = recipe(_WORKDIR.value)
+    record["earlier_starts"] = earlier_starts(_WORKDIR.value)
   with open(_OUT.value.replace(".weights.h5", ".metrics.json"), "w") as f:
     json.dump(record, f, indent=2, sort_keys=True)
     f.write("\n")

@@ -35,6 +35,19 @@ def test_recipe_is_the_last_start_without_machine_paths(tmp_path):
       "--noaugment", "--batch_size=8", "--learning_rate=0.0005"]
 
 
+def test_earlier_starts_keep_what_differed_from_the_newest(tmp_path):
+  """A run resumed with a lower learning rate: the record must not claim the newest rate for
+  the whole run."""
+  first = ["--batch_size=8", "--learning_rate=0.0005", "--steps=6000", "--workdir=/m/run"]
+  second = ["--batch_size=8", "--learning_rate=0.0005", "--steps=12000", "--data_dir=/m/d",
+            "--workdir=/m/run"]
+  newest = ["--batch_size=8", "--learning_rate=0.00015", "--steps=12000", "--data_dir=/m/e",
+            "--workdir=/m/run"]
+  (tmp_path / "flags.txt").write_text("\n".join(first + second + newest) + "\n")
+  assert _call(f"m.earlier_starts({str(tmp_path)!r})") == [
+      ["--learning_rate=0.0005", "--steps=6000"], ["--learning_rate=0.0005"]]
+
+
 def test_a_joint_only_metrics_json_is_recorded_without_pipeline_keys(tmp_path):
   """A --systems=joint run (its keys as tfharm.eval writes them; the real file:
   tests/eval_joint_test.py) has no detector, pipeline rows, fire_fraction or abstained."""
