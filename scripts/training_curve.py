@@ -93,13 +93,18 @@ def chained(runs: list[str], metrics: list[str]):
 
 
 def extrapolate(samples: np.ndarray, values: np.ndarray, target: float, points: int):
-  """(slope per decade, samples at which the fit reaches target or None)."""
+  """(slope per decade, samples at which the fit reaches target or None). The curve's first
+  value says from which side the target is approached; a fit already past it at the last point
+  gives the last point's samples (reached), never a later crossing on the way back."""
   keep = np.isfinite(values)
   x, y = np.log10(samples[keep])[-points:], values[keep][-points:]
   if len(x) < 2:
     return None, None
   b, a = np.polyfit(x, y, 1)
-  if b == 0 or (target - a) / b < x[-1]:
+  towards = np.sign(target - values[keep][0])
+  if towards and (a + b * x[-1] - target) * towards >= 0:
+    return float(b), float(10 ** x[-1])
+  if b == 0 or np.sign(b) != towards or (target - a) / b < x[-1]:
     return float(b), None
   return float(b), float(10 ** ((target - a) / b))
 
@@ -126,6 +131,9 @@ def main(argv):
     elif needed is None:
       print(f"{name}: the last {_FIT_POINTS.value} points move {slope:+.4g} per 10x samples; "
             f"that line never reaches {text}")
+    elif needed <= samples[-1]:
+      print(f"{name}: the last {_FIT_POINTS.value} points move {slope:+.4g} per 10x samples; "
+            f"their fit is already at {text} or past it at {samples[-1]:.3g} samples")
     else:
       print(f"{name}: the last {_FIT_POINTS.value} points move {slope:+.4g} per 10x samples; "
             f"on that (optimistic, log-linear) line {name} = {text} needs ~{needed:.3g} "

@@ -1,4 +1,5 @@
 """scripts/training_curve.py: chained runs' samples, the values from the logs, the extrapolation."""
+import json
 import os
 import subprocess
 import sys
@@ -48,3 +49,25 @@ def test_a_run_resumed_with_another_batch_size_is_refused(tmp_path):
                          f"--output={tmp_path / 'c.png'}"], capture_output=True, text=True)
   assert proc.returncode != 0 and "expected one --batch_size" in proc.stderr
   assert not (tmp_path / "c.png").exists()
+
+
+def _extrapolate(samples, values, target, points):
+  code = ("import importlib.util, json, numpy as np\n"
+          "spec = importlib.util.spec_from_file_location('s', "
+          f"{os.path.join(REPO, 'scripts', 'training_curve.py')!r})\n"
+          "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+          f"print(json.dumps(m.extrapolate(np.array({samples}, float), np.array({values}), "
+          f"{target}, {points})))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True).stdout
+  return json.loads(out.strip().splitlines()[-1])
+
+
+def test_a_target_already_passed_is_reached_not_a_later_crossing():
+  """AP climbed past 0.5 and its last points dip: the fit falls back to 0.5 later, which is
+  not when the target is reached (the campaign's curve printed '1.15x those seen')."""
+  reached = _extrapolate([1e3, 1e4, 2e4, 4e4], [0.2, 0.52, 0.51, 0.505], 0.5, 3)
+  assert abs(reached[1] - 4e4) < 1, reached
+  # rising towards it: a later crossing (0.1 per decade from 0.3 at 1e4: 1e6); receding: never
+  assert abs(_extrapolate([1e3, 1e4], [0.2, 0.3], 0.5, 2)[1] / 1e6 - 1) < 1e-6
+  assert _extrapolate([1e3, 1e4, 1e5], [0.2, 0.3, 0.25], 0.5, 2)[1] is None
