@@ -61,6 +61,9 @@ def _define_flags(fv: flags.FlagValues = flags.FLAGS) -> None:
   integer("generator_max_photos", None, "Train on at most this many of the generator's photos "
           "(a fixed hash order of their ids, so smaller sets are nested in larger ones): the "
           "data-scaling curve. Default: all.")
+  boolean("generator_balance_roots", False, "Draw the generator's targets so that each root "
+          "gives the same share (default: each object equally, so the root with the most "
+          "objects dominates).")
   string("generator_weights", ",".join(f"{n}={w:g}" for n, w in generator.DEFAULT_WEIGHTS),
          "Corruption weights of the online generator (reinhard, offset, identity).")
   integer("max_train_examples", o.max_train_examples, "Use at most this many (0: all).")
@@ -232,7 +235,7 @@ def main(argv, dataset_fn: data_lib.DatasetFn | None = None) -> None:
     dataset_fn = dataset_fn or data_lib.default_dataset_fn()
     stream = (data_lib.composite_stream(opts, dataset_fn, fv.generator_roots,
                                         fv.generator_weights, fv.image_size,
-                                        fv.generator_max_photos)
+                                        fv.generator_max_photos, fv.generator_balance_roots)
               if opts.train_source == "generator" else None)
     tf.io.gfile.makedirs(opts.workdir)
     if training.is_chief(strategy):  # one block per start of the run, not one per worker

@@ -132,3 +132,21 @@ def test_lalonde_outdoor_reads_and_pairs_with_coco():
   refs = {s.target_id: {r for r, _ in s.candidates} for s in specs}
   lalonde_cars = [t for t in refs if t in lalonde and split.objects[t].category == "car"]
   assert lalonde_cars and any(refs[t] - lalonde for t in lalonde_cars)  # COCO cars among them
+
+
+def test_balanced_roots_give_each_root_the_same_share_of_targets(tmp_path):
+  """A synthetic root with about three times the demo's objects: unbalanced, the demo gives
+  about its share of the objects; balanced, half of the targets (the offset draws, and the
+  reinhard draws among objects with a partner)."""
+  big = _synthetic_root(str(tmp_path / "big"), n_photos=30)
+
+  def shares(balance):
+    source = generator.CompositeSource([DEMO_ROOT, big], generator.GeneratorOptions(
+        balance_roots=balance, weights=(("offset", 1.0), ("reinhard", 1.0))))
+    roots = np.array([int(source.example(i)["root"]) for i in range(200)])
+    return np.mean(roots == 0), np.mean(np.array([o.root for o in source.objects]) == 0)
+
+  unbalanced, demo_objects = shares(False)
+  assert demo_objects < 0.35 and abs(unbalanced - demo_objects) < 0.1  # each object equally
+  balanced, _ = shares(True)
+  assert abs(balanced - 0.5) < 0.1

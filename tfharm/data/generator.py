@@ -60,6 +60,10 @@ class GeneratorOptions:
   # At most this many training photos, the first in a fixed hash order of their ids (None: all):
   # nested subsets of one mix of roots, for the data-scaling curve.
   max_photos: int | None = None
+  # Draw targets so that each root gives the same share of them (None/False: each object
+  # equally, so the root with the most objects dominates the stream). The roots' photos differ
+  # in kind (indoor COCO scenes, outdoor scene parts), and the test split is one kind.
+  balance_roots: bool = False
 
   def __post_init__(self):
     names = [n for n, _ in self.weights]
@@ -81,6 +85,17 @@ class GeneratorOptions:
         image_size=self.image_size, min_area_fraction=self.min_area_fraction,
         validation_fraction=self.validation_fraction, max_chroma_change=self.max_chroma_change,
         max_luminance_ratio=self.max_luminance_ratio)
+
+
+def _balanced(roots: np.ndarray) -> np.ndarray:
+  """Draw probabilities giving every root present the same total, equal within a root."""
+  _, index, counts = np.unique(roots, return_inverse=True, return_counts=True)
+  return 1.0 / (len(counts) * counts[index])
+
+
+def _pick(rng: np.random.Generator, n: int, p: np.ndarray | None) -> int:
+  """An index below n: uniform (the stream of unbalanced runs, unchanged) or by p."""
+  return int(rng.integers(n)) if p is None else int(rng.choice(n, p=p))
 
 
 def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
@@ -189,6 +204,11 @@ class CompositeSource:
         raise ValueError(f"categories {lonely or 'all'} have eligible objects in fewer than two "
                          "training photos: no same-category reference for the reinhard "
                          "corruption (give it weight 0)")
+    self._target_p = self._reinhard_p = None
+    if options.balance_roots:
+      self._target_p = _balanced(np.array([o.root for o in self.objects]))
+      self._reinhard_p = _balanced(np.array([self.objects[i].root
+                                             for i in self.reinhard_targets]))
     self._kinds = [n for n, w in options.weights if w > 0]
     total = sum(w for _, w in options.weights)
     self._p = np.array([w / total for n, w in options.weights if w > 0])
@@ -221,14 +241,14 @@ class CompositeSource:
     """One draw: (kind, target index, reference index or -1, moved object, reference stats)."""
     kind = self._kinds[int(rng.choice(len(self._kinds), p=self._p))]
     if kind == "reinhard":
-      t = int(self.reinhard_targets[rng.integers(len(self.reinhard_targets))])
+      t = int(self.reinhard_targets[_pick(rng, len(self.reinhard_targets), self._reinhard_p)])
       r = int(self.pools[t][rng.integers(len(self.pools[t]))])
       target, reference = self.objects[t], self.objects[r]
       real = self.images[target.image_id]
       moved = composites.move_lightness(real, target.mask,
                                         composites.reinhard_map(target.stats, reference.stats))
       return kind, t, r, moved, reference.stats
-    t = int(rng.integers(len(self.objects)))
+    t = _pick(rng, len(self.objects), self._target_p)
     target = self.objects[t]
     real = self.images[target.image_id]
     if kind == "offset":

@@ -99,7 +99,8 @@ def _batch_index(i: tf.Tensor, first_batch: int, context: tf.distribute.InputCon
 
 
 def composite_stream(opts: TrainOptions, dataset_fn: DatasetFn, roots: Sequence[str],
-                     weights: str, image_size: int, max_photos: int | None = None) -> StreamFn:
+                     weights: str, image_size: int, max_photos: int | None = None,
+                     balance_roots: bool = False) -> StreamFn:
   """The online generator over `roots` (tfharm.data.generator; `weights` as
   'reinhard=0.5,...'), holding out the built dataset's validation photos (same fraction),
   checked against the validation split's own image ids."""
@@ -111,7 +112,8 @@ def composite_stream(opts: TrainOptions, dataset_fn: DatasetFn, roots: Sequence[
                                      ).builder_config.validation_fraction
     options = generator.GeneratorOptions(
         image_size=image_size, seed=opts.seed, validation_fraction=fraction,
-        weights=generator.parse_weights(weights), max_photos=max_photos)
+        weights=generator.parse_weights(weights), max_photos=max_photos,
+        balance_roots=balance_roots)
     source = generator.CompositeSource(list(roots), options)
   except (ValueError, FileNotFoundError) as e:  # AnnotationError is a ValueError
     raise DataError(f"--train_source=generator: {e}") from e
