@@ -58,22 +58,34 @@ def _summary(path: str, sha: str) -> dict:
           **{k: m[k] for k in ("joint_detector", "detector", "real_photos") if k in m}}
 
 
-def recipe(workdir: str) -> list[str]:
-  """The run's newest invocation (tfharm.training.run_flags), machine paths left out."""
+MACHINE_FLAGS = ("workdir", "data_dir", "generator_roots")
+
+
+def _invocations(workdir: str) -> list[list[str]]:
+  """The run's starts (tfharm.training.run_flags), each reduced to tfharm.train's own flags
+  without machine paths: flags.txt also holds every flag absl and TensorFlow define
+  (--test_tmpdir=/tmp/..., --verbosity, ...), which say nothing about the recipe."""
+  from tfharm import train  # pylint: disable=g-import-not-at-top
   from tfharm.training import run_flags  # pylint: disable=g-import-not-at-top
-  return [line for line in run_flags.invocations(workdir)[-1]
-          if not line.startswith(("--workdir", "--data_dir", "--generator_roots"))]
+  own = flags.FlagValues()
+  train._define_flags(own)  # pylint: disable=protected-access
+  keep = {n for n in own if n not in MACHINE_FLAGS}
+  keep |= {"no" + n for n in keep}
+  return [[line for line in start if line[2:].split("=", 1)[0] in keep]
+          for start in run_flags.invocations(workdir)]
+
+
+def recipe(workdir: str) -> list[str]:
+  """The run's newest invocation, tfharm.train's flags only, machine paths left out."""
+  return _invocations(workdir)[-1]
 
 
 def earlier_starts(workdir: str) -> list[list[str]]:
   """For each earlier start of the run, oldest first, the flags whose values differ from the
   newest start's (machine paths left out): a run resumed with a new --steps or --learning_rate
   was trained partly with the older values, and the recipe alone would hide that."""
-  from tfharm.training import run_flags  # pylint: disable=g-import-not-at-top
-  *earlier, newest = run_flags.invocations(workdir)
-  machine = ("--workdir", "--data_dir", "--generator_roots")
-  return [[line for line in start if line not in newest and not line.startswith(machine)]
-          for start in earlier]
+  *earlier, newest = _invocations(workdir)
+  return [[line for line in start if line not in newest] for start in earlier]
 
 
 def first_test_scores(weights: str, data_dir: str) -> dict:

@@ -29,7 +29,8 @@ def ship_summary(metrics_path: str, sha256: str) -> dict:
 def test_recipe_is_the_last_start_without_machine_paths(tmp_path):
   first = ["--augment", "--batch_size=8", "--learning_rate=0.001", "--workdir=/m/run"]
   resumed = ["--noaugment", "--batch_size=8", "--data_dir=/m/data",
-             "--generator_roots=/m/a,/m/b", "--learning_rate=0.0005", "--workdir=/m/run"]
+             "--generator_roots=/m/a,/m/b", "--learning_rate=0.0005", "--workdir=/m/run",
+             "--test_tmpdir=/tmp/absl_testing", "--verbosity=0"]  # absl's own: not the recipe
   (tmp_path / "flags.txt").write_text("\n".join(first + resumed) + "\n")
   assert _call(f"m.recipe({str(tmp_path)!r})") == [
       "--noaugment", "--batch_size=8", "--learning_rate=0.0005"]
