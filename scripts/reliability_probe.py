@@ -126,6 +126,29 @@ class Case:
     _no_crash(ran)
     return ran
 
+  def run_interrupted(self, src: str, out: str, interrupt, grace: float) -> Ran:
+    """`tfharm.harmonise` from src into out in the background; once out holds a PNG,
+    interrupt(proc) runs, then the command has `grace` seconds to end (longer is a hang)."""
+    with open(self.path("harmonise.stderr"), "w") as err:
+      proc = subprocess.Popen([PYTHON, "-m", "tfharm.harmonise", f"--input={src}",
+                               f"--output={out}"], cwd=self.dir, env=self.env,
+                              stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_ctrl_c_default)
+      deadline = time.monotonic() + _TIMEOUT.value
+      while proc.poll() is None and time.monotonic() < deadline and not (
+          os.path.isdir(out) and [n for n in os.listdir(out) if n.endswith(".png")]):
+        time.sleep(0.05)
+      interrupt(proc)
+      try:
+        proc.wait(timeout=grace)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+        self.rcs.append("hang")
+        raise Failed(f"harmonise: still running {grace:g} s after the interruption") from None
+    self.rcs.append(str(proc.returncode))
+    ran = Ran("harmonise", proc.returncode, "", open(self.path("harmonise.stderr")).read(), 0)
+    _no_crash(ran)
+    return ran
+
 
 def _ctrl_c_default() -> None:
   """A child gets the default SIGINT, as from a terminal (not a background job's ignored one)."""
@@ -730,24 +753,7 @@ def c21_ctrl_c(c: Case):
   """Ctrl-C printed ~58-line tracebacks with no summary; the page ignored the first one."""
   src, out = c.path("src"), c.path("out")
   copies(src, 40)
-  with open(c.path("harmonise.stderr"), "w") as err:
-    proc = subprocess.Popen([PYTHON, "-m", "tfharm.harmonise", f"--input={src}",
-                             f"--output={out}"], cwd=c.dir, env=c.env, stdout=subprocess.DEVNULL,
-                            stderr=err, preexec_fn=_ctrl_c_default)
-    deadline = time.monotonic() + _TIMEOUT.value
-    while proc.poll() is None and time.monotonic() < deadline and not (
-        os.path.isdir(out) and [n for n in os.listdir(out) if n.endswith(".png")]):
-      time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)  # once it has harmonised an image
-    try:
-      proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      c.rcs.append("hang")
-      raise Failed("harmonise: still running 60 s after Ctrl-C") from None
-  c.rcs.append(str(proc.returncode))
-  ran = Ran("harmonise", proc.returncode, "", open(c.path("harmonise.stderr")).read(), 0)
-  _no_crash(ran)
+  ran = c.run_interrupted(src, out, lambda proc: proc.send_signal(signal.SIGINT), grace=60)
   expect(ran, program.INTERRUPTED)
   check(re.fullmatch(r"interrupted \(Ctrl-C\): harmonised \d+ of 40 image\(s\) into .*",
                      ran.last_line()) is not None, f"harmonise: last line '{ran.last_line()}'")
@@ -866,24 +872,8 @@ def c26_vanished_and_too_small(c: Case):
   pair "unreadable"."""
   src, out = c.path("src"), c.path("out")
   inputs = copies(src, 40)  # the last is removed once the first is written: far ahead of it
-  with open(c.path("harmonise.stderr"), "w") as err:
-    proc = subprocess.Popen([PYTHON, "-m", "tfharm.harmonise", f"--input={src}",
-                             f"--output={out}"], cwd=c.dir, env=c.env, stdout=subprocess.DEVNULL,
-                            stderr=err, preexec_fn=_ctrl_c_default)
-    deadline = time.monotonic() + _TIMEOUT.value
-    while proc.poll() is None and time.monotonic() < deadline and not (
-        os.path.isdir(out) and os.listdir(out)):
-      time.sleep(0.05)
-    os.remove(inputs[-1])  # after the run listed it, before it reached it
-    try:
-      proc.wait(timeout=_TIMEOUT.value)
-    except subprocess.TimeoutExpired:
-      proc.kill()
-      c.rcs.append("hang")
-      raise Failed("harmonise: a hang") from None
-  c.rcs.append(str(proc.returncode))
-  ran = Ran("harmonise", proc.returncode, "", open(c.path("harmonise.stderr")).read(), 0)
-  _no_crash(ran)
+  # The last input is removed after the run listed it, before it reached it.
+  ran = c.run_interrupted(src, out, lambda proc: os.remove(inputs[-1]), grace=_TIMEOUT.value)
   expect(ran, 1, "39.png: no such file any more", "'missing': 1")
   a, b = c.path("A"), c.path("B")
   tiny = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
