@@ -49,7 +49,8 @@ def restore_latest(manager: tf.train.CheckpointManager, ckpt: tf.train.Checkpoin
   """
   for path in reversed(manager.checkpoints):
     try:
-      ckpt.restore(path).assert_existing_objects_matched()
+      # The caller restores the rest (position, average) from the same path in parts.
+      ckpt.restore(path).assert_existing_objects_matched().expect_partial()
       return path
     except (tf.errors.OpError, AssertionError, ValueError, IndexError, KeyError) as e:
       logging.warning("Checkpoint %s is unreadable (%s); trying an older one.", path, e)
