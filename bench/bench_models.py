@@ -5,6 +5,7 @@
   python bench/bench_models.py --models=detector,end_to_end --iters=3 --warmup=1
   taskset -c 1 python bench/bench_models.py --models=joint --precisions=float32 --xla=false
   python bench/bench_models.py --models=joint_lite0 --modes=inference,train  # EfficientNet trunk
+  python bench/bench_models.py --models=joint --modes=photo  # one 1024x768 photo, as harmonise
 
 Each (model, mode, precision, XLA) variant runs in its own subprocess, so the dtype
 policy and the peak RSS belong to that variant alone. The CPU's reachable peak is
@@ -33,6 +34,7 @@ _ITERS = flags.DEFINE_integer("iters", 5, "Timed steps per variant (after warm-u
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps (tracing, XLA compilation).")
 _PRECISIONS = flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Dtype policies.")
 _XLA = flags.DEFINE_list("xla", ["false", "true"], "jit_compile values to try.")
+_PHOTO = flags.DEFINE_string("photo_size", "1024x768", "WxH of the photo for --modes=photo.")
 _MODES = flags.DEFINE_list("modes", ["inference", "train", "train_cached"],
                           "What to time (train_cached: the detector's trained layers on "
                           "cached frozen-encoder features).")
@@ -194,7 +196,8 @@ def _end_to_end_variant(mode: str, precision: str, xla: bool, batch: int, size: 
 
 
 def _joint_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
-                   warmup: int, iters: int, trunk: str = "vgg16") -> dict:
+                   warmup: int, iters: int, trunk: str = "vgg16",
+                   photo_size: str = "1024x768") -> dict:
   """The joint model (tfharm.models.joint); training: its task's loss (detection CE + output
   MSE against a target), the frozen trunk (VGG16 or EfficientNet-Lite0) forward only
   (stop_gradient)."""
@@ -209,7 +212,15 @@ def _joint_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
   image = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)), tf.float32)
   target = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)), tf.float32)
   labels = tf.constant(rng.integers(0, 3, (batch, size, size)), tf.int32)
-  if mode == "inference":
+  if mode == "photo":  # the default system on one photo: the network at S, the correction at WxH
+    from tfharm.systems.base import inference_fn  # pylint: disable=g-import-not-at-top
+    from tfharm.systems.joint import JointSystem  # pylint: disable=g-import-not-at-top
+    width, height = map(int, photo_size.split("x"))
+    photo = tf.constant(rng.uniform(0, 1, (batch, height, width, 3)), tf.float32)
+    system_fn = inference_fn(JointSystem(model, size), "predicted", jit_compile=xla,
+                             any_size=True)
+    fn = lambda: system_fn(photo)["harmonised"]  # pylint: disable=unnecessary-lambda-assignment
+  elif mode == "inference":
     fn = tf.function(lambda: model(image, training=False)["harmonised"], jit_compile=xla)
   else:
     optimizer = keras.optimizers.Adam(1e-4)
@@ -227,7 +238,9 @@ def _joint_variant(mode: str, precision: str, xla: bool, batch: int, size: int,
   forward = forward_flops(model, size=size)
   frozen = forward_flops(model, only_frozen=True, size=size)
   # Trained layers: forward + input and weight gradients (3x); the frozen trunk: forward only.
-  flops = {"inference": forward, "train": 3 * (forward - frozen) + frozen}[mode]
+  # A photo counts the network's forward only (its S x S shrink); the full-size correction's
+  # element-wise work is not counted, so its fraction of peak is a lower bound.
+  flops = {"inference": forward, "photo": forward, "train": 3 * (forward - frozen) + frozen}[mode]
   return {"images_per_s": batch / seconds, "flops_per_s": flops * batch / seconds,
           "images_per_cpu_s": batch / cpu_seconds, "step_flops": flops,
           "params": model.count_params(), "forward_flops": forward,
@@ -241,8 +254,9 @@ BENCHES = {"harmoniser": _harmoniser_variant, "detector": _detector_variant,
 
 
 def _run_one(spec: dict) -> dict:
+  extra = {"photo_size": spec["photo_size"]} if spec["mode"] == "photo" else {}
   return BENCHES[spec["model"]](spec["mode"], spec["precision"], spec["xla"], spec["batch"],
-                                spec["size"], spec["warmup"], spec["iters"])
+                                spec["size"], spec["warmup"], spec["iters"], **extra)
 
 
 def main(argv):
@@ -257,12 +271,13 @@ def main(argv):
       results = []
       for mode in _MODES.value:
         if (model == "end_to_end" and mode != "inference") or (
-            model != "detector" and mode == "train_cached"):
+            model != "detector" and mode == "train_cached") or (
+            mode == "photo" and not model.startswith("joint")):
           continue
         for xla in (x.lower() == "true" for x in _XLA.value):
           spec = dict(model=model, mode=mode, precision=precision, xla=xla,
-                      batch=batch, size=_SIZE.value, warmup=_WARMUP.value,
-                      iters=_ITERS.value)
+                      batch=1 if mode == "photo" else batch, size=_SIZE.value,
+                      warmup=_WARMUP.value, iters=_ITERS.value, photo_size=_PHOTO.value)
           results.append((spec, measure.spawn_variant(__file__, spec)))
       if precision == _PRECISIONS.value[0]:
         r = results[0][1]
@@ -275,7 +290,8 @@ def main(argv):
       peak = max(r["peak_flops_per_s"] for _, r in results)  # least disturbed by other load
       print(f"peak_conv3x3.{precision} {peak / 1e9:.1f} GFLOP/s")
       for spec, r in results:
-        name = f"{model}.{spec['mode']}.{precision}.{'xla' if spec['xla'] else 'noxla'}"
+        mode = f"photo{spec['photo_size']}" if spec["mode"] == "photo" else spec["mode"]
+        name = f"{model}.{mode}.{precision}.{'xla' if spec['xla'] else 'noxla'}"
         print(f"{name}.images_per_s {r['images_per_s']:.2f} img/s")
         print(f"{name}.images_per_cpu_s {r['images_per_cpu_s']:.2f} img/CPU-s")
         print(f"{name}.gflops_per_s {r['flops_per_s'] / 1e9:.1f} GFLOP/s")
