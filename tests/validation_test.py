@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from tests import serving_helpers as helpers
 from tests.conftest import REPO
 from tests.models.trained_weights import small_joint_model
 from tfharm.data import pipeline
@@ -20,8 +21,9 @@ def test_joint_scores_through_the_command(demo_build, tmp_path):
   out = tmp_path / "scores.json"
   cmd = [sys.executable, "-m", "tfharm.validation", f"--data_dir={demo_build.data_dir_root}",
          "--split=test", f"--joint_weights={path}", f"--output={out}", "--batch_size=8"]
-  proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+  proc = helpers.run(cmd[1:])  # the user's environment: TensorFlow's own log level unset
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert helpers.noise_lines(proc.stderr) == [], proc.stderr[-3000:]  # issue 26: quiet commands
   scores = json.loads(out.read_text())
   n = demo_build.info.splits["test"].num_examples
   assert scores["num_examples"] == n and scores["root:dummy_data"]["num_examples"] == n

@@ -62,6 +62,8 @@ def main(argv):
   if any(not math.isfinite(g) or g <= 0 for g in gains):
     raise program.SetupError(f"--gate_gains must be positive numbers, got {_GAINS.value}")
   # pylint: disable=g-import-not-at-top  (TensorFlow after the flags are checked)
+  from tfharm.cli import quiet
+  quiet.start_tensorflow(flags.FLAGS.verbosity >= 1)
   from tfharm.data import pipeline
   from tfharm.evaluation import quick_scores
   try:
