@@ -96,13 +96,33 @@ def first_test_scores(weights: str, data_dir: str) -> dict:
       data_dir, "test", config="256", batch_size=SUBSET, max_examples=SUBSET))
 
 
+def preset_model(workdir: str):
+  """The run's exported model (its `.keras` file carries the config), refused if the preset
+  would load its weights into another config: a `.weights.h5` file holds no config, and
+  joint_256's entry in tfharm.presets builds the default JointConfig."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from tfharm.models import joint  # pylint: disable=g-import-not-at-top
+  model = joint.load_joint(os.path.join(workdir, "joint.keras"))
+  expected = joint.JointConfig(**presets.get("joint_256").config)
+  differ = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(model.cfg)
+            if f.name != "imagenet_weights"
+            and getattr(model.cfg, f.name) != getattr(expected, f.name)}
+  if differ:
+    raise program.SetupError(
+        f"{workdir} trained a joint model with {differ}, but the joint_256 preset is built "
+        "with the default JointConfig, so its float16 file would not load. Score the run's "
+        "joint.keras instead (tfharm.eval and tfharm.validation take it); shipping it needs a "
+        "preset entry with that config in tfharm/presets/__init__.py")
+  return model
+
+
 def main(argv):
   del argv
   if not os.path.exists(_OUT.value):
     if not _WORKDIR.value:
       raise app.UsageError(f"{_OUT.value} does not exist: pass --workdir to make it")
-    from tfharm.models import checkpoints, joint  # pylint: disable=g-import-not-at-top
-    model = joint.load_joint(os.path.join(_WORKDIR.value, "joint.weights.h5"))
+    model = preset_model(_WORKDIR.value)
+    from tfharm.models import checkpoints  # pylint: disable=g-import-not-at-top
     checkpoints.save_float16_weights(model, _OUT.value)
   sha = store.sha256_file(_OUT.value)
   if not (_VALIDATION.value and _TEST.value):

@@ -72,3 +72,33 @@ def test_a_joint_only_metrics_json_is_recorded_without_pipeline_keys(tmp_path):
                     "methods": metrics["methods"], "shares": metrics["shares"],
                     "joint_detector": metrics["joint_detector"],
                     "real_photos": metrics["real_photos"]}
+
+
+def test_a_run_of_another_config_is_refused_before_a_file_is_made(tmp_path):
+  """A `.weights.h5` file holds no config and the joint_256 preset builds the default one: a
+  float16 file of another config (e.g. the Lite0 trunk) would not load. The script said
+  "made" for the default config only after a traceback for any other."""
+  from tests.models.trained_weights import small_joint_model  # pylint: disable=g-import-not-at-top
+  small_joint_model().save(str(tmp_path / "joint.keras"))  # narrower than the default
+  out = tmp_path / "joint_256.weights.h5"
+  proc = subprocess.run([sys.executable, SCRIPT, f"--workdir={tmp_path}", f"--output={out}"],
+                        capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert "context_width" in last and "joint.keras" in last and "Traceback" not in proc.stderr
+  assert not out.exists()
+
+
+def test_the_default_config_is_made_in_float16_and_loads_as_the_preset_would(tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tfharm.models import joint  # pylint: disable=g-import-not-at-top
+  model = joint.JointModel(joint.JointConfig(imagenet_weights=False))
+  model.save(str(tmp_path / "joint.keras"))
+  out = tmp_path / "joint_256.weights.h5"
+  proc = subprocess.run([sys.executable, SCRIPT, f"--workdir={tmp_path}", f"--output={out}"],
+                        capture_output=True, text=True, cwd=REPO)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.startswith(f"made {out}")
+  loaded = joint.load_joint(str(out))  # the default config, as the preset loads it
+  for a, b in zip(loaded.get_weights(), model.get_weights()):
+    np.testing.assert_allclose(a, b.astype(np.float16).astype(np.float32), rtol=1e-3, atol=1e-4)
