@@ -1,9 +1,13 @@
 """The data-scaling curve: validation quality of one recipe trained at an equal sample budget
 on nested sets of distinct training photos, as a PNG and a markdown table, with a log-linear
-extrapolation of the photos a target would need.
+extrapolation of the photos a target would need. With --axis=samples, the same for one run
+scored at several sample counts (the sample curve), with the hours of training a target
+would need at --images_per_second.
 
   python scripts/scaling_curve.py --points=173=VAL_173.json,700=VAL_700.json,1311=VAL_ALL.json \
       --output=experiments/scaling/curve.png --target=gain_mask_free=1.0
+  python scripts/scaling_curve.py --axis=samples --images_per_second=9.2 \
+      --points=12000=TEST_12K.json,48000=TEST_48K.json,96000=TEST_96K.json --target=ap=0.5
 
 Each VAL_*.json is `python -m tfharm.validation --split=validation --joint_weights=RUN/joint.keras
 --output=...` of one run (configs/train_joint_scaling.flags with --generator_max_photos).
@@ -30,8 +34,16 @@ _OUTPUT = flags.DEFINE_string("output", None, "PNG to write (refused if it exist
 _OVERWRITE = flags.DEFINE_boolean("overwrite", False, "Replace --output.")
 _TARGET = flags.DEFINE_string("target", "gain_mask_free=1.0",
                               "metric=value: extrapolate the photos needed to reach it.")
+_AXIS = flags.DEFINE_enum("axis", "photos", ["photos", "samples"], "What the points' numbers "
+                          "count: distinct photos at an equal budget, or samples seen by one run.")
+_IPS = flags.DEFINE_float("images_per_second", None, "With --axis=samples: the training "
+                          "command's speed, to give the extrapolated samples in hours.")
 _ALSO = flags.DEFINE_list("also", None, "More validation.json records (e.g. the shipped "
                           "preset's) for the per-root table.")
+# axis: (column header, x-axis label, what the extrapolation counts)
+AXES = {"photos": ("photos", "distinct training photos (equal sample budget)",
+                   "distinct photos at this sample budget"),
+        "samples": ("samples seen", "training samples seen (one run)", "training samples")}
 METRICS = (("gain_mask_free", "PSNR gain mask-free (dB)"),
            ("gain_gt_mask", "PSNR gain, true mask (dB)"), ("ap", "AP (suprathreshold)"))
 
@@ -46,7 +58,7 @@ def read_points(specs: list[str]) -> list[tuple[int, dict]]:
   for spec in specs:
     photos, sep, path = spec.partition("=")
     if not sep or not photos.isdigit():
-      raise app.UsageError(f"--points entry {spec!r} is not PHOTOS=validation.json")
+      raise app.UsageError(f"--points entry {spec!r} is not NUMBER=validation.json")
     points.append((int(photos), _load(path)))
   return sorted(points, key=lambda p: p[0])
 
@@ -63,8 +75,10 @@ def fit(photos: list[int], values: list[float]) -> tuple[float, float, float]:
   return float(a), float(b), se
 
 
-def table(points: list[tuple[int, dict]], target: tuple[str, float] | None) -> str:
-  lines = ["| photos | composites | " + " | ".join(label for _, label in METRICS)
+def table(points: list[tuple[int, dict]], target: tuple[str, float] | None,
+          axis: str = "photos", images_per_second: float | None = None) -> str:
+  header, _, counts = AXES[axis]
+  lines = [f"| {header} | composites | " + " | ".join(label for _, label in METRICS)
            + " | improved (mask-free) | worse > 1 dB (mask-free) |",
            "|---:|---:|" + "---:|" * (len(METRICS) + 2)]
   for photos, m in points:
@@ -79,16 +93,18 @@ def table(points: list[tuple[int, dict]], target: tuple[str, float] | None) -> s
     a, b, se = fit([p for p, _ in points], [m["overall"][metric]["mean"] for _, m in points])
     first, last = points[0][1]["overall"][metric], points[-1][1]["overall"][metric]
     diff, diff_se = last["mean"] - first["mean"], math.hypot(first["se"], last["se"])
-    lines += ["", f"{metric}, most photos minus fewest: {diff:+.3f} ± {diff_se:.3f} "
+    lines += ["", f"{metric}, most {axis} minus fewest: {diff:+.3f} ± {diff_se:.3f} "
               f"({abs(diff) / diff_se:.1f} standard errors; composites of one object are "
               "correlated, so the real error is somewhat larger)."]
-    lines += [f"Fit {metric} = {a:.3f} + {b:.3f} (± {se:.3f}) · log10(photos)."]
+    lines += [f"Fit {metric} = {a:.3f} + {b:.3f} (± {se:.3f}) · log10({axis})."]
     if b > 0:
       need = 10 ** ((value - a) / b)
-      lines.append(f"{metric} = {value} would need ~{need:.3g} distinct photos at this sample "
-                   "budget (log-linear extrapolation: optimistic).")
+      hours = (f", ~{need / images_per_second / 3600:.3g} hours at {images_per_second:g} "
+               "images/s" if axis == "samples" and images_per_second else "")
+      lines.append(f"{metric} = {value} would need ~{need:.3g} {counts}{hours} "
+                   "(log-linear extrapolation: optimistic).")
     else:
-      lines.append(f"The slope is not positive: more photos do not raise {metric} here.")
+      lines.append(f"The slope is not positive: more {axis} do not raise {metric} here.")
   return "\n".join(lines)
 
 
@@ -106,7 +122,7 @@ def root_table(points: list[tuple[str, dict]]) -> str:
   return "\n".join(lines)
 
 
-def plot(points: list[tuple[int, dict]], output: str) -> None:
+def plot(points: list[tuple[int, dict]], output: str, axis: str = "photos") -> None:
   import matplotlib  # pylint: disable=g-import-not-at-top
   import matplotlib.ticker  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -122,7 +138,7 @@ def plot(points: list[tuple[int, dict]], output: str) -> None:
     ax.set_xscale("log")
     ax.set_xticks(x, [str(v) for v in x])
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xlabel("distinct training photos (equal sample budget)")
+    ax.set_xlabel(AXES[axis][1])
     ax.set_title(label, fontsize=10)
   fig.tight_layout()
   fig.savefig(output, dpi=110)
@@ -138,14 +154,14 @@ def main(argv):
   if _TARGET.value:
     metric, _, value = _TARGET.value.partition("=")
     target = (metric, float(value))
-  print(table(points, target))
+  print(table(points, target, _AXIS.value, _IPS.value))
   print()
-  print(root_table([(f"{p} photos", m) for p, m in points]
+  print(root_table([(f"{p} {_AXIS.value}", m) for p, m in points]
                    + [(os.path.basename(path), _load(path)) for path in _ALSO.value or []]))
   if _OUTPUT.value:
     if os.path.exists(_OUTPUT.value) and not _OVERWRITE.value:
       raise app.UsageError(f"{_OUTPUT.value} exists (--overwrite replaces it)")
-    plot(points, _OUTPUT.value)
+    plot(points, _OUTPUT.value, _AXIS.value)
     print(f"\nwrote {_OUTPUT.value}")
 
 

@@ -42,3 +42,18 @@ def test_a_flat_curve_says_photos_do_not_help(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "more photos do not raise gain_mask_free" in proc.stdout
   assert "most photos minus fewest: -0.020 ± 0.014 (1.4 standard errors" in proc.stdout
+
+
+def test_the_sample_axis_gives_the_hours_a_target_needs(tmp_path):
+  # AP = 0.1 * log10(samples) - 0.2 exactly: 0.5 at 10^7 samples, 1e7 / 10 / 3600 = 278 hours.
+  points = [_point(tmp_path, n, 0.0) for n in (10000, 100000)]
+  for spec, n in zip(points, (10000, 100000)):
+    path = spec.partition("=")[2]
+    m = json.load(open(path))
+    m["overall"]["ap"]["mean"] = 0.1 * __import__("math").log10(n) - 0.2
+    json.dump(m, open(path, "w"))
+  proc = _run("--axis=samples", "--images_per_second=10", "--points=" + ",".join(points),
+              "--target=ap=0.5")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "| samples seen | composites |" in proc.stdout
+  assert "ap = 0.5 would need ~1e+07 training samples, ~278 hours at 10 images/s" in proc.stdout
