@@ -25,6 +25,7 @@ def test_joint_scores_through_the_command(demo_build, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert helpers.noise_lines(proc.stderr) == [], proc.stderr[-3000:]  # issue 26: quiet commands
   scores = json.loads(out.read_text())
+  assert json.loads(proc.stdout) == scores  # stdout is the JSON alone: no progress bar in it
   n = demo_build.info.splits["test"].num_examples
   assert scores["num_examples"] == n and scores["root:dummy_data"]["num_examples"] == n
   # Per-image PSNRs recomputed from the same model and data agree with the command's means.

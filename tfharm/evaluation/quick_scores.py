@@ -23,11 +23,13 @@ tfharm.metrics.aggregate, as the full evaluation does.
 
 from __future__ import annotations
 
+import sys
 from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
+import tqdm
 
 from tfharm.metrics import aggregate
 from tfharm.metrics import image as image_metrics
@@ -50,15 +52,18 @@ def _collect(score: Callable, dataset: tf.data.Dataset, fields=()) -> dict[str, 
   """Per-batch numpy values of `score(batch)` ({name: (B,)}, or {row: {metric: (B,)}} flattened
   to (row, metric) keys) and of the batch's own `fields`, with a progress bar."""
   chunks: dict = {}
-  bar = keras.utils.Progbar(None, unit_name="batch")
-  for i, batch in enumerate(dataset):
+  # On stderr, and only on a terminal: stdout carries the command's JSON, and a log file would
+  # collect every redraw of the bar.
+  bar = tqdm.tqdm(unit="batch", file=sys.stderr, disable=None, dynamic_ncols=True)
+  for batch in dataset:
     for k, v in score(batch).items():
       for m, x in v.items() if isinstance(v, dict) else [(None, v)]:
         chunks.setdefault(k if m is None else (k, m), []).append(x.numpy())
     for k in fields:
       if k in batch:
         chunks.setdefault(k, []).append(batch[k].numpy())
-    bar.update(i + 1)
+    bar.update(1)
+  bar.close()
   return chunks
 
 
