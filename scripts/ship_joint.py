@@ -64,7 +64,7 @@ MACHINE_FLAGS = ("workdir", "data_dir", "generator_roots")
 def _invocations(workdir: str) -> list[list[str]]:
   """The run's starts (tfharm.training.run_flags), each reduced to tfharm.train's own flags
   without machine paths: flags.txt also holds every flag absl and TensorFlow define
-  (--test_tmpdir=/tmp/..., --verbosity, ...), which say nothing about the recipe."""
+  (absl's --test_tmpdir and --verbosity, ...), which say nothing about the recipe."""
   from tfharm import train  # pylint: disable=g-import-not-at-top
   from tfharm.training import run_flags  # pylint: disable=g-import-not-at-top
   own = flags.FlagValues()
